@@ -1,0 +1,139 @@
+# CurateCT. Quick start on a fresh Debian machine (Python 3.11, Node 20 + npm):
+#     make run     # installs, migrates, seeds demo data, serves http://127.0.0.1:8000/
+#     make test    # the whole test suite (installs Debian's chromium for browser tests if missing)
+# Every step is stamp-based, so the second run only does what changed.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+PYTEST_ARGS ?=
+
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+DATA_DIR := $(or $(CURATECT_DATA_DIR),var)
+# The CPU wheel of this release lies on the machines' disk for Python 3.11. It must be installed
+# before requirements.txt: monai etc. would otherwise pull a multi-GB CUDA torch.
+TORCH := torch==2.13.0
+BOOT_PYTHON := $(shell command -v python3.11 || command -v python3)
+# A new requirements.txt (or torch pin) gives a new stamp name, so the venv is brought up to date.
+REQ_HASH := $(shell { echo '$(TORCH)'; cat requirements.txt; } | sha256sum | cut -c1-16)
+VENV_STAMP := $(VENV)/.installed-$(REQ_HASH)
+
+FRONTEND_SOURCES := $(shell [ -d frontend ] && find frontend \( -path frontend/node_modules -o -path frontend/dist \) -prune -o -type f -print)
+TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+
+.PHONY: help setup run test lint format typecheck bench clean distclean venv frontend browsers
+
+help: ## list the targets
+	@echo "CurateCT: make <target>   (quick start: make run, make test)"
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@echo "Variables: HOST=$(HOST) PORT=$(PORT) DATABASE_URL (default SQLite in $(DATA_DIR)/) PYTEST_ARGS"
+
+# ---------------------------------------------------------------- install
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): requirements.txt
+	@if [ -z "$(BOOT_PYTHON)" ]; then echo "error: python3.11 (or python3) not found" >&2; exit 1; fi
+	@if [ ! -x $(PY) ]; then \
+	  ver=$$($(BOOT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \
+	  if [ "$$ver" != 3.11 ]; then \
+	    echo "error: CurateCT needs Python 3.11 ($(BOOT_PYTHON) is $$ver): Django 5.2 + the CPU torch wheel are pinned for it" >&2; \
+	    exit 1; \
+	  fi; \
+	  echo ">> creating $(VENV) with $(BOOT_PYTHON)"; \
+	  $(BOOT_PYTHON) -m venv $(VENV) || { echo "error: venv failed (Debian: apt-get install python3-venv)" >&2; rm -rf $(VENV); exit 1; }; \
+	fi
+	@echo ">> installing $(TORCH) (CPU) first, then requirements.txt"
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -r requirements.txt
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+frontend: # build the TypeScript viewer (npm ci + vite build), if frontend/ has one
+	@if [ ! -f frontend/package.json ]; then \
+	  echo ">> frontend/package.json not found yet: skipping the frontend build"; \
+	else \
+	  [ -d frontend/node_modules ] || rm -f $(STAMPS)/frontend-deps; \
+	  [ -d frontend/dist ] || [ -d platform_core/static/app ] || rm -f $(STAMPS)/frontend-build; \
+	  $(MAKE) --no-print-directory $(STAMPS)/frontend-build; \
+	fi
+
+$(STAMPS)/frontend-deps: frontend/package.json $(wildcard frontend/package-lock.json)
+	@command -v npm >/dev/null || { echo "error: npm not found (install Node.js 20 with npm)" >&2; exit 1; }
+	@mkdir -p $(STAMPS)
+	@echo ">> npm ci"
+	cd frontend && if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+	@touch $@
+
+$(STAMPS)/frontend-build: $(STAMPS)/frontend-deps $(FRONTEND_SOURCES)
+	@echo ">> npm run build"
+	cd frontend && npm run build
+	@touch $@
+
+setup: venv frontend ## install everything and migrate the database
+	@mkdir -p "$(DATA_DIR)"
+	$(PY) manage.py migrate --noinput -v 0
+
+# ---------------------------------------------------------------- run
+
+run: setup ## start web server + Celery worker on http://$HOST:$PORT/ with demo data
+	$(PY) manage.py seed_demo | tee "$(DATA_DIR)/demo-logins.txt"
+	exec $(PY) -m platform_core.runner --host "$(HOST)" --port "$(PORT)" --notice "$(DATA_DIR)/demo-logins.txt"
+
+# ---------------------------------------------------------------- checks
+
+browsers: # Debian's chromium for the browser tests (never a downloaded browser build)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	  elif command -v sudo >/dev/null; then sudo="sudo"; \
+	  else echo "error: /usr/bin/chromium is missing and neither root nor sudo can install it: apt-get install chromium" >&2; exit 1; fi; \
+	  echo ">> installing Debian's chromium for the browser tests"; \
+	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	    || { echo "error: could not install chromium (apt-get install chromium, as root)" >&2; exit 1; }; \
+	fi
+
+test: setup browsers ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint)
+	@mkdir -p "$(DATA_DIR)"
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run
+	@if [ -f frontend/package.json ] && [ -d frontend/node_modules ]; then cd frontend && npm run --if-present lint; fi
+
+format: venv ## apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+typecheck: venv ## mypy on the service layer (optional: needs mypy + django-stubs in the venv)
+	@if ! $(PY) -c 'import mypy, mypy_django_plugin' 2>/dev/null; then \
+	  echo ">> mypy/django-stubs are not installed (not in requirements.txt): skipping"; \
+	else \
+	  files=$$(ls -d */services.py */services */selectors.py 2>/dev/null | grep -v '^frontend/' || true); \
+	  $(PY) -m mypy $$files; \
+	fi
+
+bench: setup ## run every bench/*.py and print their JSON
+	@shopt -s nullglob; files=(bench/*.py); \
+	if [ $${#files[@]} -eq 0 ]; then echo ">> no bench/*.py yet"; fi; \
+	for f in "$${files[@]}"; do \
+	  echo ">> $$f" >&2; \
+	  if [ -f $(TCMALLOC) ]; then LD_PRELOAD=$(TCMALLOC) $(PY) "$$f"; else $(PY) "$$f"; fi; \
+	done
+
+# ---------------------------------------------------------------- cleaning
+
+clean: ## remove build output and caches (keeps the venv, node_modules and data)
+	rm -rf $(STAMPS) frontend/dist platform_core/static/app staticfiles test-artifacts .pytest_cache .ruff_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -path ./frontend/node_modules -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
+
+distclean: clean ## also remove the venv, node_modules and the local data in var/
+	rm -rf $(VENV) frontend/node_modules var

@@ -1,0 +1,210 @@
+"""Annotation API: worklist, annotation head, label volumes, saves and the region-growing brush."""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import label_codec, region_grow, storage
+from annotation.models import Annotation, Revision
+from annotation.selectors import worklist_for
+from annotation.services import Box, revision_save
+from platform_core import volume_cache
+from platform_core.api_errors import DomainError, PreconditionRequired
+from platform_core.ingest.store import VOLUME_FILE
+from platform_core.models import Campaign, Scan
+from platform_core.selectors import campaigns_visible_to, scans_visible_to
+
+ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d+)"$')
+
+
+def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan]:
+    campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
+    scan = get_object_or_404(scans_visible_to(request.user).filter(campaign_scans__campaign=campaign), pk=scan_id)
+    return campaign, scan
+
+
+def revision_out(rev: Revision | None) -> dict | None:
+    if rev is None:
+        return None
+    return {
+        "id": rev.pk,
+        "number": rev.number,
+        "parent_id": rev.parent_id,
+        "source": rev.source,
+        "author": rev.author_display,
+        "scan_labels": rev.scan_labels,
+        "voxel_counts": rev.voxel_counts,
+        "label_sha256": rev.label_sha256,
+        "time_spent_s": rev.time_spent_s,
+        "created_at": rev.created_at,
+    }
+
+
+class WorklistApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(worklist_for(request.user))
+
+
+class AnnotationApi(APIView):
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        annotation = Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head__author").first()
+        head = annotation.head if annotation else None
+        response = Response({
+            "id": annotation.pk if annotation else None,
+            "state": annotation.state if annotation else "not_started",
+            "head": revision_out(head),
+        })
+        if head is not None:
+            response["ETag"] = head.etag
+        return response
+
+
+class LabelsApi(APIView):
+    """The label volume of a revision (default: the head), as stored: one zstd frame."""
+
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        revisions = Revision.objects.filter(annotation__campaign=campaign, annotation__scan=scan)
+        if "revision" in request.query_params:
+            rev = get_object_or_404(revisions, pk=request.query_params["revision"])
+        else:
+            annotation = Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head").first()
+            rev = annotation.head if annotation else None
+            if rev is None:
+                raise Http404("this scan has no revision yet")
+        response = HttpResponse(storage.load_blob(rev.label_sha256), content_type="application/octet-stream")
+        response["X-Label-Shape"] = ",".join(str(n) for n in scan.shape)
+        response["X-Label-Encoding"] = "zstd"
+        response["ETag"] = rev.etag
+        response["Access-Control-Expose-Headers"] = "X-Label-Shape, X-Label-Encoding, ETag"
+        return response
+
+
+class PayloadIn(serializers.Serializer):
+    encoding = serializers.ChoiceField(choices=["zstd", "gzip"])
+    data = serializers.CharField()
+
+
+class BoxIn(PayloadIn):
+    offset = serializers.ListField(child=serializers.IntegerField(), min_length=3, max_length=3)
+    shape = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=3, max_length=3)
+
+
+class RevisionIn(serializers.Serializer):
+    parent_id = serializers.IntegerField(required=False, allow_null=True)
+    scan_labels = serializers.DictField(child=serializers.CharField(), required=False)
+    time_spent_s = serializers.FloatField(required=False, default=0.0)
+    boxes = BoxIn(many=True, required=False)
+    full = PayloadIn(required=False)
+
+
+def parent_from(request: Request, body: dict) -> int | None:
+    if_match = request.headers.get("If-Match")
+    if if_match:
+        m = ETAG_RE.match(if_match.strip())
+        if not m:
+            raise DomainError('If-Match must be an ETag like "rev-12"', code="bad_if_match")
+        return int(m.group(1))
+    if "parent_id" not in body:
+        raise PreconditionRequired(
+            "say which revision you edited: send If-Match with its ETag, or parent_id (null for the first)"
+        )
+    return body["parent_id"]
+
+
+def _decode(payload: dict, shape: tuple[int, ...]) -> np.ndarray:
+    size = int(np.prod(shape))
+    try:
+        raw = label_codec.decode_payload(payload["encoding"], payload["data"], size)
+    except label_codec.LabelPayloadError as exc:
+        raise DomainError(str(exc), code="bad_payload") from exc
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape).copy()
+
+
+class RevisionCreateApi(APIView):
+    def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        body = RevisionIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        parent_id = parent_from(request, v)
+        boxes, full = None, None
+        if "full" in v:
+            full = _decode(v["full"], scan.shape)
+        else:
+            boxes = []
+            for b in v.get("boxes", []):
+                try:
+                    label_codec.validate_box(scan.shape, tuple(b["offset"]), tuple(b["shape"]))
+                except label_codec.LabelPayloadError as exc:
+                    raise DomainError(str(exc), code="bad_box") from exc
+                boxes.append(Box(offset=tuple(b["offset"]), data=_decode(b, tuple(b["shape"]))))
+        rev = revision_save(
+            actor=request.user,
+            campaign=campaign,
+            scan=scan,
+            parent_id=parent_id,
+            boxes=boxes,
+            full=full,
+            scan_labels=v.get("scan_labels"),
+            time_spent_s=v["time_spent_s"],
+        )
+        response = Response(revision_out(rev), status=status.HTTP_201_CREATED)
+        response["ETag"] = rev.etag
+        return response
+
+
+class RegionGrowIn(serializers.Serializer):
+    seed = serializers.ListField(child=serializers.IntegerField(), min_length=3, max_length=3)
+    lower = serializers.FloatField(required=False)
+    upper = serializers.FloatField(required=False)
+    tolerance = serializers.FloatField(required=False, min_value=0)
+    connectivity = serializers.ChoiceField(choices=[6, 26], default=6)
+    radius_mm = serializers.FloatField(required=False, min_value=1)
+    max_voxels = serializers.IntegerField(required=False, min_value=1, max_value=50_000_000)
+
+
+def scan_volume(scan: Scan) -> np.ndarray:
+    return volume_cache.load_volume(Path(settings.MEDIA_ROOT) / scan.storage_dir / VOLUME_FILE)
+
+
+class RegionGrowApi(APIView):
+    def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        started = time.perf_counter()
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        body = RegionGrowIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        kwargs = {k: v[k] for k in ("lower", "upper", "tolerance", "radius_mm", "max_voxels") if k in v}
+        try:
+            result = region_grow.grow_region(
+                scan_volume(scan), tuple(v["seed"]), connectivity=v["connectivity"],
+                spacing=tuple(scan.spacing), **kwargs,
+            )
+        except region_grow.RegionGrowError as exc:
+            raise DomainError(str(exc), code="bad_seed") from exc
+        return Response({
+            "offset": list(result.offset),
+            "shape": list(result.mask.shape),
+            "encoding": "zstd",
+            "data": label_codec.encode_payload(np.ascontiguousarray(result.mask, dtype=np.uint8).tobytes()),
+            "voxels": result.voxels,
+            "capped": result.capped,
+            "message": result.message,
+            "seed_hu": result.seed_hu,
+            "lower": result.lower,
+            "upper": result.upper,
+            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+        })

@@ -1,0 +1,50 @@
+"""Reads of annotations: the annotator's worklist and batch progress."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from annotation.models import Annotation, AnnotationState
+from platform_core.models import Batch, BatchItem, User
+
+# What the worklist shows per scan: the annotation's state, or "not started" before any save.
+DONE_STATES = {AnnotationState.CHECKED, AnnotationState.SPOT_CHECK, AnnotationState.CURATED}
+
+
+def batch_items_with_state(batch: Batch) -> list[dict]:
+    items = list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position"))
+    states = dict(
+        Annotation.objects.filter(campaign_id=batch.campaign_id, scan_id__in=[i["scan_id"] for i in items])
+        .values_list("scan_id", "state")
+    )
+    for item in items:
+        item["state"] = states.get(item["scan_id"], AnnotationState.NOT_STARTED)
+    return items
+
+
+def batch_progress(items: list[dict]) -> dict:
+    counts = Counter(i["state"] for i in items)
+    return {
+        "total": len(items),
+        "not_started": counts[AnnotationState.NOT_STARTED],
+        "in_progress": counts[AnnotationState.IN_PROGRESS] + counts[AnnotationState.NEEDS_REVISION],
+        "needs_revision": counts[AnnotationState.NEEDS_REVISION],
+        "submitted": counts[AnnotationState.SUBMITTED],
+        "done": sum(counts[s] for s in DONE_STATES),
+    }
+
+
+def worklist_for(user: User) -> list[dict]:
+    out = []
+    batches = Batch.objects.filter(annotator=user, status=Batch.Status.OPEN).select_related("campaign")
+    for batch in batches.order_by("assigned_at", "pk"):
+        items = batch_items_with_state(batch)
+        out.append({
+            "id": batch.pk,
+            "name": batch.name,
+            "status": batch.status,
+            "campaign": {"id": batch.campaign_id, "slug": batch.campaign.slug, "name": batch.campaign.name},
+            "progress": batch_progress(items),
+            "items": items,
+        })
+    return out

@@ -1,0 +1,1 @@
+"""Model-assist models (filled in by the pre-segmentation issue)."""

@@ -1,0 +1,215 @@
+"""Core API: who am I, campaigns, scans, batches and the annotator's worklist, imports."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from platform_core.api_errors import DomainError, Forbidden
+from platform_core.models import Batch, Campaign, ImportJob, Institution, Role, User
+from platform_core.selectors import (
+    batches_visible_to,
+    campaign_roles,
+    campaigns_visible_to,
+    institutions_of,
+    scans_visible_to,
+)
+from platform_core.services import batches as batch_services
+
+
+class CampaignOut(serializers.ModelSerializer):
+    class Meta:
+        model = Campaign
+        fields = ["id", "slug", "name", "label_schema", "batch_size", "checkers_per_annotation",
+                  "spot_check_share", "institution"]
+
+
+class MeApi(APIView):
+    def get(self, request: Request) -> Response:
+        user: User = request.user
+        roles = {str(c.pk): sorted(campaign_roles(user, c)) for c in campaigns_visible_to(user)}
+        return Response({
+            "id": user.pk,
+            "username": user.username,
+            "roles": roles,
+            "institutions": [{"id": i.pk, "slug": i.slug, "name": i.name} for i in institutions_of(user)],
+        })
+
+
+class CampaignListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(CampaignOut(campaigns_visible_to(request.user).order_by("pk"), many=True).data)
+
+
+class CampaignDetailApi(APIView):
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
+        return Response(CampaignOut(campaign).data)
+
+
+class ScanDetailApi(APIView):
+    def get(self, request: Request, scan_id: int) -> Response:
+        scan = get_object_or_404(scans_visible_to(request.user).select_related("study__patient"), pk=scan_id)
+        return Response({
+            "id": scan.pk,
+            "study_uid": scan.study.study_uid,
+            "series_uid": scan.series_uid,
+            "patient": scan.study.patient.pseudonym,
+            "study_date": scan.study.study_date,
+            "rows": scan.rows,
+            "columns": scan.columns,
+            "slices": scan.slices,
+            "spacing": scan.spacing,
+            "origin": scan.origin,
+            "direction": scan.direction,
+            "gaps": scan.gaps,
+            "instances": list(scan.instances.order_by("index").values_list("sop_uid", flat=True)),
+        })
+
+
+class BatchBuildIn(serializers.Serializer):
+    scan_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    size = serializers.IntegerField(required=False, min_value=1)
+    annotator_id = serializers.IntegerField(required=False, allow_null=True)
+    auto_assign = serializers.BooleanField(default=False)
+    name = serializers.CharField(required=False, allow_blank=True, max_length=100)
+    institution_id = serializers.IntegerField(required=False)
+    study_date_from = serializers.DateField(required=False)
+    study_date_to = serializers.DateField(required=False)
+    tags = serializers.ListField(child=serializers.CharField(), required=False)
+
+
+def batch_out(batch: Batch) -> dict:
+    return {
+        "id": batch.pk,
+        "name": batch.name,
+        "campaign": batch.campaign_id,
+        "status": batch.status,
+        "annotator": batch.annotator.username if batch.annotator else None,
+        "annotator_id": batch.annotator_id,
+        "scan_ids": list(batch.items.values_list("scan_id", flat=True)),
+        "created_at": batch.created_at,
+    }
+
+
+def _user_or_400(user_id: int | None) -> User | None:
+    if user_id is None:
+        return None
+    user = User.objects.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        raise DomainError(f"no active user with id {user_id}", code="no_such_user")
+    return user
+
+
+class BatchListCreateApi(APIView):
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
+        batches = batches_visible_to(request.user).filter(campaign=campaign).select_related("annotator")
+        return Response([batch_out(b) for b in batches.order_by("pk")])
+
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
+        data = BatchBuildIn(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        batch = batch_services.batch_build(
+            actor=request.user,
+            campaign=campaign,
+            size=v.get("size"),
+            scan_ids=v.get("scan_ids"),
+            annotator=_user_or_400(v.get("annotator_id")),
+            auto_assign=v["auto_assign"],
+            name=v.get("name", ""),
+            filters=batch_services.BatchFilters(
+                institution_id=v.get("institution_id"),
+                study_date_from=v.get("study_date_from"),
+                study_date_to=v.get("study_date_to"),
+                tags=v.get("tags"),
+            ),
+        )
+        return Response(batch_out(batch), status=status.HTTP_201_CREATED)
+
+
+class BatchAssignApi(APIView):
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(batches_visible_to(request.user), pk=batch_id)
+        annotator_id = request.data.get("annotator_id")
+        if annotator_id is None:
+            annotator = batch_services.annotator_least_loaded(batch.campaign)
+        else:
+            annotator = _user_or_400(int(annotator_id))
+        return Response(batch_out(batch_services.batch_assign(actor=request.user, batch=batch, annotator=annotator)))
+
+
+class BatchCloseApi(APIView):
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(batches_visible_to(request.user), pk=batch_id)
+        return Response(batch_out(batch_services.batch_close(actor=request.user, batch=batch)))
+
+
+def import_out(job: ImportJob) -> dict:
+    return {
+        "id": job.pk,
+        "status": job.status,
+        "progress": job.progress,
+        "report": job.report,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+
+
+class ImportCreateApi(APIView):
+    """Upload DICOM files or a zip; the import runs on the ingest queue."""
+
+    parser_classes = [MultiPartParser]
+
+    def post(self, request: Request) -> Response:
+        inst_slug = request.data.get("institution")
+        institution = get_object_or_404(institutions_of(request.user, Role.DATA_MANAGER), slug=inst_slug) \
+            if inst_slug else institutions_of(request.user, Role.DATA_MANAGER).first()
+        if institution is None:
+            raise Forbidden("only a data manager of an institution can import DICOM")
+        campaign = None
+        if request.data.get("campaign"):
+            campaign = get_object_or_404(campaigns_visible_to(request.user), slug=request.data["campaign"])
+        files = request.FILES.getlist("files")
+        if not files:
+            raise DomainError("attach DICOM files or a zip archive in the 'files' field", code="no_files")
+        total = sum(f.size for f in files)
+        if total > settings.INGEST_MAX_UPLOAD_BYTES:
+            raise DomainError(f"upload of {total / 1e9:.1f} GB exceeds the limit; use manage.py import_dicom")
+        folder = Path(settings.DATA_DIR) / "uploads" / uuid.uuid4().hex
+        folder.mkdir(parents=True)
+        for i, f in enumerate(files):
+            with open(folder / f"{i:05d}-{Path(f.name).name[:80]}", "wb") as out:
+                for chunk in f.chunks():
+                    out.write(chunk)
+        job = ImportJob.objects.create(
+            institution=institution, campaign=campaign, created_by=request.user, source=str(folder)
+        )
+        from platform_core.tasks import import_run
+
+        transaction.on_commit(lambda: import_run.delay(job.pk))
+        return Response(import_out(job), status=status.HTTP_202_ACCEPTED)
+
+
+class ImportDetailApi(APIView):
+    def get(self, request: Request, job_id: int) -> Response:
+        managed = institutions_of(request.user, Role.DATA_MANAGER)
+        job = get_object_or_404(ImportJob.objects.filter(institution__in=managed), pk=job_id)
+        return Response(import_out(job))
+
+
+class InstitutionListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response([{"id": i.pk, "slug": i.slug, "name": i.name}
+                         for i in Institution.objects.filter(pk__in=institutions_of(request.user))])

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PlatformCoreConfig(AppConfig):
+    name = "platform_core"
+    verbose_name = "CurateCT core"

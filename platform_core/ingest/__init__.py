@@ -1,0 +1,1 @@
+"""DICOM ingest: collect files, read and check them, group into series, store atomically."""

@@ -1,0 +1,136 @@
+"""Read one file: is it a CT image we can use, and where does it sit in space?"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+
+
+class FileRejected(ValueError):
+    """This file cannot be used; the message says why in words a data manager understands."""
+
+
+@dataclass
+class SliceRecord:
+    path: Path
+    name: str
+    sha256: str
+    ds: Dataset
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    patient_id: str
+    issuer: str
+    patient_name: str
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing) as DICOM orders it
+    orientation: tuple[float, ...]  # six direction cosines: row direction, column direction
+    position: tuple[float, float, float]
+    hu: np.ndarray  # int16 (rows, columns)
+
+    @property
+    def normal(self) -> np.ndarray:
+        row, col = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        return np.cross(row, col)
+
+
+def read_slice(path: Path, name: str) -> SliceRecord:
+    raw = path.read_bytes()
+    try:
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(raw))
+    except InvalidDicomError as exc:
+        raise FileRejected("not DICOM (no DICOM preamble or header)") from exc
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise FileRejected(f"not readable as DICOM: {exc}") from exc
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if modality != "CT" or sop_class not in {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE}:
+        raise FileRejected(f"not a CT image (modality {modality or 'missing'}); only CT series are imported")
+    if sop_class == ENHANCED_CT_IMAGE_STORAGE:
+        raise FileRejected("enhanced (multi-frame) CT is not supported yet; export as single-frame CT")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not ds.get(keyword):
+            raise FileRejected(f"missing {keyword}")
+    if "PixelData" not in ds:
+        raise FileRejected("missing pixel data")
+    try:
+        geometry = _geometry(ds)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise FileRejected(f"missing or invalid geometry ({exc}); cannot place the slice in 3D") from exc
+    hu = _hu(ds)
+    return SliceRecord(
+        path=path,
+        name=name,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        ds=ds,
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(ds.SOPInstanceUID),
+        patient_id=str(ds.get("PatientID", "")),
+        issuer=str(ds.get("IssuerOfPatientID", "")),
+        patient_name=str(ds.get("PatientName", "")),
+        hu=hu,
+        **geometry,
+    )
+
+
+def _geometry(ds: Dataset) -> dict:
+    spacing = tuple(float(v) for v in ds.PixelSpacing)
+    orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
+    position = tuple(float(v) for v in ds.ImagePositionPatient)
+    if len(spacing) != 2 or len(orientation) != 6 or len(position) != 3:
+        raise ValueError("PixelSpacing, ImageOrientationPatient or ImagePositionPatient has the wrong length")
+    if min(spacing) <= 0:
+        raise ValueError("non-positive pixel spacing")
+    return {
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "pixel_spacing": spacing,  # type: ignore[dict-item]
+        "orientation": orientation,
+        "position": position,  # type: ignore[dict-item]
+    }
+
+
+def _hu(ds: Dataset) -> np.ndarray:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    bits = int(ds.get("BitsAllocated", 16))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and not ts.is_compressed and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1:
+        # Fast path: uncompressed 16-bit pixels are read straight from the bytes.
+        data = ds.PixelData
+        expected = rows * cols * 2
+        if len(data) < expected:
+            raise FileRejected(f"truncated pixel data ({len(data)} of {expected} bytes); the file is damaged")
+        dtype = np.dtype("<i2" if signed else "<u2")
+        if not ts.is_little_endian:
+            dtype = dtype.newbyteorder(">")
+        stored = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    else:
+        try:
+            stored = ds.pixel_array
+        except NotImplementedError as exc:
+            raise FileRejected(
+                f"unsupported transfer syntax {ts.name if ts else 'unknown'}: no installed decoder ({exc})"
+            ) from exc
+        except Exception as exc:
+            raise FileRejected(f"pixel data cannot be decoded ({exc}); the file may be truncated") from exc
+        if stored.shape != (rows, cols):
+            raise FileRejected(f"pixel data of shape {stored.shape} does not match {rows}×{cols}")
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == int(intercept):
+        hu = stored.astype(np.int32) + int(intercept)
+    else:
+        hu = np.rint(stored.astype(np.float32) * slope + intercept)
+    return np.clip(hu, -32768, 32767).astype(np.int16)

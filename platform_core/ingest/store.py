@@ -1,0 +1,136 @@
+"""Store one checked series: pseudonymised files, the volume cache, and its rows — all or nothing.
+
+Files go to a temporary folder first; the rows are written in one transaction, and the folder
+is renamed into place as the last step inside it. Any failure removes the folder and rolls
+the rows back, so a failed series leaves neither files nor rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from platform_core import pseudonymise as pseudo
+from platform_core.ingest.series import SortedSeries
+from platform_core.models import CampaignScan, Institution, Instance, PatientPseudonym, Scan, Study
+
+VOLUME_FILE = "volume.npy"
+
+
+def pseudonym_key() -> bytes:
+    return settings.PSEUDONYM_KEY.encode()
+
+
+def patient_for(institution: Institution, patient_id: str, issuer: str, name: str) -> PatientPseudonym:
+    """The same patient of an institution always gets the same pseudonym and date shift."""
+    key = pseudonym_key()
+    id_hash = hashlib.sha256(f"{institution.pk}\x00{issuer}\x00{patient_id}".encode()).hexdigest()
+    defaults = {
+        "original_patient_id": patient_id[:128],
+        "original_patient_name": name[:256],
+        "pseudonym": pseudo.pseudonym_for(patient_id, f"{institution.slug}/{issuer}", key),
+        "date_offset_days": pseudo.date_offset_for(patient_id, f"{institution.slug}/{issuer}", key),
+    }
+    try:
+        with transaction.atomic():
+            patient, _ = PatientPseudonym.objects.get_or_create(
+                institution=institution, original_id_hash=id_hash, defaults=defaults
+            )
+    except IntegrityError:
+        # A concurrent import created the same patient first.
+        patient = PatientPseudonym.objects.get(institution=institution, original_id_hash=id_hash)
+    return patient
+
+
+def store_series(
+    series: SortedSeries, *, institution: Institution, campaign_id: int | None = None
+) -> tuple[Scan, bool]:
+    """Returns (scan, created). An already imported series is returned unchanged."""
+    key = pseudonym_key()
+    first = series.slices[0]
+    series_uid = pseudo.remap_uid(first.series_uid, key)
+    existing = Scan.objects.filter(series_uid=series_uid).first()
+    if existing is not None:
+        if campaign_id:
+            CampaignScan.objects.get_or_create(campaign_id=campaign_id, scan=existing)
+        return existing, False
+    patient = patient_for(institution, first.patient_id, first.issuer, first.patient_name)
+    patient_key = pseudo.PatientKey(patient.pseudonym, patient.date_offset_days)
+    scans_root = Path(settings.MEDIA_ROOT) / "scans"
+    scans_root.mkdir(parents=True, exist_ok=True)
+    tmp = scans_root / f".tmp-{uuid.uuid4().hex}"
+    final = scans_root / series_uid
+    tmp.mkdir()
+    try:
+        instances, header = _write_files(series, tmp, patient_key, key)
+        volume = np.stack([r.hu for r in series.slices])
+        np.save(tmp / VOLUME_FILE, volume)
+        volume_sha = hashlib.sha256(volume.tobytes()).hexdigest()
+        with transaction.atomic():
+            study = _study(institution, patient, header)
+            scan = Scan.objects.create(
+                study=study,
+                series_uid=series_uid,
+                description=str(header.get("SeriesDescription", ""))[:200],
+                rows=first.rows,
+                columns=first.columns,
+                slices=len(series.slices),
+                spacing=list(series.spacing),
+                origin=list(series.origin),
+                direction=series.direction,
+                frame_of_reference_uid=str(header.get("FrameOfReferenceUID", "")),
+                gaps=series.gaps,
+                storage_dir=f"scans/{series_uid}",
+                volume_sha256=volume_sha,
+            )
+            Instance.objects.bulk_create(
+                Instance(scan=scan, sop_uid=sop, index=i, file_name=fname, source_sha256=src)
+                for i, (sop, fname, src) in enumerate(instances)
+            )
+            if campaign_id:
+                CampaignScan.objects.create(campaign_id=campaign_id, scan=scan)
+            tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if final.exists() and not Scan.objects.filter(series_uid=series_uid).exists():
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    return scan, True
+
+
+def _write_files(series: SortedSeries, folder: Path, patient_key, key: bytes):
+    instances = []
+    header = None
+    for index, record in enumerate(series.slices):
+        ds = record.ds
+        pseudo.pseudonymise(ds, patient_key, key)
+        fname = f"{index:05d}.dcm"
+        ds.save_as(folder / fname, enforce_file_format=True)
+        instances.append((str(ds.SOPInstanceUID), fname, record.sha256))
+        if header is None:
+            header = ds
+    return instances, header
+
+
+def _study(institution: Institution, patient: PatientPseudonym, ds) -> Study:
+    study_date = None
+    raw = str(ds.get("StudyDate", "") or "")
+    if len(raw) == 8 and raw.isdigit():
+        study_date = dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
+    study, _ = Study.objects.get_or_create(
+        study_uid=str(ds.StudyInstanceUID),
+        defaults={
+            "institution": institution,
+            "patient": patient,
+            "study_date": study_date,
+            "description": str(ds.get("StudyDescription", ""))[:200],
+        },
+    )
+    return study

@@ -1,0 +1,1 @@
+"""Every write of the core domain, one function per operation."""

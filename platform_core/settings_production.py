@@ -1,0 +1,59 @@
+"""Production settings: the base settings with DEBUG off and the deployment hardening on.
+
+DJANGO_SETTINGS_MODULE=platform_core.settings_production. Passes `manage.py check --deploy`.
+Served over HTTPS, usually behind a TLS-terminating proxy: set DJANGO_SECURE_PROXY_SSL_HEADER=true
+when that proxy sets X-Forwarded-Proto (and strips it from clients), or Django will think every
+request is plain HTTP and redirect forever.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.core.exceptions import ImproperlyConfigured
+
+# settings.py reads DJANGO_DEBUG at import time (and refuses a missing secret key only when
+# DEBUG is off), so the default must be in the environment before the star import.
+os.environ.setdefault("DJANGO_DEBUG", "false")
+
+from platform_core.settings import *  # noqa: F403
+from platform_core.settings import DATABASES, env_bool, env_int
+
+if DEBUG:  # noqa: F405
+    raise ImproperlyConfigured("platform_core.settings_production runs with DJANGO_DEBUG=false only")
+
+# The base settings fall back to SECRET_KEY for the pseudonym key. In production that would tie
+# every pseudonymised UID to the web secret, so rotating the secret would silently break the
+# "same patient, same pseudonym" promise: refuse to start instead.
+if not os.environ.get("CURATECT_PSEUDONYM_KEY"):
+    raise ImproperlyConfigured(
+        "CURATECT_PSEUDONYM_KEY must be set in production (and kept: see .env.example)"
+    )
+
+# HTTPS everywhere. Behind a TLS proxy, trust its X-Forwarded-Proto header only when told to.
+if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", True)
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+# The header alone submits nothing; it only makes a later preload-list submission possible.
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = True
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_SECURE = True
+# The viewer is never framed; clickjacking a segmentation tool would forge annotations.
+X_FRAME_OPTIONS = "DENY"
+
+# Long-lived PostgreSQL connections survive a database restart only if checked before use.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+# Redis hands an unacknowledged task to another worker after the visibility timeout. With
+# acks_late, a training or ingest task running longer than that would run twice at once, so the
+# timeout must exceed the longest task's hard time limit.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):  # noqa: F405
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CURATECT_CELERY_VISIBILITY_TIMEOUT", 12 * 3600),
+    }

@@ -1,0 +1,1 @@
+"""QC models (filled in by the QC issue)."""

@@ -1,0 +1,105 @@
+"""Shared fixtures: the standard cast and small phantom scans imported through the real ingest.
+
+Cast: an annotator, two checkers, a senior, a data manager (all of institution "demo",
+members of campaign "covid19"), and an outsider of another institution.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Tests publish Celery messages to memory, never into a developer's running broker folder.
+os.environ.setdefault("CELERY_BROKER_URL", "memory://")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@dataclass
+class Cast:
+    institution: object
+    other_institution: object
+    campaign: object
+    annotator: object
+    annotator2: object
+    checker1: object
+    checker2: object
+    checker3: object
+    senior: object
+    manager: object
+    outsider: object
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings, tmp_path_factory):
+    """Each test gets its own file storage, so nothing leaks between tests or into var/."""
+    root = tmp_path_factory.mktemp("media")
+    settings.MEDIA_ROOT = root
+    settings.DATA_DIR = root.parent / (root.name + "-data")
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def cast(db) -> Cast:
+    from platform_core.label_schema import COVID19_SCHEMA
+    from platform_core.models import Campaign, CampaignMember, Institution, Membership, Role, User
+
+    inst = Institution.objects.create(slug="demo", name="Demo Hospital")
+    other = Institution.objects.create(slug="elsewhere", name="Elsewhere Clinic")
+    campaign = Campaign.objects.create(slug="covid19", name="COVID-19", institution=inst, label_schema=COVID19_SCHEMA)
+    people = {}
+    for name, role, institution in [
+        ("annotator", Role.ANNOTATOR, inst),
+        ("annotator2", Role.ANNOTATOR, inst),
+        ("checker1", Role.CHECKER, inst),
+        ("checker2", Role.CHECKER, inst),
+        ("checker3", Role.CHECKER, inst),
+        ("senior", Role.SENIOR, inst),
+        ("manager", Role.DATA_MANAGER, inst),
+        ("outsider", Role.DATA_MANAGER, other),
+    ]:
+        user = User.objects.create_user(username=name, password="pw-" + name)
+        Membership.objects.create(user=user, institution=institution, role=role)
+        if institution == inst:
+            CampaignMember.objects.create(campaign=campaign, user=user, role=role)
+        people[name] = user
+    return Cast(institution=inst, other_institution=other, campaign=campaign, **people)
+
+
+def make_series(tmp: Path, *, slices: int = 24, size: int = 64, seed: int = 0, patient: str = "P-1", **kw) -> Path:
+    from platform_core.phantom import write_phantom_study
+
+    out = tmp / f"series-{seed}-{patient}"
+    write_phantom_study(out, slices=slices, rows=size, cols=size, seed=seed, patient_id=patient,
+                        patient_name=f"DOE^{patient}", **kw)
+    return out
+
+
+@pytest.fixture
+def import_phantoms(cast, tmp_path):
+    """import_phantoms(n, slices=, size=) → list of Scan, imported into the cast's campaign."""
+    from platform_core.ingest.service import ingest_path
+    from platform_core.models import Scan
+
+    def _import(n: int = 1, *, slices: int = 24, size: int = 64, first_seed: int = 0):
+        folder = tmp_path / f"phantoms-{first_seed}"
+        for i in range(n):
+            make_series(folder, slices=slices, size=size, seed=first_seed + i, patient=f"P-{first_seed + i}")
+        report = ingest_path(folder, institution=cast.institution, campaign_id=cast.campaign.pk)
+        assert not report.rejected_files and not report.rejected_series, report.as_dict()
+        return list(Scan.objects.filter(pk__in=report.scans_created).order_by("pk"))
+
+    return _import
+
+
+@pytest.fixture
+def api(client):
+    """A DRF test client; log in with api.force_authenticate(user)."""
+    from rest_framework.test import APIClient
+
+    return APIClient()
