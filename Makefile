@@ -21,7 +21,8 @@ DATA_DIR := $(or $(CURATECT_DATA_DIR),var)
 # before requirements.txt: monai etc. would otherwise pull a multi-GB CUDA torch.
 TORCH := torch==2.13.0
 BOOT_PYTHON := $(shell command -v python3.11 || command -v python3)
-# A new requirements.txt (or torch pin) gives a new stamp name, so the venv is brought up to date.
+# A new requirements.txt (or torch pin) gives a new stamp name, so the venv is brought up to date;
+# the hash, not the mtime, decides: a fresh checkout does not reinstall.
 REQ_HASH := $(shell { echo '$(TORCH)'; cat requirements.txt; } | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.installed-$(REQ_HASH)
 
@@ -39,7 +40,7 @@ help: ## list the targets
 
 venv: $(VENV_STAMP)
 
-$(VENV_STAMP): requirements.txt
+$(VENV_STAMP):
 	@if [ -z "$(BOOT_PYTHON)" ]; then echo "error: python3.11 (or python3) not found" >&2; exit 1; fi
 	@if [ ! -x $(PY) ]; then \
 	  ver=$$($(BOOT_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'); \

@@ -57,13 +57,16 @@ def decode_volume(blob: bytes, shape: Sequence[int]) -> np.ndarray:
     view = memoryview(out).cast("B")
     filled = 0
     # readinto straight into the array: half the time of decompress() + a writable copy.
-    with zstandard.ZstdDecompressor().stream_reader(blob) as reader:
-        while filled < size:
-            got = reader.readinto(view[filled:])
-            if got == 0:
-                break
-            filled += got
-        extra = reader.read(1)
+    try:
+        with zstandard.ZstdDecompressor().stream_reader(blob) as reader:
+            while filled < size:
+                got = reader.readinto(view[filled:])
+                if got == 0:
+                    break
+                filled += got
+            extra = reader.read(1)
+    except zstandard.ZstdError as exc:
+        raise ValueError(f"stored label blob is corrupt ({exc})") from exc
     if filled != size or extra:
         raise ValueError(f"stored label blob does not hold exactly {size:,} bytes for shape {shape}")
     return out
@@ -248,7 +251,9 @@ def check_classes(vol: np.ndarray, allowed: set[int]) -> None:
     if unknown:
         listed = ", ".join(str(v) for v in unknown)
         classes = ", ".join(str(v) for v in sorted(allowed)) or "none"
-        raise LabelPayloadError(f"unknown label values {listed}; this schema's classes are {classes} (0 is background)")
+        raise LabelPayloadError(
+            f"unknown label values {listed}; this schema's classes are {classes} (0 is background)"
+        )
 
 
 def voxel_counts(vol: np.ndarray) -> dict[int, int]:

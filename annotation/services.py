@@ -92,7 +92,10 @@ def revision_save(
     """A person's save: a new immutable revision on top of `parent_id`, which must be the head."""
     if open_batch_of(actor, campaign, scan.pk) is None:
         raise NotFound("this scan is not in one of your open batches")
-    labels = validate_scan_labels(campaign.label_schema, scan_labels, require_complete=False)
+    try:
+        labels = validate_scan_labels(campaign.label_schema, scan_labels, require_complete=False)
+    except ValueError as exc:
+        raise DomainError(str(exc), code="bad_scan_labels") from exc
     if time_spent_s < 0 or time_spent_s > 24 * 3600:
         raise DomainError("time_spent_s must be between 0 and 86400 seconds")
     annotation = annotation_get_or_create(campaign, scan)

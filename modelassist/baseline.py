@@ -31,7 +31,7 @@ LUNG_MAX_HU = -400
 # once noise is averaged, so "< -950" separates trachea and bronchi from the lung.
 AIRWAY_MAX_HU = -950
 # Cross-section of the trachea (13-25 mm wide) and main bronchi (8-16 mm), with margin.
-AIRWAY_AREA_MM2 = (40.0, 1000.0)
+AIRWAY_AREA_MM2 = (30.0, 1000.0)
 # The trachea runs within a few centimetres of the body's left-right midline.
 AIRWAY_MIDLINE_MM = 30.0
 # Trachea + main and lobar bronchi hold well under this; more means the growing leaked into
@@ -39,9 +39,14 @@ AIRWAY_MIDLINE_MM = 30.0
 AIRWAY_MAX_ML = 300.0
 # A second air component below this share of the largest is not the other lung.
 SECOND_LUNG_MIN_SHARE = 0.1
-# Closing radius: pulls dense lesions that abut the pleura (and vessels at the hilum) into
-# the lung mask, without bridging the mediastinum.
-LUNG_CLOSING_MM = 4.0
+# Small 3D closing (box width): vessels entering at the hilum and small dense lesions at
+# the pleura join the lung, without bridging the mediastinum.
+LUNG_CLOSING_MM = 6.0
+# Wide in-plane closing, kept only on the lateral (costal) side of each lung: subpleural
+# consolidation, common in COVID-19 pneumonia, leaves a dent in the air mask up to a couple
+# of centimetres wide. The costal surface of a healthy lung is smooth; the medial surface
+# has real dents (heart, hilum, spine) that must stay outside the lung.
+PLEURAL_CLOSING_MM = 24.0
 
 # Pan et al. (Sci Rep 2021) and DESIGN step 3: ground-glass from -750 HU, consolidation from
 # -350 HU, within the lungs.
@@ -50,6 +55,9 @@ CONSOLIDATION_MIN_HU = -350
 # Opening width: vessels are tubes; a box this wide does not fit in a vessel narrower than
 # about 3 mm (with its partial-volume rim), but fits inside any lesion worth annotating.
 VESSEL_OPENING_MM = 3.0
+# A lesion holds at least one box this wide; a vessel fragment that survived the opening
+# (3-5 mm vessels) does not. Opacities of pneumonia are larger than this.
+LESION_CORE_MM = 5.0
 # Smaller islands are noise or vessel stubs, not lesions a reader would draw.
 MIN_LESION_MM3 = 20.0
 
@@ -72,8 +80,11 @@ def _downsample(hu: np.ndarray, factor: int) -> np.ndarray:
     if factor == 1:
         return hu.astype(np.int16, copy=False)
     ny, nx = (hu.shape[1] // 2) * 2, (hu.shape[2] // 2) * 2
-    h = np.clip(hu[:, :ny, :nx], -1024, 3071).astype(np.int16)
-    # Four HU values in [-1024, 3071] sum within int16, so no wider type is needed.
+    h = hu[:, :ny, :nx]
+    # Four values within ±8191 sum within int16, so no wider type (or copy) is needed;
+    # padding values (-2000, -3024) pass, metal beyond 8191 HU is clipped first.
+    if h.dtype != np.int16 or h.min() < -8191 or h.max() > 8191:
+        h = np.clip(h, -8191, 8191).astype(np.int16)
     total = h[:, ::2, ::2] + h[:, 1::2, ::2]
     total += h[:, ::2, 1::2]
     total += h[:, 1::2, 1::2]
@@ -101,12 +112,15 @@ def _voxel_mm3(spacing: Spacing) -> float:
 
 def _bbox(mask: np.ndarray, pad: int = 0) -> tuple[slice, ...] | None:
     """Bounding box of a mask as slices, grown by `pad` voxels and clipped to the array."""
-    boxes = ndimage.find_objects(mask.astype(np.uint8, copy=False))
-    if not boxes or boxes[0] is None:
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))
+    if zs.size == 0:
         return None
+    part = mask[zs[0] : zs[-1] + 1]
+    ys = np.flatnonzero(part.any(axis=(0, 2)))
+    xs = np.flatnonzero(part.any(axis=(0, 1)))
     return tuple(
-        slice(max(s.start - pad, 0), min(s.stop + pad, n))
-        for s, n in zip(boxes[0], mask.shape, strict=True)
+        slice(max(int(lo) - pad, 0), min(int(hi) + 1 + pad, n))
+        for lo, hi, n in zip((zs[0], ys[0], xs[0]), (zs[-1], ys[-1], xs[-1]), mask.shape, strict=True)
     )
 
 
@@ -194,10 +208,6 @@ def _slice_centre_x(mask: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, centre, (mask.shape[2] - 1) / 2)
 
 
-def _mean3_inplane(h: np.ndarray) -> np.ndarray:
-    return ndimage.uniform_filter(h, size=(1, 3, 3), output=np.float32)
-
-
 def _airway_seeds(dark: np.ndarray, air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Per-slice trachea test: small, round, very dark, near the midline and not part of a lung.
 
@@ -224,21 +234,32 @@ def _airway_seeds(dark: np.ndarray, air: np.ndarray, body_cx: np.ndarray, spacin
             continue
         inside = labels[box] == i
         air_size = air_sizes[air_labels[box][inside][0]]
-        keep[i] = air_size <= 3 * sizes[i]  # isolated: not the core of a larger lung region
+        # Isolated: the air region around it is its own rim, not a larger lung region.
+        keep[i] = air_size <= max(4 * sizes[i], 1.5 * hi)
     return keep[labels]
 
 
 def airway_mask(h: np.ndarray, air: np.ndarray, body: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Trachea and main bronchi: very dark air grown in 3D from the per-slice trachea seeds."""
-    dark = air & (_mean3_inplane(h) < AIRWAY_MAX_HU)
-    seeds = _airway_seeds(dark, air, _slice_centre_x(body), spacing)
+    dark = air & (h < AIRWAY_MAX_HU)
+    out = np.zeros_like(dark)
+    # Work around the dark voxels only (trachea, bronchi, maybe gas in the oesophagus or
+    # stomach): with a 2 cm margin the isolation test still sees the lungs next to them.
+    margin = round(20.0 / float(spacing[0]))
+    box = _bbox(dark, pad=margin)
+    if box is None:
+        return out
+    body_cx = _slice_centre_x(body)[box[0]] - box[2].start
+    seeds = _airway_seeds(dark[box], air[box], body_cx, spacing)
     if not seeds.any():
-        return seeds
-    labels, _ = ndimage.label(dark)
+        return out
+    labels, _ = ndimage.label(dark[box])
     grown = np.isin(labels, np.unique(labels[seeds]))
     if np.count_nonzero(grown) * _voxel_mm3(spacing) / 1000.0 > AIRWAY_MAX_ML:
-        return seeds  # leaked into the lung: remove only what the per-slice test saw
-    return grown
+        grown = seeds  # leaked into the lung: remove only what the per-slice test saw
+    # With its partial-volume rim, which is lighter than -950 HU but still "air".
+    out[box] = ndimage.binary_dilation(grown, structure=_SLICE_8)
+    return out
 
 
 def _split_at_midline(component: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np.ndarray:
@@ -263,10 +284,17 @@ def _centroid_x(mask: np.ndarray) -> float:
 
 def pick_lungs(air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np.ndarray:
     """The two largest air components are the lungs; one big component is split at the midline."""
+    out = np.zeros(air.shape, dtype=np.uint8)
+    box = _bbox(air)
+    if box is None:
+        return out
+    out[box] = _pick_lungs_in(air[box], body_cx[box[0]] - box[2].start, spacing)
+    return out
+
+
+def _pick_lungs_in(air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np.ndarray:
     labels, n = ndimage.label(air)
     out = np.zeros(air.shape, dtype=np.uint8)
-    if n == 0:
-        return out
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
     order = np.argsort(sizes)[::-1]
@@ -287,18 +315,28 @@ def pick_lungs(air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np.nda
     return out
 
 
+def _lateral_half(lung: np.ndarray, value: int) -> np.ndarray:
+    """Columns lateral to the lung's own centre on every slice, as a (z, 1, x) mask."""
+    xs = np.arange(lung.shape[2])[None, :]
+    centre = _slice_centre_x(lung)[:, None]
+    lateral = xs < centre if value == RIGHT_LUNG else xs > centre
+    return lateral[:, None, :]
+
+
 def _close_and_fill(lungs: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Vessels, airway walls and lesions belong to the lung: close each lung, fill its holes."""
-    size = _box_size(spacing, 2 * LUNG_CLOSING_MM)
+    small = _box_size(spacing, LUNG_CLOSING_MM)
+    wide = (1, *_box_size(spacing, PLEURAL_CLOSING_MM)[1:])
     out = np.zeros_like(lungs)
     for value in (RIGHT_LUNG, LEFT_LUNG):
         box = _bbox(lungs == value, pad=1)
         if box is None:
             continue
-        lung = close_box(lungs[box] == value, size)
-        lung = fill_holes_per_slice(lung)
+        lung = lungs[box] == value
+        closed = close_box(lung, small) | (close_box(lung, wide) & _lateral_half(lung, value))
+        closed = fill_holes_per_slice(closed)
         target = out[box]
-        target[lung & (target == 0)] = value  # the first (right) lung wins where they meet
+        target[closed & (target == 0)] = value  # the first (right) lung wins where they meet
     return out
 
 
@@ -310,8 +348,7 @@ def segment_lungs(hu: np.ndarray, spacing: Spacing) -> np.ndarray:
     body = body_mask(h)
     # Inside the filled body only: air outside the patient never reaches the candidates.
     air = body & (h < LUNG_MAX_HU)
-    airway = airway_mask(h, air, body, low_spacing)
-    air &= ~ndimage.binary_dilation(airway, structure=_SLICE_8)  # and the airway's rim
+    air &= ~airway_mask(h, air, body, low_spacing)
     lungs = pick_lungs(air, _slice_centre_x(body), low_spacing)
     lungs = _close_and_fill(lungs, low_spacing)
     return _upsample(lungs, factor, hu.shape)
@@ -320,49 +357,62 @@ def segment_lungs(hu: np.ndarray, spacing: Spacing) -> np.ndarray:
 # ---------------------------------------------------------------------------- lesions
 
 
-def _sum3(a: np.ndarray) -> np.ndarray:
-    """Sum over the 3 × 3 × 3 neighbourhood (edges repeated), in place along each axis."""
-    for axis in range(3):
+def neighbour_sum(a: np.ndarray, axes: Sequence[int] = (0, 1, 2)) -> np.ndarray:
+    """Sum over the 3-wide neighbourhood along `axes`, edges repeated: two shifted adds each."""
+    out = a
+    for axis in axes:
         if a.shape[axis] < 2:
             continue
-        a = a.copy() if axis == 0 else a
-        src = a.copy()
-        lead = [slice(None)] * 3
-        lag = [slice(None)] * 3
-        lead[axis], lag[axis] = slice(1, None), slice(None, -1)
-        a[tuple(lead)] += src[tuple(lag)]
-        a[tuple(lag)] += src[tuple(lead)]
-        first = [slice(None)] * 3
-        last = [slice(None)] * 3
-        first[axis], last[axis] = slice(0, 1), slice(-1, None)
-        a[tuple(first)] += src[tuple(first)]
-        a[tuple(last)] += src[tuple(last)]
-    return a
+        src, out = out, out.copy()
+
+        def along(part: slice, axis: int = axis) -> tuple[slice, ...]:
+            return tuple(part if i == axis else slice(None) for i in range(a.ndim))
+
+        out[along(slice(1, None))] += src[along(slice(None, -1))]
+        out[along(slice(None, -1))] += src[along(slice(1, None))]
+        out[along(slice(0, 1))] += src[along(slice(0, 1))]
+        out[along(slice(-1, None))] += src[along(slice(-1, None))]
+    return out
 
 
-def smoothed_hu_sum(hu: np.ndarray) -> tuple[np.ndarray, int]:
-    """27 × the 3 × 3 × 3 mean HU, and the divisor.
+def _median_axes(spacing: Spacing) -> tuple[int, ...]:
+    """3 × 3 × 3 for thin slices; in-plane 3 × 3 for thick ones, where a 3-slice window would
+    span 1.5 cm and erase small lesions."""
+    return (0, 1, 2) if float(spacing[2]) <= 2.5 else (1, 2)
 
-    A mean filter, not a median: the median of 3 × 3 × 3 takes ~30 s on 300 × 512 × 512,
-    the mean ~0.3 s, and both suppress the noise that would scatter single voxels over
-    the -750 HU threshold. HU is clipped to ±1024 first so the sum fits in int16;
-    clipping bone changes nothing inside the lungs.
+
+def median_threshold(above: np.ndarray, inside: np.ndarray, axes: Sequence[int]) -> np.ndarray:
+    """Median-filter-then-threshold, done as a majority vote on the thresholded mask.
+
+    For a threshold t, median(hu) >= t exactly when more than half of the neighbourhood is
+    >= t, so counting votes gives the median-3 result at the cost of a few additions (a
+    real median filter of 300 × 512 × 512 takes ~30 s). Only lung voxels vote: the chest
+    wall must not pull the lung's partial-volume rim over the threshold. A median, unlike a
+    mean, does not widen thin bright vessels.
     """
-    h = np.clip(hu, -1024, 1023).astype(np.int16)
-    divisor = 1
-    for axis in range(3):
-        divisor *= 3 if h.shape[axis] >= 2 else 1
-    return _sum3(h), divisor
+    votes = neighbour_sum((above & inside).view(np.uint8), axes)
+    voters = neighbour_sum(inside.view(np.uint8), axes)
+    return inside & (2 * votes.astype(np.int16) > voters)
 
 
-def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    if min_voxels <= 1:
-        return mask
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+def _z_interior(inside: np.ndarray) -> np.ndarray:
+    """Lung voxels whose slice neighbours above and below are lung too (or off the volume)."""
+    interior = inside.copy()
+    interior[1:] &= inside[:-1]
+    interior[:-1] &= inside[1:]
+    return interior
+
+
+def keep_lesion_components(opacity: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Keep the components that hold a lesion core and are at least MIN_LESION_MM3 large."""
+    labels, n = ndimage.label(opacity, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_voxels
+        return opacity
+    core = _erode_box(opacity, _box_size(spacing, LESION_CORE_MM, min_inplane=2)).astype(bool)
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[np.unique(labels[core])] = True
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep &= sizes >= np.ceil(MIN_LESION_MM3 / _voxel_mm3(spacing))
     keep[0] = False
     return keep[labels]
 
@@ -370,17 +420,22 @@ def _drop_small(mask: np.ndarray, min_voxels: int) -> np.ndarray:
 def segment_lesions(hu: np.ndarray, lungs: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Lesion labels (z, y, x) uint8 inside the lungs: 1 ground-glass, 2 consolidation."""
     out = np.zeros(hu.shape, dtype=np.uint8)
-    box = _bbox(lungs > 0)
+    # One voxel of margin: the crop's edge must not look like lung continuing off the volume.
+    box = _bbox(lungs > 0, pad=1)
     if box is None:
         return out
-    total, k = smoothed_hu_sum(hu[box])
-    inside = lungs[box] > 0
-    opacity = inside & (total >= GGO_MIN_HU * k)
+    h, inside = hu[box], lungs[box] > 0
+    axes = _median_axes(spacing)
+    opacity = median_threshold(h >= GGO_MIN_HU, inside, axes)
+    dense = median_threshold(h >= CONSOLIDATION_MIN_HU, inside, axes)
+    # At the apex and the base a slice that grazes the diaphragm or the chest wall averages
+    # lung with soft tissue into the ground-glass range (partial volume): ground-glass on the
+    # lung's cranio-caudal surface is not trusted; consolidation there is kept.
+    opacity &= dense | _z_interior(inside)
     # Open the union of both classes, so a vessel and its partial-volume rim (which sits in
     # the ground-glass range) go together, and a ground-glass halo keeps its solid core.
     opacity = open_box(opacity, _box_size(spacing, VESSEL_OPENING_MM, min_inplane=2))
-    opacity = _drop_small(opacity, int(np.ceil(MIN_LESION_MM3 / _voxel_mm3(spacing))))
-    dense = total >= CONSOLIDATION_MIN_HU * k
+    opacity = keep_lesion_components(opacity, spacing)
     target = out[box]
     target[opacity] = GGO
     target[opacity & dense] = CONSOLIDATION

@@ -119,7 +119,7 @@ def _pixel_location(path: str, mtime_ns: int) -> PixelLocation:
     # defer_size: the large Pixel Data value is not read, but its file offset is recorded.
     ds = pydicom.dcmread(path, defer_size=1024)
     transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-    raw = ds.get_item(PIXEL_DATA)
+    raw = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if raw is None:
         raise NotFound
     if ds.file_meta.TransferSyntaxUID.is_compressed or raw.length == 0xFFFFFFFF:
@@ -140,7 +140,8 @@ def frame_bytes(path: Path) -> tuple[bytes, str]:
 
 
 def _part(data: bytes, content_type: str, location: str | None = None) -> bytes:
-    head = f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\n"
+    # Content-Length per part lets a client split the body without scanning it for boundaries.
+    head = f"--{BOUNDARY}\r\nContent-Type: {content_type}\r\nContent-Length: {len(data)}\r\n"
     if location:
         head += f"Content-Location: {location}\r\n"
     return head.encode() + b"\r\n" + data + b"\r\n"

@@ -28,8 +28,9 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from pydicom import config
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -475,8 +476,16 @@ _FILE_META_KEEP = frozenset(
     )
 )
 
+# Values written by the walk are generated in valid form (shifted dates, "2.25." UIDs,
+# empty strings, the pseudonym), so pydicom's per-value validation is skipped: it
+# would double the cost of writing them.
+_NO_VALIDATION = config.IGNORE
+
+_PATIENT_NAME = tag_for_keyword("PatientName")
+_PATIENT_ID = tag_for_keyword("PatientID")
 _SOP_INSTANCE_UID = tag_for_keyword("SOPInstanceUID")
 _MEDIA_SOP_INSTANCE_UID = tag_for_keyword("MediaStorageSOPInstanceUID")
+_IMPLEMENTATION_CLASS_UID = tag_for_keyword("ImplementationClassUID")
 
 # ------------------------------------------------------------------------------ dates
 
@@ -535,21 +544,22 @@ def _as_text(value: object) -> str:
     return str(getattr(value, "original_string", None) or value)
 
 
-def _shift_element(ds: Dataset, elem: DataElement, days: int) -> None:
-    shift = _shift_da if elem.VR == "DA" else _shift_dt
-    value = elem.value
-    if value is None or value == "":
-        return
-    values = value if isinstance(value, MultiValue | list | tuple) else [value]
-    shifted = [shift(_as_text(v), days) for v in values]
-    if any(s is None for s in shifted):
-        # An unreadable date could be anything, including a real one: drop it.
-        del ds[elem.tag]
-        return
-    elem.value = shifted if len(shifted) > 1 else shifted[0]
-
-
 # ------------------------------------------------------------------------------- walk
+
+
+_TOKEN_SOURCE_TAGS = tuple(
+    tag_for_keyword(k)
+    for k in (
+        "PatientName",
+        "PatientID",
+        "OtherPatientNames",
+        "OtherPatientIDs",
+        "PatientBirthName",
+        "AccessionNumber",
+    )
+)
+_TOKEN_SPLIT_RE = re.compile(r"[\^=\s,]+")
+_AGE_RE = re.compile(r"(\d{3})Y")
 
 
 class _Context:
@@ -579,17 +589,16 @@ def _known_vr(ds: Dataset, tag: int) -> str | None:
 def _identifying_tokens(ds: Dataset) -> frozenset[str]:
     """Upper-case name parts and IDs of the patient, to screen kept free text."""
     tokens: set[str] = set()
-    for keyword in ("PatientName", "PatientID", "OtherPatientNames", "OtherPatientIDs",
-                    "PatientBirthName", "AccessionNumber"):
-        if keyword not in ds:
+    for tag in _TOKEN_SOURCE_TAGS:
+        if ds.get_item(tag) is None:
             continue
         try:
-            value = ds[keyword].value
+            value = ds[tag].value
         except Exception:  # a value pydicom cannot decode is removed by the walk anyway
             continue
         values = value if isinstance(value, MultiValue | list | tuple) else [value]
         for v in values:
-            for part in re.split(r"[\^=\s,]+", str(v).upper()):
+            for part in _TOKEN_SPLIT_RE.split(str(v).upper()):
                 # Very short parts ("CT", initials) would match ordinary descriptions.
                 if len(part) >= 3:
                     tokens.add(part)
@@ -598,7 +607,7 @@ def _identifying_tokens(ds: Dataset) -> frozenset[str]:
 
 def _cap_age(value: str) -> str:
     # HIPAA safe harbour: ages over 89 are rare enough to identify; report them as 90.
-    match = re.fullmatch(r"(\d{3})Y", value.strip())
+    match = _AGE_RE.fullmatch(value.strip())
     if match and int(match[1]) > 89:
         return "090Y"
     return value
@@ -607,18 +616,71 @@ def _cap_age(value: str) -> str:
 def _apply_action(ds: Dataset, tag: int, action: str, ctx: _Context) -> None:
     if action == "X":
         del ds[tag]
-        return
-    elem = ds[tag]
-    if action == "Z":
-        elem.value = elem.empty_value
+    elif action == "Z":
+        _replace(ds, tag, "")
     elif action == "P":
-        elem.value = ctx.pseudonym
+        _replace(ds, tag, ctx.pseudonym)
     elif action == "C":
-        text = str(elem.value or "").upper()
+        text = str(ds[tag].value or "").upper()
         if any(token in text for token in ctx.tokens):
             del ds[tag]
-    elif action == "A" and isinstance(elem.value, str):
-        elem.value = _cap_age(elem.value)
+    elif action == "A":
+        value = ds[tag].value
+        if isinstance(value, str):
+            capped = _cap_age(value)
+            if capped != value:
+                _replace(ds, tag, capped)
+
+
+def _replace(ds: Dataset, tag: int, value: str) -> None:
+    # A new element, rather than setting .value, so the old value is never decoded
+    # (faster, and immune to values pydicom cannot decode); VR from the dictionary.
+    ds[tag] = DataElement(tag, dictionary_VR(tag), value, validation_mode=_NO_VALIDATION)
+
+
+def _ascii_values(ds: Dataset, tag: int) -> list[str]:
+    """Values of a DA, DT or UI element ([] if empty), decoding raw bytes directly.
+
+    These VRs are restricted to ASCII, so no character set handling is needed and
+    pydicom's full conversion (the bulk of the per-slice cost) can be skipped.
+    """
+    elem = ds.get_item(tag)
+    if isinstance(elem, RawDataElement) and elem.value is not None:
+        text = elem.value.decode("latin-1").strip("\x00 ")
+        return text.split("\\") if text else []
+    value = ds[tag].value  # already decoded, or deferred and still to be read
+    if value is None or value == "":
+        return []
+    if isinstance(value, MultiValue | list | tuple):
+        return [_as_text(v) for v in value]
+    return [_as_text(value)]
+
+
+def _set_values(ds: Dataset, tag: int, vr: str, values: list[str]) -> None:
+    ds[tag] = DataElement(tag, vr, values if len(values) > 1 else values[0], validation_mode=_NO_VALIDATION)
+
+
+def _shift_dates(ds: Dataset, tag: int, vr: str, days: int) -> None:
+    values = _ascii_values(ds, tag)
+    if not values:
+        return
+    shift = _shift_da if vr == "DA" else _shift_dt
+    shifted: list[str] = []
+    for value in values:
+        new = shift(value, days)
+        if new is None:
+            # An unreadable date could be anything, including a real one: drop it.
+            del ds[tag]
+            return
+        shifted.append(new)
+    _set_values(ds, tag, vr, shifted)
+
+
+def _remap_uids(ds: Dataset, tag: int, key: bytes) -> None:
+    values = _ascii_values(ds, tag)
+    remapped = [_remap_one(v, key) for v in values]
+    if remapped != values:
+        _set_values(ds, tag, "UI", remapped)
 
 
 def _walk(ds: Dataset, ctx: _Context) -> None:
@@ -627,9 +689,9 @@ def _walk(ds: Dataset, ctx: _Context) -> None:
         group = tag >> 16
         if (
             group & 1  # private (odd group): unknown content, may hold anything
-            or tag & 0xFFFF == 0  # group lengths: wrong after editing
+            or (tag & 0xFFFF) == 0  # group lengths: wrong after editing
             or group == 0  # command group elements do not belong in stored files
-            or group & 0xFF00 in (0x5000, 0x6000)  # curves and overlays: may carry text
+            or (group & 0xFF00) in (0x5000, 0x6000)  # curves and overlays: may carry text
         ):
             del ds[tag]
             continue
@@ -641,36 +703,22 @@ def _walk(ds: Dataset, ctx: _Context) -> None:
         if vr is None:
             # A public tag no dictionary knows: we cannot tell whether it is safe.
             del ds[tag]
-            continue
-        if vr not in _WALKED_VRS:
-            continue
-        elem = ds[tag]  # decodes the value (and resolves UN to the real VR)
-        vr = elem.VR
-        if vr == "SQ":
-            for item in elem.value:
+        elif vr == "SQ":
+            for item in ds[tag].value:
                 _walk(item, ctx)
         elif vr == "PN":
-            # Safety net beyond the table: no person's name survives anywhere.
-            elem.value = elem.empty_value
-        elif vr in ("DA", "DT"):
-            _shift_element(ds, elem, ctx.days)
+            # Safety net beyond the table: no person's name survives anywhere.  Emptied
+            # rather than removed, so type 2 attributes of sequence items stay valid.
+            _set_values(ds, tag, "PN", [""])
+        elif vr == "DA" or vr == "DT":
+            _shift_dates(ds, tag, vr, ctx.days)
         elif vr == "UI" and tag not in _KEEP_UID_TAGS:
-            _remap_element(elem, ctx.key)
-
-
-def _remap_element(elem: DataElement, key: bytes) -> None:
-    value = elem.value
-    if not value:
-        return
-    if isinstance(value, MultiValue | list | tuple):
-        elem.value = [_remap_one(v, key) for v in value]
-    else:
-        elem.value = _remap_one(value, key)
+            _remap_uids(ds, tag, ctx.key)
 
 
 def _remap_one(uid: str, key: bytes) -> str:
     uid = str(uid)
-    if uid.startswith(_DICOM_UID_ROOT):
+    if not uid or uid.startswith(_DICOM_UID_ROOT):
         return uid
     return remap_uid(uid, key)
 
@@ -682,22 +730,27 @@ def _clean_file_meta(ds: Dataset, key: bytes) -> None:
     for tag in list(meta.keys()):
         if tag not in _FILE_META_KEEP:
             del meta[tag]
-    if _SOP_INSTANCE_UID in ds:
+    if ds.get_item(_SOP_INSTANCE_UID) is not None:
         # PS3.10: the file's instance UID is the dataset's, which has just changed.
-        meta.MediaStorageSOPInstanceUID = ds[_SOP_INSTANCE_UID].value
-    elif _MEDIA_SOP_INSTANCE_UID in meta:
-        meta.MediaStorageSOPInstanceUID = _remap_one(meta.MediaStorageSOPInstanceUID, key)
-    if "ImplementationClassUID" in meta:
+        meta[_MEDIA_SOP_INSTANCE_UID] = DataElement(
+            _MEDIA_SOP_INSTANCE_UID, "UI", ds[_SOP_INSTANCE_UID].value
+        )
+    elif meta.get_item(_MEDIA_SOP_INSTANCE_UID) is not None:
+        _remap_uids(meta, _MEDIA_SOP_INSTANCE_UID, key)
+    if meta.get_item(_IMPLEMENTATION_CLASS_UID) is not None:
         # The file will be written by us (pydicom), not by the original device.
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        meta[_IMPLEMENTATION_CLASS_UID].value = PYDICOM_IMPLEMENTATION_UID
 
 
-def _code_item(value: str, meaning: str) -> Dataset:
-    item = Dataset()
-    item.CodeValue = value
-    item.CodingSchemeDesignator = "DCM"
-    item.CodeMeaning = meaning
-    return item
+def _code_sequence() -> Sequence:
+    items = []
+    for value, meaning in DEIDENTIFICATION_METHOD_CODES:
+        item = Dataset()
+        item.add_new(0x00080100, "SH", value)  # Code Value
+        item.add_new(0x00080102, "SH", "DCM")  # Coding Scheme Designator
+        item.add_new(0x00080104, "LO", meaning)  # Code Meaning
+        items.append(item)
+    return Sequence(items)
 
 
 def pseudonymise(ds: Dataset, patient: PatientKey, key: bytes) -> None:
@@ -709,15 +762,18 @@ def pseudonymise(ds: Dataset, patient: PatientKey, key: bytes) -> None:
     _require_key(key)
     ctx = _Context(patient, key, _identifying_tokens(ds))
     _walk(ds, ctx)
+    # Also when the source had none (type 2 in CT): every stored file names its patient
+    # by the pseudonym, so grouping by patient works on pseudonymised data alone.
+    _replace(ds, _PATIENT_NAME, patient.pseudonym)
+    _replace(ds, _PATIENT_ID, patient.pseudonym)
     _clean_file_meta(ds, key)
 
     # Markers of PS3.15 E.1: receivers can tell the data is de-identified and how.
-    ds.PatientIdentityRemoved = "YES"
-    ds.DeidentificationMethod = DEIDENTIFICATION_METHOD
-    ds.DeidentificationMethodCodeSequence = Sequence(
-        [_code_item(value, meaning) for value, meaning in DEIDENTIFICATION_METHOD_CODES]
-    )
-    ds.LongitudinalTemporalInformationModified = "MODIFIED"
+    # (Tags rather than keywords: this runs once per slice and keyword lookup is slow.)
+    ds.add_new(0x00120062, "CS", "YES")  # Patient Identity Removed
+    ds.add_new(0x00120063, "LO", DEIDENTIFICATION_METHOD)  # De-identification Method
+    ds.add_new(0x00120064, "SQ", _code_sequence())  # De-identification Method Code Sequence
+    ds.add_new(0x00280303, "CS", "MODIFIED")  # Longitudinal Temporal Information Modified
 
 
 # ------------------------------------------------------------------------- test helper

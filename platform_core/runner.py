@@ -90,6 +90,9 @@ def web_command(host: str, port: int) -> list[str]:
         "--timeout", "120",
         "--graceful-timeout", str(WEB_GRACEFUL_S),
         "--access-logfile", "-",
+        # gunicorn 27's control socket lives at one path per user (~/.gunicorn/gunicorn.ctl), so
+        # a second instance (another PORT, a test run) would fight over it; we do not use it.
+        "--no-control-socket",
     ]  # fmt: skip
 
 
@@ -124,7 +127,8 @@ def probe_url(host: str, port: int) -> str:
 def answers(url: str) -> bool:
     """Any HTTP answer (a redirect to /login/, a 404) means Django is serving."""
     try:
-        with urllib.request.urlopen(url + "login/", timeout=2):
+        # Django loads the URLconf on the first request, which can take a few seconds.
+        with urllib.request.urlopen(url + "login/", timeout=10):
             return True
     except urllib.error.HTTPError:
         return True

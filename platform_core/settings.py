@@ -55,6 +55,7 @@ CSRF_TRUSTED_ORIGINS = [
 DATA_DIR = Path(os.environ.get("CURATECT_DATA_DIR", BASE_DIR / "var")).resolve()
 MEDIA_ROOT = Path(os.environ.get("CURATECT_MEDIA_ROOT", DATA_DIR / "media")).resolve()
 MEDIA_URL = "/media/"
+DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -118,7 +119,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "transaction_mode": "IMMEDIATE",
         "timeout": 20,
     }
-    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+    # A file (not memory) so live servers and Celery workers in tests share it; one per
+    # process so parallel test runs never delete each other's database.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / f"test-{os.getpid()}.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -132,7 +135,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = Path(os.environ.get("CURATECT_STATIC_ROOT", BASE_DIR / "staticfiles"))
+STATIC_ROOT = Path(os.environ.get("CURATECT_STATIC_ROOT", DATA_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request otherwise
 STATICFILES_DIRS: list[Path] = []
 # The Vite build writes here; Django pages load the bundle through its manifest.
 FRONTEND_DIST = BASE_DIR / "frontend" / "dist"

@@ -60,13 +60,13 @@ def load_volume(path: Path) -> np.ndarray:
 
 
 def _lookup(key: _Key, *, count: bool = True) -> np.ndarray | None:
+    """The cached array or None; each load_volume() call counts one hit or one miss."""
     with _lock:
         volume = _entries.get(key)
         if volume is not None:
             _entries.move_to_end(key)
-            _stats["hits"] += 1
-        elif count:
-            _stats["misses"] += 1
+        if count:
+            _stats["hits" if volume is not None else "misses"] += 1
         return volume
 
 
@@ -80,7 +80,9 @@ def _read(path: Path) -> np.ndarray:
     # np.load, not mmap: every voxel is in RAM, so a click never waits on the disk.
     volume = np.load(path, allow_pickle=False)
     if volume.dtype != np.int16 or volume.ndim != 3:
-        raise ValueError(f"{path} holds a {volume.dtype} array of shape {volume.shape}; expected int16 (z, y, x)")
+        raise ValueError(
+            f"{path} holds a {volume.dtype} array of shape {volume.shape}; expected int16 (z, y, x)"
+        )
     volume.flags.writeable = False
     return volume
 

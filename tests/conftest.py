@@ -72,12 +72,19 @@ def cast(db) -> Cast:
 
 
 def make_series(tmp: Path, *, slices: int = 24, size: int = 64, seed: int = 0, patient: str = "P-1", **kw) -> Path:
-    from platform_core.phantom import write_phantom_study
+    """A phantom series folder holding only DICOM; its ground truth goes to truth_of(folder)."""
+    from platform_core.phantom import GROUND_TRUTH_FILE, write_phantom_study
 
     out = tmp / f"series-{seed}-{patient}"
-    write_phantom_study(out, slices=slices, rows=size, cols=size, seed=seed, patient_id=patient,
-                        patient_name=f"DOE^{patient}", **kw)
+    folder = write_phantom_study(out, slices=slices, rows=size, cols=size, seed=seed, patient_id=patient,
+                                 patient_name=f"DOE^{patient}", **kw)
+    truth_of(out).parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(folder / GROUND_TRUTH_FILE, truth_of(out))
     return out
+
+
+def truth_of(series_folder: Path) -> Path:
+    return series_folder.parent.parent / "truth" / f"{series_folder.name}.npz"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ImplicitVRLittleEndian
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ImplicitVRLittleEndian
 
 from platform_core.pseudonymise import (
     DEIDENTIFICATION_METHOD,
@@ -150,6 +150,9 @@ def phi_dataset() -> pydicom.FileDataset:
     # A public PN stored with VR UN by a careless writer.
     ds.add(DataElement(0x00142006, "UN", b"DOE^JANE"))  # Evaluator Name
 
+    # Overlay comments (repeating group 60xx) naming the patient.
+    ds.add_new(0x60004000, "LT", "drawn for DOE")
+
     # A private block with the patient's name and MRN.
     block = ds.private_block(0x0033, "ACME PHI", create=True)
     block.add_new(0x01, "LO", "DOE^JANE")
@@ -172,9 +175,11 @@ def original() -> pydicom.FileDataset:
     return phi_dataset()
 
 
-@pytest.fixture
-def result(original: pydicom.FileDataset) -> pydicom.FileDataset:
-    ds = copy.deepcopy(original)
+@pytest.fixture(params=["in_memory", "from_file"])
+def result(request: pytest.FixtureRequest, original: pydicom.FileDataset) -> pydicom.FileDataset:
+    """Pseudonymised, written and read back.  "from_file" is the real import path: the
+    elements are still undecoded (raw) when pseudonymise sees them."""
+    ds = copy.deepcopy(original) if request.param == "in_memory" else roundtrip(original)
     pseudonymise(ds, patient_key(), KEY)
     return roundtrip(ds)
 
@@ -269,6 +274,10 @@ def test_identity_attributes_replaced_removed_or_emptied(result: pydicom.FileDat
     ):
         assert keyword not in result, keyword
     assert "SourceApplicationEntityTitle" not in result.file_meta
+    # pydicom, which writes the file, names itself; the scanner's software is gone.
+    assert result.file_meta.get("ImplementationVersionName") != "DCTOOL100"
+    assert result.file_meta.ImplementationClassUID == PYDICOM_IMPLEMENTATION_UID
+    assert not [elem.tag for elem in result if elem.tag.group == 0x6000]
 
 
 def test_clinically_needed_attributes_kept(
@@ -316,9 +325,7 @@ def test_profile_markers(result: pydicom.FileDataset) -> None:
 # ------------------------------------------------------------------------------ dates
 
 
-def test_dates_shifted_by_patient_offset(
-    original: pydicom.FileDataset, result: pydicom.FileDataset
-) -> None:
+def test_dates_shifted_by_patient_offset(original: pydicom.FileDataset, result: pydicom.FileDataset) -> None:
     days = patient_key().date_offset_days
     for keyword in ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate"):
         assert result[keyword].value == shifted(original[keyword].value, days), keyword
@@ -330,10 +337,9 @@ def test_dates_shifted_by_patient_offset(
     assert ref.ReferencedDateTime == shifted("20040119", days) + "101112"
 
 
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # the invalid dates are the point
 def test_date_edge_cases() -> None:
-    ds = Dataset()
-    ds.PatientName = "DOE^JANE"
-    ds.PatientID = MRN
+    ds = Dataset()  # no PatientName / PatientID, no file meta
     ds.StudyDate = ""  # empty stays empty
     ds.SeriesDate = "2004-01-19"  # not DICOM: unparseable, removed
     ds.ContentDate = "20040230"  # no such day: removed
@@ -353,6 +359,8 @@ def test_date_edge_cases() -> None:
     assert ds.StartAcquisitionDateTime == shifted("20040119", -400)
     assert "EndAcquisitionDateTime" not in ds
     assert ds.PatientAge == "090Y"  # ages over 89 are capped
+    # No file meta to clean; the pseudonym is written even over a fresh dataset.
+    assert ds.PatientID == ds.PatientName == "CT-TEST"
 
 
 # --------------------------------------------------------------------- stable mapping
@@ -461,14 +469,20 @@ def test_assert_no_phi_reports_paths() -> None:
 
 
 def test_time_per_slice(capsys: pytest.CaptureFixture[str]) -> None:
-    """Not a timed test: it prints the per-slice time and only checks it ran."""
+    """Not a timed test: it prints the per-slice time and only checks that it ran.
+
+    Slices are parsed from bytes beforehand (I/O is not timed) and are still undecoded,
+    as in a real import.  Best of three rounds, to be less sensitive to a busy machine.
+    """
     raw = to_bytes(phi_dataset())
-    slices = [pydicom.dcmread(io.BytesIO(raw)) for _ in range(300)]  # I/O not timed
     key = patient_key()
-    start = time.perf_counter()
-    for ds in slices:
-        pseudonymise(ds, key, KEY)
-    per_slice_ms = (time.perf_counter() - start) * 1000 / len(slices)
+    rounds = []
+    for _ in range(3):
+        slices = [pydicom.dcmread(io.BytesIO(raw)) for _ in range(300)]
+        start = time.perf_counter()
+        for ds in slices:
+            pseudonymise(ds, key, KEY)
+        rounds.append((time.perf_counter() - start) * 1000 / len(slices))
+        assert all(ds.PatientIdentityRemoved == "YES" for ds in slices)
     with capsys.disabled():
-        print(f"\npseudonymise: {per_slice_ms:.3f} ms per CT slice header ({len(slices)} slices)")
-    assert all(ds.PatientIdentityRemoved == "YES" for ds in slices)
+        print(f"\npseudonymise: {min(rounds):.3f} ms per CT slice header (best of 3 x 300 slices)")

@@ -44,7 +44,8 @@ def collect(source: Path, *, max_archive_bytes: int, workdir: Path | None = None
 
 
 def _add(out: Collected, path: Path, name: str, max_bytes: int, workdir: Path | None) -> None:
-    if zipfile.is_zipfile(path):
+    # Only what is named an archive is unpacked: other zip containers (.npz, .docx) are files.
+    if path.suffix.lower() == ".zip" and zipfile.is_zipfile(path):
         _unzip(out, path, name, max_bytes, workdir)
     else:
         out.files.append(path)

@@ -106,6 +106,8 @@ def _hu(ds: Dataset) -> np.ndarray:
     bits = int(ds.get("BitsAllocated", 16))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and not ts.is_transfer_syntax:
+        raise FileRejected(f"unsupported transfer syntax {ts}: not a DICOM transfer syntax this system can decode")
     if ts is not None and not ts.is_compressed and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1:
         # Fast path: uncompressed 16-bit pixels are read straight from the bytes.
         data = ds.PixelData

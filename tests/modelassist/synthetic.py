@@ -23,7 +23,8 @@ class SyntheticChest:
     lungs: np.ndarray  # uint8: 1 right lung (smaller x), 2 left lung
     lesions: np.ndarray  # uint8: 1 ground-glass, 2 consolidation
     vessels: np.ndarray  # bool
-    airway: np.ndarray  # bool: trachea and main bronchi
+    airway: np.ndarray  # bool: trachea and main bronchi outside the lungs
+    trachea: np.ndarray  # bool: the trachea above the carina
     spacing: Spacing
 
 
@@ -90,16 +91,19 @@ def _ellipsoid(grid, centre, axes) -> np.ndarray:
 
 
 def make_chest(
-    shape: tuple[int, int, int] = (40, 128, 128),
-    spacing: Spacing = (2.6, 2.6, 5.0),
+    shape: tuple[int, int, int] = (48, 192, 192),
+    spacing: Spacing = (1.8, 1.8, 4.0),
     seed: int = 0,
     *,
     noise: float = 25.0,
     n_ggo: int = 3,
     n_consolidation: int = 2,
     n_vessels: int = 6,
-    vessel_radius: tuple[float, float] = (1.4, 2.2),
+    vessel_radius: tuple[float, float] = (0.8, 1.4),
+    lung_offset: float = 0.37,
 ) -> SyntheticChest:
+    """A chest phantom; `lung_offset` (share of the half width) below ~0.27 makes the lungs
+    touch at the midline, like an anterior junction line."""
     rng = np.random.default_rng(seed)
     grid = _grid(shape, spacing)
     z, y, x = grid
@@ -114,12 +118,14 @@ def make_chest(
 
     lung_axes = (0.78 * half_z, 0.42 * half_y, 0.27 * half_x)
     lung_centres = [
-        np.array([0.15 * half_z, 0.0, -0.37 * half_x], dtype=np.float32),  # right: image left
-        np.array([0.15 * half_z, 0.0, 0.37 * half_x], dtype=np.float32),
+        np.array([0.15 * half_z, 0.0, -lung_offset * half_x], dtype=np.float32),  # right: image left
+        np.array([0.15 * half_z, 0.0, lung_offset * half_x], dtype=np.float32),
     ]
     lungs = np.zeros(shape, dtype=np.uint8)
-    for value, centre in enumerate(lung_centres, start=1):
-        lungs[_ellipsoid(grid, centre, lung_axes)] = value
+    right, left = (_ellipsoid(grid, centre, lung_axes) for centre in lung_centres)
+    lungs[right] = 1
+    lungs[left] = 2
+    lungs[right & left & (x < 0)] = 1  # touching lungs meet at the midline
     vol[lungs > 0] = -850.0
 
     lesions = np.zeros(shape, dtype=np.uint8)
@@ -161,14 +167,18 @@ def make_chest(
     carina = np.array([-0.25 * half_z, -0.2 * half_y, 0.0], dtype=np.float32)
     top = np.array([-half_z - spacing[2], -0.2 * half_y, 0.0], dtype=np.float32)
     _paint_segment(vol, airway, grid, spacing, top, carina, 8.0, -1000.0)
+    trachea = airway & (z < carina[0])
     for centre in lung_centres:
         target = centre + np.array([-0.2 * lung_axes[0], -0.3 * lung_axes[1], 0.0], dtype=np.float32)
         _paint_segment(vol, airway, grid, spacing, carina, target, 5.0, -1000.0)
-    lungs[airway] = 0
+    # Intrapulmonary bronchi are lung; only the airway outside the lungs is not.
     lesions[airway] = 0
     vessels &= ~airway
+    airway &= lungs == 0
 
     vol = ndimage.gaussian_filter(vol, sigma=0.5)
     vol += rng.normal(0.0, noise, size=shape).astype(np.float32)
     hu = np.clip(np.rint(vol), -1024, 3071).astype(np.int16)
-    return SyntheticChest(hu=hu, lungs=lungs, lesions=lesions, vessels=vessels, airway=airway, spacing=spacing)
+    return SyntheticChest(
+        hu=hu, lungs=lungs, lesions=lesions, vessels=vessels, airway=airway, trachea=trachea, spacing=spacing
+    )

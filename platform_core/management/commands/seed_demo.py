@@ -15,7 +15,7 @@ from django.db import transaction
 from platform_core.ingest.service import ingest_path
 from platform_core.label_schema import COVID19_SCHEMA
 from platform_core.models import Batch, Campaign, CampaignMember, CampaignScan, Institution, Membership, Role, User
-from platform_core.phantom import write_phantom_study
+from platform_core.phantom import GROUND_TRUTH_FILE, write_phantom_study
 from platform_core.services.batches import batch_build
 
 DEMO_USERS = [
@@ -80,10 +80,12 @@ class Command(BaseCommand):
             for i in range(start, scans):
                 # Two scans per patient, a week apart, so serial reports have something to show.
                 patient = i // 2
-                write_phantom_study(
-                    Path(tmp) / f"scan{i}", slices=slices, rows=size, cols=size, seed=i,
+                folder = write_phantom_study(
+                    Path(tmp) / "series" / f"scan{i}", slices=slices, rows=size, cols=size, seed=i,
                     patient_id=f"DEMO-{patient:03d}", patient_name=f"DEMO^PATIENT{patient}",
                     study_date=f"202003{10 + 7 * (i % 2):02d}",
                 )
-            report = ingest_path(Path(tmp), institution=institution, campaign_id=campaign.pk)
+                # Keep the ground truth out of the import folder: it is not DICOM.
+                (folder / GROUND_TRUTH_FILE).rename(Path(tmp) / f"truth{i}.npz")
+            report = ingest_path(Path(tmp) / "series", institution=institution, campaign_id=campaign.pk)
         self.stdout.write(f"Imported {len(report.scans_created)} phantom scans")

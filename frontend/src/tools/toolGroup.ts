@@ -1,0 +1,87 @@
+// Mouse bindings and the editing tool of the viewer.
+//   left drag: the current tool (brush, eraser, window/level; grow is a click)
+//   shift + left drag: window/level · middle drag: pan · right drag: zoom · wheel: slices
+import { Enums as ToolEnums, ToolGroupManager, utilities as toolUtils } from "@cornerstonejs/tools";
+import {
+  BrushTool,
+  PanTool,
+  StackScrollTool,
+  WindowLevelTool,
+  ZoomTool,
+} from "@cornerstonejs/tools";
+import type { Types as ToolTypes } from "@cornerstonejs/tools";
+
+export type ToolMode = "brush" | "eraser" | "grow" | "windowLevel";
+
+const BRUSH = "CurateBrush";
+const ERASER = "CurateEraser";
+const { MouseBindings, KeyboardBindings } = ToolEnums;
+
+const PRIMARY_TOOL: Record<ToolMode, string | null> = {
+  brush: BRUSH,
+  eraser: ERASER,
+  grow: null, // the region-growing brush is a click, handled by tools/regionGrow.ts
+  windowLevel: WindowLevelTool.toolName,
+};
+
+export class ViewerTools {
+  readonly group: ToolTypes.IToolGroup;
+  mode: ToolMode = "windowLevel";
+
+  constructor(readonly id: string) {
+    const group = ToolGroupManager.createToolGroup(id);
+    if (!group) throw new Error(`tool group ${id} exists already`);
+    this.group = group;
+    group.addTool(WindowLevelTool.toolName);
+    group.addTool(PanTool.toolName);
+    group.addTool(ZoomTool.toolName);
+    group.addTool(StackScrollTool.toolName);
+    group.addToolInstance(BRUSH, BrushTool.toolName, { activeStrategy: "FILL_INSIDE_CIRCLE" });
+    group.addToolInstance(ERASER, BrushTool.toolName, { activeStrategy: "ERASE_INSIDE_CIRCLE" });
+
+    group.setToolActive(WindowLevelTool.toolName, {
+      bindings: [{ mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Shift }],
+    });
+    group.setToolActive(PanTool.toolName, {
+      bindings: [
+        { mouseButton: MouseBindings.Auxiliary },
+        { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Ctrl },
+      ],
+    });
+    group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
+    group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    group.setToolPassive(BRUSH);
+    group.setToolPassive(ERASER);
+  }
+
+  addViewport(viewportId: string, renderingEngineId: string): void {
+    this.group.addViewport(viewportId, renderingEngineId);
+  }
+
+  removeViewport(viewportId: string, renderingEngineId: string): void {
+    this.group.removeViewports(renderingEngineId, viewportId);
+  }
+
+  setMode(mode: ToolMode): void {
+    const previous = PRIMARY_TOOL[this.mode];
+    if (previous) this.group.setToolPassive(previous);
+    this.mode = mode;
+    const next = PRIMARY_TOOL[mode];
+    if (next) this.group.setToolActive(next, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+  }
+
+  /** Disable editing (read-only annotation): only viewing tools stay. */
+  setReadOnly(): void {
+    this.setMode("windowLevel");
+    this.group.setToolDisabled(BRUSH);
+    this.group.setToolDisabled(ERASER);
+  }
+
+  setBrushSize(radiusMm: number): void {
+    toolUtils.segmentation.setBrushSizeForToolGroup(this.id, radiusMm);
+  }
+
+  destroy(): void {
+    ToolGroupManager.destroyToolGroup(this.id);
+  }
+}

@@ -1,0 +1,366 @@
+"""QC API: submit, checks, spot checks, the annotator's findings, batch board and reopening,
+QC figures and a scan's audit trail. Views parse, call a service or selector, and shape output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from django.http import Http404, HttpResponse
+from django.shortcuts import get_object_or_404
+from rest_framework import serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation.apis import ETAG_RE, campaign_and_scan
+from annotation.models import Annotation
+from platform_core.api_errors import DomainError, Forbidden, PreconditionRequired
+from platform_core.models import AuditEvent, Batch, BatchItem, Role, User
+from platform_core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
+from platform_core.services.batches import open_batch_of
+from qc import metrics, selectors, services
+from qc.models import BatchReview, Check, SpotCheck, Verdict
+
+# --- submit ---------------------------------------------------------------------------------
+
+
+class SubmitIn(serializers.Serializer):
+    revision_id = serializers.IntegerField(required=False)
+
+
+def _revision_id_from(request: Request, body: dict) -> int:
+    if_match = request.headers.get("If-Match")
+    if if_match:
+        m = ETAG_RE.match(if_match.strip())
+        if not m:
+            raise DomainError('If-Match must be an ETag like "rev-12"', code="bad_if_match")
+        return int(m.group(1))
+    if "revision_id" not in body:
+        raise PreconditionRequired(
+            "say which revision you submit: send If-Match with its ETag, or revision_id"
+        )
+    return body["revision_id"]
+
+
+class SubmitApi(APIView):
+    def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        body = SubmitIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        submission = services.revision_submit(
+            actor=request.user,
+            campaign=campaign,
+            scan=scan,
+            revision_id=_revision_id_from(request, body.validated_data),
+        )
+        # No checker identities here: the annotator never learns who checks them.
+        response = Response(
+            {
+                "annotation_id": submission.annotation.pk,
+                "state": submission.annotation.state,
+                "revision_id": submission.revision.pk,
+                "round": submission.round,
+            }
+        )
+        response["ETag"] = submission.revision.etag
+        return response
+
+
+# --- checks -------------------------------------------------------------------------------------
+
+
+class VerdictIn(serializers.Serializer):
+    verdict = serializers.ChoiceField(choices=[Verdict.PASS, Verdict.FAIL])
+    findings = serializers.JSONField(required=False, default=list)
+    time_spent_s = serializers.FloatField(required=False, default=0.0)
+
+
+def _queue_item(check: Check) -> dict:
+    annotation = check.annotation
+    return {
+        "id": check.pk,
+        "campaign": {"id": annotation.campaign_id, "slug": annotation.campaign.slug},
+        "scan_id": annotation.scan_id,
+        "annotation_id": annotation.pk,
+        "revision": {"id": check.revision_id, "number": check.revision.number},
+        "round": check.round,
+        "slot": check.slot,
+        "assigned_at": check.assigned_at,
+    }
+
+
+class CheckQueueApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response([_queue_item(c) for c in selectors.checker_queue(request.user)])
+
+
+def _check_or_404(request: Request, check_id: int) -> Check:
+    try:
+        return selectors.check_for_user(request.user, check_id)
+    except Check.DoesNotExist as exc:
+        raise Http404("no such check among yours") from exc
+
+
+class CheckDetailApi(APIView):
+    def get(self, request: Request, check_id: int) -> Response:
+        check = _check_or_404(request, check_id)
+        return Response(selectors.check_detail(request.user, check))
+
+
+class CheckVerdictApi(APIView):
+    def post(self, request: Request, check_id: int) -> Response:
+        check = _check_or_404(request, check_id)
+        body = VerdictIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        check = services.check_record(
+            actor=request.user,
+            check=check,
+            verdict=v["verdict"],
+            findings=v["findings"],
+            time_spent_s=v["time_spent_s"],
+        )
+        return Response(
+            selectors.check_detail(request.user, selectors.check_for_user(request.user, check.pk))
+        )
+
+
+class ReassignIn(serializers.Serializer):
+    user_id = serializers.IntegerField(required=False)
+    checker_id = serializers.IntegerField(required=False)
+    senior_id = serializers.IntegerField(required=False)
+
+
+def _user_or_400(user_id: int | None) -> User:
+    user = User.objects.filter(pk=user_id, is_active=True).first() if user_id is not None else None
+    if user is None:
+        raise DomainError(f"no active user with id {user_id}", code="no_such_user")
+    return user
+
+
+class CheckReassignApi(APIView):
+    def post(self, request: Request, check_id: int) -> Response:
+        check = _check_or_404(request, check_id)
+        body = ReassignIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        checker = _user_or_400(body.validated_data.get("checker_id", body.validated_data.get("user_id")))
+        check = services.check_reassign(actor=request.user, check=check, checker=checker)
+        return Response(
+            {
+                "id": check.pk,
+                "slot": check.slot,
+                "round": check.round,
+                "checker": checker.username,
+                "checker_id": checker.pk,
+                "verdict": check.verdict,
+            }
+        )
+
+
+# --- spot checks ----------------------------------------------------------------------------------
+
+
+class SpotCheckQueueApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response([selectors.spot_check_detail(sc) for sc in selectors.senior_queue(request.user)])
+
+
+def _spot_check_or_404(request: Request, spot_check_id: int) -> SpotCheck:
+    try:
+        return selectors.spot_check_for_user(request.user, spot_check_id)
+    except SpotCheck.DoesNotExist as exc:
+        raise Http404("no such spot check among yours") from exc
+
+
+class SpotCheckDetailApi(APIView):
+    def get(self, request: Request, spot_check_id: int) -> Response:
+        return Response(selectors.spot_check_detail(_spot_check_or_404(request, spot_check_id)))
+
+
+class SpotCheckVerdictApi(APIView):
+    def post(self, request: Request, spot_check_id: int) -> Response:
+        spot_check = _spot_check_or_404(request, spot_check_id)
+        body = VerdictIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        v = body.validated_data
+        spot_check = services.spot_check_record(
+            actor=request.user,
+            spot_check=spot_check,
+            verdict=v["verdict"],
+            findings=v["findings"],
+            time_spent_s=v["time_spent_s"],
+        )
+        return Response(
+            selectors.spot_check_detail(selectors.spot_check_for_user(request.user, spot_check.pk))
+        )
+
+
+class SpotCheckReassignApi(APIView):
+    def post(self, request: Request, spot_check_id: int) -> Response:
+        spot_check = _spot_check_or_404(request, spot_check_id)
+        body = ReassignIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        senior = _user_or_400(body.validated_data.get("senior_id", body.validated_data.get("user_id")))
+        spot_check = services.spot_check_reassign(actor=request.user, spot_check=spot_check, senior=senior)
+        return Response(
+            {
+                "id": spot_check.pk,
+                "senior": senior.username,
+                "senior_id": senior.pk,
+                "verdict": spot_check.verdict,
+            }
+        )
+
+
+# --- the annotator's findings ---------------------------------------------------------------------
+
+
+class FindingsApi(APIView):
+    """The findings of the last failed review, with reviewers shown as "checker A"/"checker B"/"senior"."""
+
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        is_annotator = open_batch_of(request.user, campaign, scan.pk) is not None
+        if not is_annotator and Role.DATA_MANAGER not in campaign_roles(request.user, campaign):
+            raise Forbidden("findings are for the annotator of this scan", code="wrong_role")
+        annotation = Annotation.objects.filter(campaign=campaign, scan=scan).first()
+        if annotation is None:
+            return Response(
+                {
+                    "annotation_id": None,
+                    "state": "not_started",
+                    "source": None,
+                    "round": None,
+                    "revision_id": None,
+                    "reviews": [],
+                }
+            )
+        return Response(selectors.annotator_findings(annotation))
+
+
+# --- batches --------------------------------------------------------------------------------------
+
+
+def _managed_batch(request: Request, batch_id: int) -> Batch:
+    batch = get_object_or_404(
+        batches_visible_to(request.user).select_related("campaign", "annotator"), pk=batch_id
+    )
+    if Role.DATA_MANAGER not in campaign_roles(request.user, batch.campaign):
+        raise Forbidden("only a data manager of this campaign can do this", code="wrong_role")
+    return batch
+
+
+class BatchBoardApi(APIView):
+    def get(self, request: Request, batch_id: int) -> Response:
+        return Response(selectors.batch_board(request.user, _managed_batch(request, batch_id)))
+
+
+class ReopenIn(serializers.Serializer):
+    reason = serializers.CharField(allow_blank=True, default="")
+    scan_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+
+
+class BatchReopenApi(APIView):
+    def post(self, request: Request, batch_id: int) -> Response:
+        batch = get_object_or_404(batches_visible_to(request.user).select_related("campaign"), pk=batch_id)
+        body = ReopenIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.batch_reopen(
+            actor=request.user,
+            batch=batch,
+            reason=body.validated_data["reason"],
+            scan_ids=body.validated_data.get("scan_ids"),
+        )
+        return Response(selectors.batch_board(request.user, batch))
+
+
+# --- figures and audit ----------------------------------------------------------------------------
+
+
+class MetricsApi(APIView):
+    def get(self, request: Request) -> Response:
+        raw = request.query_params.get("campaign")
+        if not raw or not raw.isdigit():
+            raise DomainError("give the campaign: ?campaign=<id>", code="campaign_required")
+        campaign = get_object_or_404(campaigns_visible_to(request.user), pk=int(raw))
+        if not campaign_roles(request.user, campaign) & {Role.DATA_MANAGER, Role.SENIOR}:
+            raise Forbidden("QC figures are for data managers and senior radiologists", code="wrong_role")
+        batch = None
+        if request.query_params.get("batch"):
+            batch_raw = request.query_params["batch"]
+            if not batch_raw.isdigit():
+                raise DomainError("batch must be an id", code="bad_batch")
+            batch = get_object_or_404(Batch.objects.filter(campaign=campaign), pk=int(batch_raw))
+        return Response(metrics.qc_metrics(campaign, batch))
+
+
+AUDIT_COLUMNS = [
+    "time",
+    "actor",
+    "action",
+    "object_type",
+    "object_id",
+    "from_state",
+    "to_state",
+    "revision_id",
+    "details",
+]
+
+
+def _hidden_check_ids(user: User, annotation: Annotation | None) -> set[str]:
+    """The other check of any round this user still has to decide: blind for every role."""
+    if annotation is None:
+        return set()
+    open_rounds = Check.objects.filter(annotation=annotation, checker=user, verdict=Verdict.PENDING).values(
+        "round"
+    )
+    return {
+        str(pk)
+        for pk in Check.objects.filter(annotation=annotation, round__in=open_rounds)
+        .exclude(checker=user)
+        .values_list("pk", flat=True)
+    }
+
+
+class AuditCsvApi(APIView):
+    """The audit trail of one scan in one campaign (and of the QC of its batches), as CSV."""
+
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
+        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        if Role.DATA_MANAGER not in campaign_roles(request.user, campaign):
+            # The trail names checkers; the annotator must never see who checked them.
+            raise Forbidden("the audit trail is for data managers", code="wrong_role")
+        annotation = Annotation.objects.filter(campaign=campaign, scan=scan).first()
+        reviews = BatchReview.objects.filter(
+            batch__in=BatchItem.objects.filter(campaign=campaign, scan=scan).values("batch_id")
+        ).values_list("pk", flat=True)
+        events = AuditEvent.objects.filter(campaign=campaign, scan=scan) | AuditEvent.objects.filter(
+            object_type="batchreview", object_id__in=[str(pk) for pk in reviews]
+        )
+        hidden = _hidden_check_ids(request.user, annotation)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(AUDIT_COLUMNS)
+        for e in events.select_related("actor").order_by("created_at", "pk"):
+            if e.object_type == "check" and e.object_id in hidden:
+                continue
+            writer.writerow(
+                [
+                    e.created_at.isoformat(),
+                    e.actor_label or (e.actor.username if e.actor else ""),
+                    e.action,
+                    e.object_type,
+                    e.object_id,
+                    e.from_state,
+                    e.to_state,
+                    e.revision_id if e.revision_id is not None else "",
+                    json.dumps(e.details, sort_keys=True),
+                ]
+            )
+        response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="audit-campaign{campaign.pk}-scan{scan.pk}.csv"'
+        )
+        return response

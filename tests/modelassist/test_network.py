@@ -1,0 +1,157 @@
+import numpy as np
+import pytest
+import torch
+
+from modelassist.network import (
+    ARCHITECTURES,
+    build_model,
+    dice,
+    dice_per_class,
+    foreground_dice,
+    load_model,
+    mean_dice,
+    pick_device,
+    predict_volume,
+    save_model,
+    train_model,
+)
+from tests.modelassist.synthetic import make_chest
+
+CPU = torch.device("cpu")
+
+
+def tiny_cases(count: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Small chest phantoms, only the slices through the lungs."""
+    cases = []
+    for i in range(count):
+        chest = make_chest((20, 64, 64), (5.4, 5.4, 10.0), seed=seed + i, n_vessels=0)
+        cases.append((chest.hu[4:18], chest.lesions[4:18]))
+    return cases
+
+
+def test_architectures_record_what_rebuilds_the_network():
+    config = ARCHITECTURES["unet2d-small"]
+
+    assert config["net"]["channels"] == (16, 32, 64, 128)
+    assert config["net"]["out_channels"] == 4
+    assert config["input_size"] == 256
+    assert config["hu_window"] == (-1000.0, 200.0)
+
+
+def test_pick_device_is_cuda_or_cpu():
+    assert pick_device().type in {"cuda", "cpu"}
+
+
+def test_predict_returns_labels_of_the_volume_shape():
+    torch.manual_seed(0)
+    model = build_model("unet2d-tiny").to(CPU)
+    hu = np.random.default_rng(0).integers(-1000, 100, size=(5, 60, 52)).astype(np.int16)
+
+    labels = predict_volume(model, hu, batch_slices=2)
+
+    assert labels.shape == hu.shape
+    assert labels.dtype == np.uint8
+    assert labels.max() < 4
+
+
+def test_predict_of_a_full_size_slice_with_the_default_architecture():
+    torch.manual_seed(0)
+    model = build_model().to(CPU)
+    hu = np.full((2, 512, 512), -850, dtype=np.int16)
+
+    labels = predict_volume(model, hu)
+
+    assert labels.shape == (2, 512, 512) and labels.dtype == np.uint8
+
+
+def test_save_and_load_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = build_model("unet2d-tiny").to(CPU)
+    meta = {"export": "v3", "val_dice": np.float32(0.75), "epochs": np.int64(4), "split": (70, 15, 15)}
+    path = tmp_path / "models" / "model.pt"
+
+    save_model(model, path, meta)
+    loaded, loaded_meta = load_model(path, device=CPU)
+
+    assert loaded.architecture == "unet2d-tiny"
+    assert loaded_meta == {"export": "v3", "val_dice": pytest.approx(0.75), "epochs": 4, "split": [70, 15, 15]}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key])
+    hu = np.random.default_rng(1).integers(-1000, 100, size=(3, 40, 40)).astype(np.int16)
+    assert np.array_equal(predict_volume(model, hu), predict_volume(loaded, hu))
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    # The file holds only plain containers and tensors: it loads with weights_only=True.
+    assert set(torch.load(path, weights_only=True)) == {"architecture", "config", "state_dict", "meta"}
+
+
+def test_meta_that_cannot_be_stored_is_refused(tmp_path):
+    model = build_model("unet2d-tiny")
+
+    with pytest.raises(TypeError):
+        save_model(model, tmp_path / "m.pt", {"bad": object()})
+
+
+def test_a_short_training_run_lowers_the_loss_and_reports_progress():
+    train, val = tiny_cases(4), tiny_cases(1, seed=10)
+    seen = []
+
+    model, history = train_model(
+        train,
+        val,
+        epochs=4,
+        lr=3e-3,
+        batch_size=8,
+        slices_per_case=8,
+        seed=0,
+        progress=seen.append,
+        device=CPU,
+        architecture="unet2d-tiny",
+    )
+
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert seen == history
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert all(0.0 <= h["val_dice"] <= 1.0 for h in history)
+    assert predict_volume(model, val[0][0]).shape == val[0][0].shape
+
+
+def test_training_is_repeatable_with_the_same_seed():
+    train = tiny_cases(2)
+    kwargs = {"epochs": 1, "slices_per_case": 4, "batch_size": 4, "device": CPU, "architecture": "unet2d-tiny"}
+
+    _, first = train_model(train, [], seed=3, **kwargs)
+    _, second = train_model(train, [], seed=3, **kwargs)
+
+    assert first[0]["loss"] == second[0]["loss"]
+    assert first[0]["val_dice"] is None
+
+
+def test_training_stops_at_the_time_limit():
+    _, history = train_model(
+        tiny_cases(1), [], epochs=50, slices_per_case=2, device=CPU, architecture="unet2d-tiny", max_minutes=0.0
+    )
+
+    assert len(history) == 1
+
+
+def test_dice_of_two_empty_masks_is_one():
+    empty = np.zeros((2, 3, 3), dtype=np.uint8)
+
+    assert dice(empty > 0, empty > 0) == 1.0
+    assert dice_per_class(empty, empty) == {1: 1.0, 2: 1.0}
+    assert mean_dice(empty, empty) == 1.0
+
+
+def test_dice_per_class_foreground_and_mean():
+    truth = np.zeros((1, 1, 8), dtype=np.uint8)
+    truth[0, 0, :4] = 1
+    truth[0, 0, 4:6] = 2
+    pred = truth.copy()
+    pred[0, 0, 0:2] = 2  # two ground-glass voxels called consolidation
+
+    per_class = dice_per_class(pred, truth)
+
+    assert per_class[1] == pytest.approx(2 * 2 / (2 + 4))
+    assert per_class[2] == pytest.approx(2 * 2 / (4 + 2))
+    assert mean_dice(pred, truth) == pytest.approx(2 / 3)
+    assert foreground_dice(pred, truth) == 1.0
