@@ -80,7 +80,7 @@ $(STAMPS)/frontend-build: $(STAMPS)/frontend-deps $(FRONTEND_SOURCES)
 
 setup: venv frontend ## install everything and migrate the database
 	@mkdir -p "$(DATA_DIR)"
-	$(PY) manage.py migrate --noinput -v 0
+	$(PY) manage.py migrate --noinput --skip-checks -v 0
 
 # ---------------------------------------------------------------- run
 

@@ -42,10 +42,10 @@ SECOND_LUNG_MIN_SHARE = 0.1
 # Small 3D closing (box width): vessels entering at the hilum and small dense lesions at
 # the pleura join the lung, without bridging the mediastinum.
 LUNG_CLOSING_MM = 6.0
-# Wide in-plane closing, kept only on the lateral (costal) side of each lung: subpleural
-# consolidation, common in COVID-19 pneumonia, leaves a dent in the air mask up to a couple
-# of centimetres wide. The costal surface of a healthy lung is smooth; the medial surface
-# has real dents (heart, hilum, spine) that must stay outside the lung.
+# Wide in-plane closing, kept only on the costal side of each lung (lateral or posterior
+# of its centre): subpleural consolidation, the typical finding of COVID-19 pneumonia in the
+# dependent, peripheral lung, leaves a dent in the air mask up to a couple of centimetres
+# wide. The anterior-medial surface has real dents (heart, hilum) that must stay outside.
 PLEURAL_CLOSING_MM = 24.0
 
 # Pan et al. (Sci Rep 2021) and DESIGN step 3: ground-glass from -750 HU, consolidation from
@@ -55,6 +55,12 @@ CONSOLIDATION_MIN_HU = -350
 # Opening width: vessels are tubes; a box this wide does not fit in a vessel narrower than
 # about 3 mm (with its partial-volume rim), but fits inside any lesion worth annotating.
 VESSEL_OPENING_MM = 3.0
+# Vessels that survive the opening (3-10 mm, near the hilum) are small bright structures: at
+# this scale their curvature across the vessel is strongly negative, while the inside of an
+# opacity is flat. Curvatures are eigenvalues of the scale-normalised Hessian (HU); below the
+# threshold a direction counts as curved. Tuned on phantoms with vessel trees.
+VESSEL_SIGMA_MM = 2.0
+VESSEL_CURVATURE_HU = -60.0
 # A lesion holds at least one box this wide; a vessel fragment that survived the opening
 # (3-5 mm vessels) does not. Opacities of pneumonia are larger than this.
 LESION_CORE_MM = 5.0
@@ -315,12 +321,16 @@ def _pick_lungs_in(air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np
     return out
 
 
-def _lateral_half(lung: np.ndarray, value: int) -> np.ndarray:
-    """Columns lateral to the lung's own centre on every slice, as a (z, 1, x) mask."""
-    xs = np.arange(lung.shape[2])[None, :]
-    centre = _slice_centre_x(lung)[:, None]
-    lateral = xs < centre if value == RIGHT_LUNG else xs > centre
-    return lateral[:, None, :]
+def _costal_side(lung: np.ndarray, value: int) -> np.ndarray:
+    """Voxels lateral or posterior to the lung's own centre, slice by slice (broadcastable)."""
+    xs = np.arange(lung.shape[2])[None, None, :]
+    ys = np.arange(lung.shape[1])[None, :, None]
+    centre_x = _slice_centre_x(lung)[:, None, None]
+    rows = lung.sum(axis=2, dtype=np.int64)  # (z, y)
+    centre_y = (rows * np.arange(lung.shape[1])).sum(axis=1) / np.maximum(rows.sum(axis=1), 1)
+    lateral = xs < centre_x if value == RIGHT_LUNG else xs > centre_x
+    # Row index grows towards the patient's back (DICOM LPS, +y posterior).
+    return lateral | (ys > centre_y[:, None, None])
 
 
 def _close_and_fill(lungs: np.ndarray, spacing: Spacing) -> np.ndarray:
@@ -333,7 +343,7 @@ def _close_and_fill(lungs: np.ndarray, spacing: Spacing) -> np.ndarray:
         if box is None:
             continue
         lung = lungs[box] == value
-        closed = close_box(lung, small) | (close_box(lung, wide) & _lateral_half(lung, value))
+        closed = close_box(lung, small) | (close_box(lung, wide) & _costal_side(lung, value))
         closed = fill_holes_per_slice(closed)
         target = out[box]
         target[closed & (target == 0)] = value  # the first (right) lung wins where they meet
@@ -417,6 +427,82 @@ def keep_lesion_components(opacity: np.ndarray, spacing: Spacing) -> np.ndarray:
     return keep[labels]
 
 
+def _block_any(mask: np.ndarray, factor: int) -> np.ndarray:
+    """Coarse mask: a block is set when any of its factor × factor in-plane voxels is."""
+    if factor == 1:
+        return mask
+    ny, nx = -(-mask.shape[1] // factor) * factor, -(-mask.shape[2] // factor) * factor
+    padded = np.zeros((mask.shape[0], ny, nx), dtype=bool)
+    padded[:, : mask.shape[1], : mask.shape[2]] = mask
+    return padded.reshape(mask.shape[0], ny // factor, factor, nx // factor, factor).any(axis=(2, 4))
+
+
+def _second_derivatives(
+    smooth: np.ndarray, points: tuple[np.ndarray, ...], steps: tuple[float, float, float], axes: Sequence[int]
+) -> np.ndarray:
+    """Hessian (n, k, k) over `axes` at `points`, by central differences (edges clamped)."""
+    centre = smooth[points]
+
+    def shifted(moves: dict[int, int]) -> np.ndarray:
+        index = tuple(
+            np.clip(p + moves.get(axis, 0), 0, smooth.shape[axis] - 1) for axis, p in enumerate(points)
+        )
+        return smooth[index]
+
+    hessian = np.empty((centre.size, len(axes), len(axes)), dtype=np.float32)
+    for i, a in enumerate(axes):
+        hessian[:, i, i] = (shifted({a: 1}) - 2 * centre + shifted({a: -1})) / steps[a] ** 2
+        for j, b in enumerate(axes[i + 1 :], start=i + 1):
+            cross = shifted({a: 1, b: 1}) - shifted({a: 1, b: -1}) - shifted({a: -1, b: 1}) + shifted({a: -1, b: -1})
+            hessian[:, i, j] = hessian[:, j, i] = cross / (4 * steps[a] * steps[b])
+    return hessian
+
+
+def _vessel_test(hessian: np.ndarray) -> np.ndarray:
+    """Vessel-like from scale-normalised Hessians: 2D, strongly curved and bright (a vessel
+    seen in any direction); 3D, a bright tube (two strong negative curvatures, the third weak),
+    which spares round nodules that thin slices can tell apart from vessels."""
+    eig = np.linalg.eigvalsh(hessian * VESSEL_SIGMA_MM**2)  # ascending
+    if eig.shape[1] == 2:
+        return eig[:, 0] < VESSEL_CURVATURE_HU
+    return (eig[:, 1] < VESSEL_CURVATURE_HU) & (eig[:, 2] > 0.5 * eig[:, 1])
+
+
+def vessel_like(h: np.ndarray, inside: np.ndarray, candidates: np.ndarray, spacing: Spacing) -> np.ndarray:
+    """Candidate voxels that sit on a small bright structure (a vessel), by Hessian curvature.
+
+    In-plane for thick slices (a 5 mm slice cannot tell a vessel from a nodule), 3D for thin
+    ones; at half resolution on big slices (a 2 mm scale needs no finer grid) and only at
+    the candidates, which keeps it well under a second.
+    """
+    factor = _inplane_factor(h.shape)
+    g = _downsample(h, factor).astype(np.float32)
+    # Outside the lung reads as aerated lung: the chest wall must not look like a bright edge.
+    g[~_block_any(inside, factor)[:, : g.shape[1], : g.shape[2]]] = -850.0
+    np.clip(g, -1000.0, 100.0, out=g)
+    steps = (float(spacing[2]), float(spacing[1]) * factor, float(spacing[0]) * factor)
+    axes = (0, 1, 2) if _median_axes(spacing) == (0, 1, 2) else (1, 2)
+    sigma = tuple(VESSEL_SIGMA_MM / steps[a] if a in axes else 0.0 for a in range(3))
+    smooth = ndimage.gaussian_filter(g, sigma=sigma)
+    coarse = _block_any(candidates, factor)[:, : g.shape[1], : g.shape[2]]
+    points = np.nonzero(coarse)
+    vessel = np.zeros(coarse.shape, dtype=bool)
+    if points[0].size:
+        vessel[points] = _vessel_test(_second_derivatives(smooth, points, steps, axes))
+    return _upsample(vessel, factor, h.shape) & candidates
+
+
+def _regrow(kept: np.ndarray, allowed: np.ndarray, spacing: Spacing, width_mm: float) -> np.ndarray:
+    """Grow `kept` back within `allowed` by about width_mm in-plane (conditional dilation)."""
+    steps = max(1, round(width_mm / min(float(spacing[0]), float(spacing[1]))))
+    box = _bbox(kept, pad=steps)
+    if box is None:
+        return kept
+    out = kept.copy()
+    out[box] = ndimage.binary_dilation(kept[box], structure=_SLICE_8, iterations=steps, mask=allowed[box])
+    return out
+
+
 def segment_lesions(hu: np.ndarray, lungs: np.ndarray, spacing: Spacing) -> np.ndarray:
     """Lesion labels (z, y, x) uint8 inside the lungs: 1 ground-glass, 2 consolidation."""
     out = np.zeros(hu.shape, dtype=np.uint8)
@@ -426,16 +512,19 @@ def segment_lesions(hu: np.ndarray, lungs: np.ndarray, spacing: Spacing) -> np.n
         return out
     h, inside = hu[box], lungs[box] > 0
     axes = _median_axes(spacing)
-    opacity = median_threshold(h >= GGO_MIN_HU, inside, axes)
+    candidates = median_threshold(h >= GGO_MIN_HU, inside, axes)
     dense = median_threshold(h >= CONSOLIDATION_MIN_HU, inside, axes)
     # At the apex and the base a slice that grazes the diaphragm or the chest wall averages
     # lung with soft tissue into the ground-glass range (partial volume): ground-glass on the
     # lung's cranio-caudal surface is not trusted; consolidation there is kept.
-    opacity &= dense | _z_interior(inside)
+    candidates &= dense | _z_interior(inside)
+    opacity = candidates & ~vessel_like(h, inside, candidates, spacing)
     # Open the union of both classes, so a vessel and its partial-volume rim (which sits in
     # the ground-glass range) go together, and a ground-glass halo keeps its solid core.
     opacity = open_box(opacity, _box_size(spacing, VESSEL_OPENING_MM, min_inplane=2))
     opacity = keep_lesion_components(opacity, spacing)
+    # The curvature test also shaves the edge of a dense opacity: give that rim back.
+    opacity = _regrow(opacity, candidates, spacing, 2 * VESSEL_SIGMA_MM)
     target = out[box]
     target[opacity] = GGO
     target[opacity & dense] = CONSOLIDATION

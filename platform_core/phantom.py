@@ -20,7 +20,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pydicom
@@ -36,7 +36,7 @@ Vec3 = tuple[float, float, float]
 GROUND_TRUTH_FILE = "ground_truth.npz"
 
 # Lesion classes in `Phantom.lesions` (the campaign label schema uses the same numbers).
-GGO = 1  # ground-glass opacity: hazy, vessels would still show through (~ -600 HU)
+GGO = 1  # ground-glass opacity: hazy increase in lung density (~ -600 HU)
 CONSOLIDATION = 2  # airspace filled, as dense as soft tissue minus a little air (~ -100 HU)
 RIGHT_LUNG, LEFT_LUNG = 1, 2
 
@@ -123,15 +123,6 @@ class _Grid:
     t: np.ndarray  # (slices,) z as a fraction of the scanned length: 0 base side, 1 apex side
     step: np.ndarray  # (3,) spacing in (z, y, x) order
 
-    def voxel(self, p: np.ndarray) -> tuple[int, int, int] | None:
-        """The (z, y, x) index nearest to point p (mm, x y z), or None outside the volume."""
-        index = tuple(
-            round((float(p[2 - ax]) - float(axis[0])) / float(self.step[ax]))
-            for ax, axis in enumerate((self.z, self.y, self.x))
-        )
-        inside = all(0 <= i < n for i, n in zip(index, (self.z.size, self.y.size, self.x.size), strict=True))
-        return index if inside else None  # type: ignore[return-value]
-
     def index_range(self, axis: int, lo: float, hi: float) -> slice:
         coords = (self.z, self.y, self.x)[axis]
         i0 = int(np.floor((lo - coords[0]) / self.step[axis]))
@@ -197,8 +188,11 @@ def make_phantom(
     healthy scan); by default 2–4 ground-glass and 2–3 consolidation lesions. `anatomy_seed`
     (default `seed`) draws the body, so serial scans of one patient share anatomy and differ only
     in lesions and noise. Default spacing fits the body to ~80 % of the field of view, with slices
-    spaced so the scan spans ~320 mm (0.625–5 mm).
+    spaced so the scan spans ~320 mm (0.625–5 mm). Anatomy is sized in mm, so an explicit
+    `spacing` that is much finer or coarser than the default under- or over-fills the view.
     """
+    if slices < 2 or rows < 8 or cols < 8:
+        raise ValueError("a phantom needs at least 2 slices of 8 × 8 pixels")
     rng_anat = np.random.default_rng(seed if anatomy_seed is None else anatomy_seed)
     rng_les, rng_noise = np.random.default_rng([seed, 1]), np.random.default_rng([seed, 2])
     body = _draw_body(rng_anat)
@@ -403,13 +397,13 @@ def _add_mediastinum(label: np.ndarray, grid: _Grid, b: _Body, xx: np.ndarray, y
     # Pericardial fat around the heart is what shows its outline on a non-contrast CT.
     _ellipsoid(label, grid, heart, axes, [(0.12, _T_MEDFAT), (0.0, _T_SOFT)], cavity)
     spans = [(0.62, 1.01), (0.42, 0.69), (0.0, 0.69), (0.45, 0.85)]  # trachea, aortas, SVC
-    for (cx, cy, r), (t0, t1) in zip(_mediastinal_columns(b), spans, strict=True):
+    for i, ((cx, cy, r), (t0, t1)) in enumerate(zip(_mediastinal_columns(b), spans, strict=True)):
         ks = np.flatnonzero((grid.t >= t0) & (grid.t < t1))
         if ks.size == 0:
             continue
         tube = _disc(xx, yy, cx, cy, r)
         label[ks[0] : ks[-1] + 1, tube] = _T_SOFT
-        if (cx, cy, r) == _mediastinal_columns(b)[0]:  # the trachea: air inside a 2 mm wall
+        if i == 0:  # the trachea: air inside a 2 mm wall
             label[ks[0] : ks[-1] + 1, _disc(xx, yy, cx, cy, r - 2)] = _T_AIRWAY
     z_arch = 0.69 * z_at
     for p0, p1 in (
@@ -591,17 +585,17 @@ def _stamp_thin_vessels(label: np.ndarray, grid: _Grid, segments: list, rim: flo
         points = p0 + np.linspace(0, 1, n)[:, None] * (p1 - p0)
         by_radius.setdefault(round(r * 4) / 4, []).append(points)  # radius to 0.25 mm
     for radius, parts in by_radius.items():
+        # Partial volume: a vessel much thinner than a voxel vanishes into the lung around it, one
+        # about half a voxel wide only dims its voxels (rim value, no core).
+        if radius < 0.3 * step.min():
+            continue
+        core = _T_VESSEL if radius > 0.45 * step.min() else _T_VESSEL_EDGE
         centres = np.rint((np.concatenate(parts) - origin) / step).astype(np.int32)
         reach = np.ceil((radius + rim) / step).astype(int)
         offsets = np.stack(
             np.meshgrid(*(np.arange(-n, n + 1) for n in reach), indexing="ij"), axis=-1
         ).reshape(-1, 3)
         dist = np.linalg.norm(offsets * step, axis=1)
-        # Partial volume: a vessel much thinner than a voxel vanishes into the lung around it, one
-        # about half a voxel wide only dims its voxels (rim value, no core).
-        if radius < 0.3 * step.min():
-            continue
-        core = _T_VESSEL if radius > 0.45 * step.min() else _T_VESSEL_EDGE
         for reach_mm, value, allowed in (
             (radius + rim, _T_VESSEL_EDGE, {_T_LUNG}),
             (radius, core, {_T_LUNG, _T_VESSEL_EDGE}),
@@ -658,6 +652,8 @@ def _lesion_centre(
     """A lung voxel (mm, x y z) not too close to the lesions already placed; rejection sampling is
     cheap because the lungs fill much of the volume, and a list of all lung voxels is not (GBs)."""
     ks = np.flatnonzero((grid.t > 0.12) & (grid.t < 0.85))
+    if ks.size == 0:  # two or three slices: take any
+        ks = np.arange(grid.t.size)
     best = None
     for attempt in range(4000):
         k, r, c = int(rng.choice(ks)), int(rng.integers(label.shape[1])), int(rng.integers(label.shape[2]))
@@ -710,11 +706,11 @@ def _blob(
     if n == 0:
         return None
     inside = pieces == (np.argmax(np.bincount(pieces.ravel())[1:]) + 1)
-    if inside.sum() < 10:
+    if inside.sum() < 5:  # clipped to a sliver by the pleura: try another place
         return None
     crop[inside] = tissue
     # Texture: denser centre, patchy inside, and a per-lesion shift of the mean.
-    fade, patchy, shift = (60.0, 35.0, 20.0) if tissue == _T_GGO else (30.0, 20.0, 12.0)
+    fade, patchy, shift = (50.0, 30.0, 15.0) if tissue == _T_GGO else (30.0, 20.0, 12.0)
     offset = rng.normal(0, shift) + patchy * smooth[inside] + fade * (0.75 - np.minimum(rho[inside], 1.2))
     return where, inside, np.round(offset).astype(np.int16)
 
@@ -750,7 +746,7 @@ def _birth_date(patient_id: str, study_date: str) -> str:
     """A stable made-up birth date per patient, so serial studies agree (and date shifting can be
     tested against it)."""
     h = int(hashlib.sha256(patient_id.encode()).hexdigest(), 16)
-    year = int(study_date[:4]) - 30 - h % 55
+    year = min(1935 + h % 55, int(study_date[:4]) - 18)
     return f"{year:04d}{1 + (h >> 8) % 12:02d}{1 + (h >> 16) % 28:02d}"
 
 
@@ -1023,9 +1019,9 @@ def load_ground_truth(path: Path) -> GroundTruth:
     if path.is_dir():
         path = path / GROUND_TRUTH_FILE
     with np.load(path) as data:
-        spacing = tuple(float(v) for v in data["spacing"])
-        origin = tuple(float(v) for v in data["origin"])
-        return GroundTruth(data["lesions"], data["lungs"], spacing, origin)  # type: ignore[arg-type]
+        sx, sy, sz = (float(v) for v in data["spacing"])
+        ox, oy, oz = (float(v) for v in data["origin"])
+        return GroundTruth(data["lesions"], data["lungs"], (sx, sy, sz), (ox, oy, oz))
 
 
 def write_phantom_study(
@@ -1069,7 +1065,7 @@ def write_phantom_study(
 
 
 def nrrd_to_dicom_series(
-    nrrd_path: Path, out_dir: Path, *, patient_id: str, patient_name: str, **options: object
+    nrrd_path: Path, out_dir: Path, *, patient_id: str, patient_name: str, **options: Any
 ) -> list[Path]:
     """Write a real CT volume (NRRD, NIfTI… anything SimpleITK reads, in HU) as a DICOM series with
     made-up headers, keeping its origin and spacing; `options` go to write_ct_series."""
@@ -1079,14 +1075,14 @@ def nrrd_to_dicom_series(
     if not np.allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6):
         raise ValueError(f"{nrrd_path}: only axis-aligned volumes (identity direction) are supported")
     hu = sitk.GetArrayFromImage(image).astype(np.int16)  # (z, y, x); index 0 is the origin slice
-    spacing = tuple(float(v) for v in image.GetSpacing())  # (x, y, z)
-    origin = tuple(float(v) for v in image.GetOrigin())  # ITK uses LPS, as DICOM does
+    sx, sy, sz = (float(v) for v in image.GetSpacing())
+    ox, oy, oz = (float(v) for v in image.GetOrigin())  # ITK uses LPS, as DICOM does
     return write_ct_series(
         hu,
         out_dir,
-        spacing=spacing,
-        origin=origin,
+        spacing=(sx, sy, sz),
+        origin=(ox, oy, oz),
         patient_id=patient_id,
         patient_name=patient_name,
         **options,
-    )  # type: ignore[arg-type]
+    )

@@ -38,6 +38,7 @@ STOP_GRACE_S = 20.0
 WEB_GRACEFUL_S = 15
 READY_TIMEOUT_S = 90.0
 POLL_S = 0.2
+RESIGNAL_S = 5.0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,6 +150,13 @@ class Supervisor:
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stop_requested = signum
 
+    def signal_children(self) -> None:
+        for name, proc in self.children.items():
+            if proc.poll() is None:
+                # SIGQUIT makes Celery restore unacknowledged messages; SIGTERM (warm shutdown)
+                # would wait for the running task, which may take longer than we can wait.
+                proc.send_signal(signal.SIGQUIT if name == "worker" else signal.SIGTERM)
+
     def dead_child(self) -> tuple[str, int] | None:
         for name, proc in self.children.items():
             code = proc.poll()
@@ -157,16 +165,15 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
-        for name, proc in self.children.items():
-            if proc.poll() is None:
-                # SIGQUIT makes Celery restore unacknowledged messages; SIGTERM (warm shutdown)
-                # would wait for the running task, which may take longer than we can wait.
-                sig = signal.SIGQUIT if name == "worker" else signal.SIGTERM
-                proc.send_signal(sig)
         deadline = time.monotonic() + STOP_GRACE_S
-        for proc in self.children.values():
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        next_nudge = 0.0
+        while time.monotonic() < deadline and any(p.poll() is None for p in self.children.values()):
+            if time.monotonic() >= next_nudge:
+                self.signal_children()
+                # Repeat: a worker still booting when the first signal came ignores it (seen
+                # here: SIGQUIT during Celery's start-up is lost). Cold shutdown is idempotent.
+                next_nudge = time.monotonic() + RESIGNAL_S
+            time.sleep(POLL_S)
         for name, proc in self.children.items():
             if proc.poll() is None:
                 print(f"runner: {name} did not stop in {STOP_GRACE_S:.0f} s; killing it", file=sys.stderr)
@@ -208,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
         if dead:
             name, code = dead
             print(f"runner: {name} exited with status {code}; stopping the rest", file=sys.stderr)
-            exit_code = code or 1
+            # A child killed by a signal reports -N; exit as a shell would (128 + N).
+            exit_code = 128 - code if code < 0 else (code or 1)
             break
         if not ready:
             if answers(url):

@@ -197,6 +197,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # Ingest limits: archives larger than this are refused before unpacking.
 INGEST_MAX_ARCHIVE_BYTES = env_int("CURATECT_INGEST_MAX_ARCHIVE_BYTES", 4 * 1024**3)
 INGEST_MAX_UPLOAD_BYTES = env_int("CURATECT_INGEST_MAX_UPLOAD_BYTES", 2 * 1024**3)
+# Processes that read and pseudonymise files in parallel during an import.
+INGEST_WORKERS = env_int("CURATECT_INGEST_WORKERS", os.cpu_count() or 1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 # Bytes of decoded volumes kept warm per process for region growing and pre-segmentation.

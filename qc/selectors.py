@@ -48,8 +48,9 @@ def campaigns_managed_by(user: User) -> QuerySet[Campaign]:
 
 
 def checks_visible_to(user: User) -> QuerySet[Check]:
-    """Own checks; others' checks only when their round is closed (both verdicts in) — for the
-    other checker of that round, a senior spot-checking the scan, or a data manager."""
+    """Own checks; a data manager's campaigns' checks; others' checks of a closed round (both
+    verdicts in) for the other checker of that round or a senior spot-checking the scan. Whoever
+    holds a check of an open round sees nothing else of that round, whatever their other roles."""
     if not user.is_authenticated:
         return Check.objects.none()
     same_round = Check.objects.filter(annotation=OuterRef("annotation"), round=OuterRef("round"))
@@ -57,7 +58,9 @@ def checks_visible_to(user: User) -> QuerySet[Check]:
     round_open = Exists(same_round.filter(verdict=Verdict.PENDING))
     senior_of = Exists(SpotCheck.objects.filter(annotation=OuterRef("annotation"), senior=user))
     managed = Q(annotation__campaign__in=campaigns_managed_by(user).values("pk"))
-    return Check.objects.filter(Q(checker=user) | ((managed | in_round | senior_of) & ~round_open))
+    return Check.objects.filter(
+        Q(checker=user) | (managed & ~(in_round & round_open)) | ((in_round | senior_of) & ~round_open)
+    )
 
 
 def check_for_user(user: User, check_id: int) -> Check:

@@ -21,10 +21,14 @@ class FileRejected(ValueError):
 
 @dataclass
 class SliceRecord:
+    """What ingest keeps of one file once read: where it sits, its pixels in HU, and (after
+    `prepare_slice`) its pseudonymised copy in a staging folder. Picklable, so worker
+    processes can prepare slices in parallel."""
+
     path: Path
     name: str
     sha256: str
-    ds: Dataset
+    ds: Dataset | None
     study_uid: str
     series_uid: str
     sop_uid: str
@@ -37,6 +41,8 @@ class SliceRecord:
     orientation: tuple[float, ...]  # six direction cosines: row direction, column direction
     position: tuple[float, float, float]
     hu: np.ndarray  # int16 (rows, columns)
+    staged: Path | None = None  # the pseudonymised file, once prepared
+    header: dict | None = None  # pseudonymised study/series attributes, once prepared
 
     @property
     def normal(self) -> np.ndarray:
@@ -136,3 +142,43 @@ def _hu(ds: Dataset) -> np.ndarray:
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)
     return np.clip(hu, -32768, 32767).astype(np.int16)
+
+
+def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_prefix: str) -> SliceRecord:
+    """Read, check and pseudonymise one file into `staging`. Runs in worker processes.
+
+    The patient's pseudonym and date shift are keyed hashes of the original ID, so a worker
+    derives them without the database; the ingest records the same values in its table.
+    """
+    from platform_core import pseudonymise as pseudo
+
+    record = read_slice(path, name)
+    ds = record.ds
+    issuer = f"{issuer_prefix}/{record.issuer}"
+    patient = pseudo.PatientKey(
+        pseudo.pseudonym_for(record.patient_id, issuer, key), pseudo.date_offset_for(record.patient_id, issuer, key)
+    )
+    pseudo.pseudonymise(ds, patient, key)
+    record.staged = staging / f"{record.sha256}.dcm"
+    buffer = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    record.staged.write_bytes(buffer.getvalue())  # one write: pydicom's many small writes are slow
+    record.sop_uid = str(ds.SOPInstanceUID)
+    record.header = {
+        keyword: str(ds.get(keyword, "") or "")
+        for keyword in ("StudyInstanceUID", "StudyDate", "StudyDescription", "SeriesDescription",
+                        "FrameOfReferenceUID")
+    }
+    record.ds = None
+    return record
+
+
+def prepare_or_reason(item: tuple[Path, str], **kwargs) -> SliceRecord | dict:
+    """prepare_slice for a worker pool: a rejected file comes back as {"file", "reason"}."""
+    path, name = item
+    try:
+        return prepare_slice(path, name, **kwargs)
+    except FileRejected as exc:
+        return {"file": name, "reason": str(exc)}
+    except OSError as exc:
+        return {"file": name, "reason": f"cannot read the file: {exc}"}

@@ -6,18 +6,24 @@ benchmark and, later, the PACS receivers, so every path gets the same checks.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import shutil
+import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.utils import timezone
 
 from platform_core.ingest.collect import ArchiveRejected, collect
-from platform_core.ingest.reader import FileRejected, SliceRecord, read_slice
+from platform_core.ingest.reader import SliceRecord, prepare_or_reason
 from platform_core.ingest.series import SeriesRejected, sort_and_check
-from platform_core.ingest.store import store_series
+from platform_core.ingest.store import pseudonym_key, store_series
 from platform_core.models import ImportJob, Institution
 from platform_core.services.audit import audit_record
 
@@ -52,13 +58,17 @@ def ingest_path(
     progress = progress or (lambda fraction, message: None)
     report = IngestReport()
     collected = collect(source, max_archive_bytes=settings.INGEST_MAX_ARCHIVE_BYTES)
+    staging = Path(settings.MEDIA_ROOT) / "scans" / f".staging-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
     try:
         report.rejected_files.extend(collected.rejected)
         report.files_seen = len(collected.files) + len(collected.rejected)
-        groups = _read_all(collected.files, collected.names, report, progress)
+        prepare = partial(prepare_or_reason, staging=staging, key=pseudonym_key(), issuer_prefix=institution.slug)
+        groups = _read_all(collected.files, collected.names, prepare, report, progress)
         ingest_groups(groups, institution=institution, campaign_id=campaign_id, report=report, progress=progress)
     finally:
         collected.cleanup()
+        shutil.rmtree(staging, ignore_errors=True)
     progress(1.0, "done")
     return report
 
@@ -85,23 +95,33 @@ def ingest_groups(
         progress(0.5 + 0.5 * n / len(groups), f"stored {label}")
 
 
+def _parallel_map(func: Callable, items: list) -> Iterator:
+    """Prepare files on every core. pydicom is pure Python, so threads would not help.
+
+    A daemonic process (a Celery prefork child) may not start children: there, and for
+    small imports where starting workers costs more than it saves, work in-process.
+    """
+    workers = min(settings.INGEST_WORKERS, os.cpu_count() or 1)
+    if workers < 2 or len(items) < 64 or multiprocessing.current_process().daemon:
+        yield from map(func, items)
+        return
+    # spawn, not fork: the caller may hold database connections and threads.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield from pool.map(func, items, chunksize=16)
+
+
 def _read_all(
-    files: list[Path], names: dict[Path, str], report: IngestReport, progress: Progress
+    files: list[Path], names: dict[Path, str], prepare: Callable, report: IngestReport, progress: Progress
 ) -> dict[tuple[str, str], list[SliceRecord]]:
     groups: dict[tuple[str, str], list[SliceRecord]] = defaultdict(list)
     seen_sops: set[str] = set()
-    for i, path in enumerate(files):
-        name = names.get(path, path.name)
-        try:
-            record = read_slice(path, name)
-        except FileRejected as exc:
-            report.rejected_files.append({"file": name, "reason": str(exc)})
-            continue
-        except OSError as exc:
-            report.rejected_files.append({"file": name, "reason": f"cannot read the file: {exc}"})
+    items = [(path, names.get(path, path.name)) for path in files]
+    for i, record in enumerate(_parallel_map(prepare, items)):
+        if isinstance(record, dict):
+            report.rejected_files.append(record)
             continue
         if record.sop_uid in seen_sops:
-            report.rejected_files.append({"file": name, "reason": "duplicate of another file in this import"})
+            report.rejected_files.append({"file": record.name, "reason": "duplicate of another file in this import"})
             continue
         seen_sops.add(record.sop_uid)
         groups[(record.study_uid, record.series_uid)].append(record)

@@ -52,7 +52,8 @@ def patient_for(institution: Institution, patient_id: str, issuer: str, name: st
 def store_series(
     series: SortedSeries, *, institution: Institution, campaign_id: int | None = None
 ) -> tuple[Scan, bool]:
-    """Returns (scan, created). An already imported series is returned unchanged."""
+    """Store a series of prepared (pseudonymised, staged) slices. Returns (scan, created);
+    an already imported series is returned unchanged."""
     key = pseudonym_key()
     first = series.slices[0]
     series_uid = pseudo.remap_uid(first.series_uid, key)
@@ -62,37 +63,38 @@ def store_series(
             CampaignScan.objects.get_or_create(campaign_id=campaign_id, scan=existing)
         return existing, False
     patient = patient_for(institution, first.patient_id, first.issuer, first.patient_name)
-    patient_key = pseudo.PatientKey(patient.pseudonym, patient.date_offset_days)
     scans_root = Path(settings.MEDIA_ROOT) / "scans"
-    scans_root.mkdir(parents=True, exist_ok=True)
     tmp = scans_root / f".tmp-{uuid.uuid4().hex}"
     final = scans_root / series_uid
-    tmp.mkdir()
+    tmp.mkdir(parents=True)
     try:
-        instances, header = _write_files(series, tmp, patient_key, key)
+        for index, record in enumerate(series.slices):
+            record.staged.rename(tmp / f"{index:05d}.dcm")
         volume = np.stack([r.hu for r in series.slices])
-        np.save(tmp / VOLUME_FILE, volume)
-        volume_sha = hashlib.sha256(volume.tobytes()).hexdigest()
+        with open(tmp / VOLUME_FILE, "wb") as f:
+            np.save(f, volume)
+        volume_sha = hashlib.sha256(memoryview(volume).cast("B")).hexdigest()
+        header = first.header or {}
         with transaction.atomic():
             study = _study(institution, patient, header)
             scan = Scan.objects.create(
                 study=study,
                 series_uid=series_uid,
-                description=str(header.get("SeriesDescription", ""))[:200],
+                description=header.get("SeriesDescription", "")[:200],
                 rows=first.rows,
                 columns=first.columns,
                 slices=len(series.slices),
                 spacing=list(series.spacing),
                 origin=list(series.origin),
                 direction=series.direction,
-                frame_of_reference_uid=str(header.get("FrameOfReferenceUID", "")),
+                frame_of_reference_uid=header.get("FrameOfReferenceUID", ""),
                 gaps=series.gaps,
                 storage_dir=f"scans/{series_uid}",
                 volume_sha256=volume_sha,
             )
             Instance.objects.bulk_create(
-                Instance(scan=scan, sop_uid=sop, index=i, file_name=fname, source_sha256=src)
-                for i, (sop, fname, src) in enumerate(instances)
+                Instance(scan=scan, sop_uid=r.sop_uid, index=i, file_name=f"{i:05d}.dcm", source_sha256=r.sha256)
+                for i, r in enumerate(series.slices)
             )
             if campaign_id:
                 CampaignScan.objects.create(campaign_id=campaign_id, scan=scan)
@@ -105,32 +107,18 @@ def store_series(
     return scan, True
 
 
-def _write_files(series: SortedSeries, folder: Path, patient_key, key: bytes):
-    instances = []
-    header = None
-    for index, record in enumerate(series.slices):
-        ds = record.ds
-        pseudo.pseudonymise(ds, patient_key, key)
-        fname = f"{index:05d}.dcm"
-        ds.save_as(folder / fname, enforce_file_format=True)
-        instances.append((str(ds.SOPInstanceUID), fname, record.sha256))
-        if header is None:
-            header = ds
-    return instances, header
-
-
-def _study(institution: Institution, patient: PatientPseudonym, ds) -> Study:
+def _study(institution: Institution, patient: PatientPseudonym, header: dict) -> Study:
     study_date = None
-    raw = str(ds.get("StudyDate", "") or "")
+    raw = header.get("StudyDate", "")
     if len(raw) == 8 and raw.isdigit():
         study_date = dt.date(int(raw[:4]), int(raw[4:6]), int(raw[6:]))
     study, _ = Study.objects.get_or_create(
-        study_uid=str(ds.StudyInstanceUID),
+        study_uid=header["StudyInstanceUID"],
         defaults={
             "institution": institution,
             "patient": patient,
             "study_date": study_date,
-            "description": str(ds.get("StudyDescription", ""))[:200],
+            "description": header.get("StudyDescription", "")[:200],
         },
     )
     return study

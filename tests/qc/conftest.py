@@ -103,3 +103,9 @@ def sent_tasks(monkeypatch):
     sent = []
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: sent.append((name, args, kw)))
     return sent
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # PBKDF2 costs ~0.25 s per user here; the cast alone has eight.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

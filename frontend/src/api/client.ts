@@ -106,14 +106,17 @@ export const api = {
         headers: { Accept: "application/octet-stream" },
       });
     } catch (error) {
-      if (error instanceof ApiError && error.status === 404 && error.code === "no_revision") {
+      // 404 {"code": "no_revision"}: no revision yet (any 404 here means no labels to show).
+      if (error instanceof ApiError && error.status === 404) {
         return null;
       }
       throw error;
     }
-    const shape = (response.headers.get("X-Label-Shape") ?? "")
-      .split(",")
-      .map(Number) as [number, number, number];
+    const shape = (response.headers.get("X-Label-Shape") ?? "").split(",").map(Number) as [
+      number,
+      number,
+      number,
+    ];
     return {
       compressed: new Uint8Array(await response.arrayBuffer()),
       shape,

@@ -53,12 +53,7 @@ export interface Scan {
 }
 
 export type ItemState =
-  | "not_started"
-  | "in_progress"
-  | "submitted"
-  | "needs_revision"
-  | "checked"
-  | "curated";
+  "not_started" | "in_progress" | "submitted" | "needs_revision" | "checked" | "curated";
 
 export interface BatchItem {
   scan_id: number;

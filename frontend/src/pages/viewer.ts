@@ -18,7 +18,12 @@ import { History } from "../tools/history";
 import { attachRegionGrow, type GrowOptions } from "../tools/regionGrow";
 import { ViewerTools, type ToolMode } from "../tools/toolGroup";
 import { initCornerstone } from "../viewer/cornerstone";
-import { frameImageId, loadSeriesMetadata, prefetchSeries, type SeriesRef } from "../viewer/dicomweb";
+import {
+  frameImageId,
+  loadSeriesMetadata,
+  prefetchSeries,
+  type SeriesRef,
+} from "../viewer/dicomweb";
 import { LabelState } from "../viewer/labels";
 import { Scene, WINDOW_PRESETS, type ViewName } from "../viewer/scene";
 import { AnnotationSession } from "../viewer/session";
@@ -261,7 +266,9 @@ async function submit(): Promise<void> {
 function setReadOnly(reason: string): void {
   viewerTools.setReadOnly();
   setTool("windowLevel");
-  for (const b of document.querySelectorAll<HTMLButtonElement>("[data-tool], #save, #submit, #undo, #redo, #accept-preseg")) {
+  for (const b of document.querySelectorAll<HTMLButtonElement>(
+    "[data-tool], #save, #submit, #undo, #redo, #accept-preseg",
+  )) {
     if (b.dataset.tool !== "windowLevel") b.disabled = true;
   }
   scanLabels.setDisabled(true);
@@ -393,8 +400,9 @@ function wireControls(campaign: Campaign): void {
     $("#labels-opacity-value").textContent = `${value} %`;
     scene.setLabelmapOpacity(value / 100);
   });
-  $("#mpr-toggle").addEventListener("change", (evt) =>
-    void setMpr((evt.target as HTMLInputElement).checked),
+  $("#mpr-toggle").addEventListener(
+    "change",
+    (evt) => void setMpr((evt.target as HTMLInputElement).checked),
   );
   const presets = $("#window-presets");
   presets.replaceChildren(
@@ -438,7 +446,9 @@ function wireViewport(): void {
   const element = $("#view-axial");
   element.addEventListener("mousemove", (evt) => {
     const rect = element.getBoundingClientRect();
-    const world = scene.viewport("axial").canvasToWorld([evt.clientX - rect.left, evt.clientY - rect.top]);
+    const world = scene
+      .viewport("axial")
+      .canvasToWorld([evt.clientX - rect.left, evt.clientY - rect.top]);
     const ijk = scene.worldToIJK(world as Types.Point3);
     lastHu = ijk ? `HU ${Math.round(scene.huAt(...ijk))}` : "";
     updateViewerStatus();
@@ -476,7 +486,10 @@ function growOptions(): GrowOptions {
       refreshDirty();
     },
     onError: (error) =>
-      setSaveStatus(`Region growing failed: ${error instanceof Error ? error.message : error}`, "error"),
+      setSaveStatus(
+        `Region growing failed: ${error instanceof Error ? error.message : error}`,
+        "error",
+      ),
   };
 }
 
@@ -518,7 +531,7 @@ async function main(): Promise<void> {
   viewerTools = new ViewerTools(scene.toolGroupId);
   await scene.createVolume(imageIds);
   mark("volume");
-  await scene.enableView("axial");
+  await scene.enableView("axial", false);
   mark("viewport");
   viewerTools.addViewport(scene.viewportId("axial"), scene.engine.id);
   const firstImage = (evt: Event) => {
@@ -526,20 +539,17 @@ async function main(): Promise<void> {
     evt.currentTarget?.removeEventListener(CoreEnums.Events.IMAGE_RENDERED, firstImage);
   };
   $("#view-axial").addEventListener(CoreEnums.Events.IMAGE_RENDERED, firstImage);
+  // Start in the middle of the scan, where the lungs are (and where the prefetch starts).
+  scene.jumpToZ(Math.floor(scan.slices / 2), "axial", false);
   const bar = $("#loading-bar");
   const loaded = scene.load((done, total) => {
     bar.style.width = `${(100 * done) / total}%`;
     hook.progress.push([Math.round(performance.now()), done]);
   });
-  // Start in the middle of the scan, where the lungs are.
-  scene.jumpToZ(Math.floor(scan.slices / 2));
 
   const [campaign, annotation] = await Promise.all([campaignP, annotationP]);
   wireControls(campaign);
   scene.createLabelmap(campaign.label_schema.classes);
-  await scene.addLabelmapRepresentation("axial");
-  mark("labelmap");
-  scene.setLabelmapOpacity(0.5);
   scene.setActiveClass(classPicker.current);
   labels = new LabelState(scene);
   session = new AnnotationSession(campaignId, scanId, annotation, labels);
@@ -571,6 +581,10 @@ async function main(): Promise<void> {
     setTool("brush");
   }
   await loaded;
+  mark("volume loaded");
+  // The labelmap joins the view once the CT is in: one render for both (see Scene.load).
+  await scene.showLabelmap();
+  scene.setLabelmapOpacity(0.5);
   hook.loadTimeMs = performance.now();
   $("#loading").hidden = true;
   setSaveStatus(annotation.head ? `Revision ${annotation.head.number} loaded` : "No revision yet");
@@ -585,7 +599,10 @@ async function main(): Promise<void> {
 main().catch((error) => {
   console.error(error);
   hook.error = error instanceof Error ? error.message : String(error);
-  const message = error instanceof ApiError && error.status === 404 ? "This scan is not available to you." : hook.error;
+  const message =
+    error instanceof ApiError && error.status === 404
+      ? "This scan is not available to you."
+      : hook.error;
   $("#loading").textContent = `Could not open the scan: ${message}`;
   $("#loading").classList.add("error");
 });
@@ -597,13 +614,22 @@ main().catch((error) => {
   const once = () =>
     new Promise<number>((resolve) => {
       const t = performance.now();
-      el.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => resolve(performance.now() - t), { once: true });
+      el.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => resolve(performance.now() - t), {
+        once: true,
+      });
       vp.render();
     });
   const draws: number[] = [];
   for (let i = 0; i < n; i++) draws.push(await once());
-  const tex = (scene.volume as unknown as { vtkOpenGLTexture: { setUpdatedFrame(i: number): void } }).vtkOpenGLTexture;
+  const tex = (
+    scene.volume as unknown as { vtkOpenGLTexture: { setUpdatedFrame(i: number): void } }
+  ).vtkOpenGLTexture;
   for (let i = 0; i < scene.volume.imageIds.length; i++) tex.setUpdatedFrame(i);
   const upload = await once();
-  return { draws, upload, dataType: (scene.volume as unknown as { dataType: string }).dataType, canvas: [vp.canvas.width, vp.canvas.height] };
+  return {
+    draws,
+    upload,
+    dataType: (scene.volume as unknown as { dataType: string }).dataType,
+    canvas: [vp.canvas.width, vp.canvas.height],
+  };
 };

@@ -68,7 +68,11 @@ export function attachRegionGrow(element: HTMLElement, options: GrowOptions): ()
       event?: MouseEvent;
       currentPoints: { world: Types.Point3 };
     };
-    if (detail.event && (detail.event.button !== 0 || detail.event.shiftKey || detail.event.ctrlKey)) return;
+    if (
+      detail.event &&
+      (detail.event.button !== 0 || detail.event.shiftKey || detail.event.ctrlKey)
+    )
+      return;
     const ijk = options.scene.worldToIJK(detail.currentPoints.world);
     if (!ijk) return;
     const [i, j, k] = ijk;

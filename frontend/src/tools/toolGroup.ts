@@ -48,8 +48,12 @@ export class ViewerTools {
         { mouseButton: MouseBindings.Primary, modifierKey: KeyboardBindings.Ctrl },
       ],
     });
-    group.setToolActive(ZoomTool.toolName, { bindings: [{ mouseButton: MouseBindings.Secondary }] });
-    group.setToolActive(StackScrollTool.toolName, { bindings: [{ mouseButton: MouseBindings.Wheel }] });
+    group.setToolActive(ZoomTool.toolName, {
+      bindings: [{ mouseButton: MouseBindings.Secondary }],
+    });
+    group.setToolActive(StackScrollTool.toolName, {
+      bindings: [{ mouseButton: MouseBindings.Wheel }],
+    });
     group.setToolPassive(BRUSH);
     group.setToolPassive(ERASER);
   }
@@ -67,7 +71,8 @@ export class ViewerTools {
     if (previous) this.group.setToolPassive(previous);
     this.mode = mode;
     const next = PRIMARY_TOOL[mode];
-    if (next) this.group.setToolActive(next, { bindings: [{ mouseButton: MouseBindings.Primary }] });
+    if (next)
+      this.group.setToolActive(next, { bindings: [{ mouseButton: MouseBindings.Primary }] });
   }
 
   /** Disable editing (read-only annotation): only viewing tools stay. */

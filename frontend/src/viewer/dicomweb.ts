@@ -54,7 +54,10 @@ interface Frame {
 }
 
 const frames = new Map<string, Frame>();
-const pending = new Map<string, { resolve: (f: Frame | null) => void; promise: Promise<Frame | null> }>();
+const pending = new Map<
+  string,
+  { resolve: (f: Frame | null) => void; promise: Promise<Frame | null> }
+>();
 let prefetchDone: Promise<void> = Promise.resolve();
 
 function waiter(imageId: string) {
@@ -78,7 +81,11 @@ const HEADER_END = new Uint8Array([13, 10, 13, 10]);
 function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
   const first = needle[0];
   const last = haystack.length - needle.length;
-  outer: for (let i = haystack.indexOf(first, from); i !== -1 && i <= last; i = haystack.indexOf(first, i + 1)) {
+  outer: for (
+    let i = haystack.indexOf(first, from);
+    i !== -1 && i <= last;
+    i = haystack.indexOf(first, i + 1)
+  ) {
     for (let j = 1; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
     return i;
   }
@@ -107,11 +114,13 @@ export function parseMultipart(body: Uint8Array, contentType: string): Part[] {
     const headers: Record<string, string> = {};
     for (const line of decoder.decode(body.subarray(pos, headerEnd)).split("\r\n")) {
       const colon = line.indexOf(":");
-      if (colon > 0) headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+      if (colon > 0)
+        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
     }
     const start = headerEnd + 4;
     const length = Number(headers["content-length"]);
-    const end = Number.isFinite(length) && length >= 0 ? start + length : indexOf(body, closing, start);
+    const end =
+      Number.isFinite(length) && length >= 0 ? start + length : indexOf(body, closing, start);
     if (end < 0) break;
     parts.push({ headers, body: body.subarray(start, end) });
     pos = indexOf(body, delimiter, end);
@@ -158,9 +167,13 @@ export function prefetchSeries(
   { chunk = 32, parallel = 4 } = {},
 ): Promise<void> {
   const jobs: [number, number][] = [];
-  for (let offset = 0; offset < imageIdsInServerOrder.length; offset += chunk) {
-    jobs.push([offset, Math.min(chunk, imageIdsInServerOrder.length - offset)]);
+  const total = imageIdsInServerOrder.length;
+  for (let offset = 0; offset < total; offset += chunk) {
+    jobs.push([offset, Math.min(chunk, total - offset)]);
   }
+  // The viewer opens at the middle slice: fetch outward from there.
+  const middle = total / 2;
+  jobs.sort((a, b) => Math.abs(a[0] + a[1] / 2 - middle) - Math.abs(b[0] + b[1] / 2 - middle));
   imageIdsInServerOrder.forEach((id) => waiter(id));
   const next = async (): Promise<void> => {
     const job = jobs.shift();

@@ -38,7 +38,9 @@ export class LabelState {
   loadVolume(volume: Uint8Array, shape: [number, number, number]): void {
     const [d, h, w] = shape;
     if (d !== this.slices || h !== this.rows || w !== this.cols) {
-      throw new Error(`label volume ${shape} does not match the scan (${this.slices},${this.rows},${this.cols})`);
+      throw new Error(
+        `label volume ${shape} does not match the scan (${this.slices},${this.rows},${this.cols})`,
+      );
     }
     const size = this.sliceSize;
     for (let z = 0; z < d; z++) {
@@ -111,7 +113,8 @@ export class LabelState {
    * union of its slices' 2D bounding boxes. */
   changedBoxes(): ChangedBox[] {
     const boxes: ChangedBox[] = [];
-    let run: { z0: number; z1: number; y0: number; y1: number; x0: number; x1: number } | null = null;
+    let run: { z0: number; z1: number; y0: number; y1: number; x0: number; x1: number } | null =
+      null;
     const flush = () => {
       if (!run) return;
       boxes.push(this.extract(run.z0, run.z1, run.y0, run.y1, run.x0, run.x1));
@@ -138,7 +141,14 @@ export class LabelState {
     return boxes;
   }
 
-  private extract(z0: number, z1: number, y0: number, y1: number, x0: number, x1: number): ChangedBox {
+  private extract(
+    z0: number,
+    z1: number,
+    y0: number,
+    y1: number,
+    x0: number,
+    x1: number,
+  ): ChangedBox {
     const d = z1 - z0 + 1;
     const h = y1 - y0 + 1;
     const w = x1 - x0 + 1;

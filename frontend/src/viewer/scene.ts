@@ -101,26 +101,30 @@ export class Scene {
     });
   }
 
-  /** Stream the volume's frames; resolves when every frame is in. */
-  load(onProgress?: (done: number, total: number) => void, renderEveryMs = 500): Promise<void> {
-    // The streaming volume's load() takes a completion callback (BaseStreamingImageVolume).
+  /**
+   * Stream the volume's frames; resolves when every frame is in.
+   *
+   * Rendering policy: with software WebGL (SwiftShader, headless) one render of a large
+   * viewport costs 0.2–0.8 s, and Cornerstone re-renders at every 2 % of frames; that alone
+   * made a 300-slice scan take 10–20 s. So: one render as soon as the slice on screen has
+   * arrived (the first image), then none until the volume is complete (texture uploads
+   * happen at render time, all in one go), unless the user scrolls meanwhile.
+   */
+  load(onProgress?: (done: number, total: number) => void): Promise<void> {
     const streaming = this.volume as unknown as {
       load(callback: () => void): void;
       autoRenderOnLoad: boolean;
+      cachedFrames: unknown[];
     };
-    // Cornerstone re-renders every viewport each 2 % of frames. With software WebGL a render
-    // of a large viewport costs 100+ ms, so that alone made a 80-slice scan take 10+ s here:
-    // render on a timer instead (the first frames at once, then at most every renderEveryMs).
     streaming.autoRenderOnLoad = false;
-    let lastRender = 0;
+    let shown = false;
     return new Promise((resolve) => {
       const handler = (evt: Event) => {
         const detail = (evt as CustomEvent).detail as { volumeId: string; framesProcessed: number };
         if (detail.volumeId !== this.volumeId) return;
         onProgress?.(detail.framesProcessed, this.volume.imageIds.length);
-        const now = performance.now();
-        if (now - lastRender > renderEveryMs) {
-          lastRender = now;
+        if (!shown && streaming.cachedFrames[this.currentK()]) {
+          shown = true;
           this.renderAll();
         }
       };
@@ -133,7 +137,18 @@ export class Scene {
     });
   }
 
-  async enableView(view: ViewName): Promise<void> {
+  /** Cornerstone slice index k shown in the axial view. */
+  currentK(): number {
+    const viewport = this.viewport("axial");
+    const imageId = viewport.getCurrentImageId?.();
+    const k = imageId ? this.volume.imageIds.indexOf(imageId) : -1;
+    return k >= 0
+      ? k
+      : Math.max(0, Math.min(this.kToZ.length - 1, viewport.getCurrentImageIdIndex()));
+  }
+
+  /** Show a view; `render: false` while loading (see load()). */
+  async enableView(view: ViewName, render = true): Promise<void> {
     if (this.enabled.has(view)) return;
     const element = this.elements[view];
     element.hidden = false;
@@ -144,9 +159,14 @@ export class Scene {
       defaultOptions: { orientation: ORIENTATION[view], background: [0, 0, 0] as Types.Point3 },
     });
     this.enabled.add(view);
-    await setVolumesForViewports(this.engine, [{ volumeId: this.volumeId }], [this.viewportId(view)]);
-    this.applyVoi(view);
-    if (this.labelmap) await this.addLabelmapRepresentation(view);
+    await setVolumesForViewports(
+      this.engine,
+      [{ volumeId: this.volumeId }],
+      [this.viewportId(view)],
+      render,
+    );
+    this.applyVoi(view, render);
+    if (this.labelmapShown) await this.addLabelmapRepresentation(view);
   }
 
   disableView(view: ViewName): void {
@@ -165,11 +185,11 @@ export class Scene {
     for (const view of this.enabled) this.applyVoi(view);
   }
 
-  private applyVoi(view: ViewName): void {
+  private applyVoi(view: ViewName, render = true): void {
     const { center, width } = this.voi;
     const viewport = this.viewport(view);
     viewport.setProperties({ voiRange: { lower: center - width / 2, upper: center + width / 2 } });
-    viewport.render();
+    if (render) viewport.render();
   }
 
   currentWindow(view: ViewName = "axial"): { center: number; width: number } {
@@ -209,6 +229,14 @@ export class Scene {
     return lut as Types.ColorLUT;
   }
 
+  private labelmapShown = false;
+
+  /** Show the labelmap in every enabled view. */
+  async showLabelmap(): Promise<void> {
+    this.labelmapShown = true;
+    for (const view of this.enabled) await this.addLabelmapRepresentation(view);
+  }
+
   async addLabelmapRepresentation(view: ViewName): Promise<void> {
     await segmentation.addLabelmapRepresentationToViewport(this.viewportId(view), [
       { segmentationId: this.segmentationId, config: { colorLUTOrIndex: this.colorLut } },
@@ -238,7 +266,10 @@ export class Scene {
     for (const view of this.enabled) {
       segmentation.config.visibility.setSegmentationRepresentationVisibility(
         this.viewportId(view),
-        { segmentationId: this.segmentationId, type: ToolEnums.SegmentationRepresentations.Labelmap },
+        {
+          segmentationId: this.segmentationId,
+          type: ToolEnums.SegmentationRepresentations.Labelmap,
+        },
         visible,
       );
     }
@@ -272,7 +303,7 @@ export class Scene {
   }
 
   /** Move the axial view to server slice z. */
-  jumpToZ(z: number, view: ViewName = "axial"): void {
+  jumpToZ(z: number, view: ViewName = "axial", render = true): void {
     const k = this.zToK[z];
     const viewport = this.viewport(view);
     viewport.setViewReference({
@@ -280,18 +311,12 @@ export class Scene {
       referencedImageId: this.volume.imageIds[k],
       volumeId: this.volumeId,
     } as Types.ViewReference);
-    viewport.render();
+    if (render) viewport.render();
   }
 
   /** The server slice z shown in the axial view. */
   currentZ(): number {
-    const viewport = this.viewport("axial");
-    const imageId = viewport.getCurrentImageId?.();
-    if (imageId) {
-      const k = this.volume.imageIds.indexOf(imageId);
-      if (k >= 0) return this.kToZ[k];
-    }
-    return this.kToZ[Math.max(0, Math.min(this.kToZ.length - 1, viewport.getCurrentImageIdIndex()))];
+    return this.kToZ[this.currentK()];
   }
 
   /** Canvas position (CSS pixels) of voxel (z, y, x) in the axial view; jumps there first. */

@@ -55,7 +55,8 @@ export class AnnotationSession {
   }
 
   private async doSave(scanLabels: Record<string, string>, force: boolean): Promise<SaveOutcome> {
-    const boxes = this.labelsDirty || force || this.headId === null ? this.labels.changedBoxes() : [];
+    const boxes =
+      this.labelsDirty || force || this.headId === null ? this.labels.changedBoxes() : [];
     const labelsChanged = JSON.stringify(scanLabels) !== this.scanLabelsSaved;
     if (!boxes.length && !labelsChanged && !force && this.headId !== null) {
       this.labelsDirty = false;
@@ -64,11 +65,16 @@ export class AnnotationSession {
     const encoded = await encodeBoxes(boxes);
     const seconds = this.timer.reset();
     try {
-      const { revision, revisionId } = await api.createRevision(this.campaignId, this.scanId, this.headId, {
-        scan_labels: scanLabels,
-        time_spent_s: Math.round(seconds * 10) / 10,
-        boxes: encoded,
-      });
+      const { revision, revisionId } = await api.createRevision(
+        this.campaignId,
+        this.scanId,
+        this.headId,
+        {
+          scan_labels: scanLabels,
+          time_spent_s: Math.round(seconds * 10) / 10,
+          boxes: encoded,
+        },
+      );
       this.labels.markSaved(boxes);
       this.headId = revisionId;
       this.head = revision;
