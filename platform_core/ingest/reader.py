@@ -69,6 +69,8 @@ def read_slice(path: Path, name: str) -> SliceRecord:
             raise FileRejected(f"missing {keyword}")
     if "PixelData" not in ds:
         raise FileRejected("missing pixel data")
+    if not str(ds.get("PatientID", "") or "").strip():
+        raise FileRejected("missing Patient ID: scans cannot be kept together per patient without one")
     try:
         geometry = _geometry(ds)
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
