@@ -162,7 +162,7 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Celery. The embedded broker is a folder of files (no server); production uses Redis.
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "atomicfs://")
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "atomicfs://localhost//")
 CELERY_BROKER_FOLDER = DATA_DIR / "broker"
 if CELERY_BROKER_URL.startswith(("atomicfs", "filesystem")):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -173,6 +173,9 @@ if CELERY_BROKER_URL.startswith(("atomicfs", "filesystem")):
         "store_processed": False,
         "polling_interval": 0.1,
     }
+    # kombu creates only the control folder; producers fail without the queue folder.
+    for _key in ("data_folder_in", "control_folder", "processed_folder"):
+        Path(CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)
 CELERY_RESULT_BACKEND = os.environ.get("CELERY_RESULT_BACKEND", "django-db")
 CELERY_RESULT_EXTENDED = True
 CELERY_TASK_TRACK_STARTED = True
