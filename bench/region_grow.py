@@ -70,7 +70,8 @@ def main() -> None:
     lung_ms = []
     for idx in rng.choice(len(lung_voxels), 10, replace=False):
         seed = [int(v) for v in lung_voxels[idx]]
-        ms, _ = timed_grow(client, url, {"seed": seed, "lower": -1000, "upper": -500, "connectivity": 6})
+        ms, _ = timed_grow(client, url, {"seed": seed, "lower": -1000, "upper": -500, "connectivity": 6,
+                                                "max_voxels": 20_000_000})
         lung_ms.append(ms)
 
     t0 = time.perf_counter()
