@@ -107,9 +107,9 @@ def revision_save(
                 f"the scan is {AnnotationState(annotation.state).label.lower()}; it cannot be edited now",
                 code="not_editable",
             )
-        volume = _apply_edits(annotation, campaign, boxes, full)
+        volume, counts = _apply_edits(annotation, campaign, boxes, full)
         revision = _create_revision(
-            annotation, volume, source=RevisionSource.HUMAN, author=actor, scan_labels=labels,
+            annotation, volume, counts, source=RevisionSource.HUMAN, author=actor, scan_labels=labels,
             time_spent_s=time_spent_s,
         )
         if annotation.state == AnnotationState.NOT_STARTED:
@@ -128,7 +128,7 @@ def model_revision_save(
             return None
         _check_volume(volume, scan, campaign)
         return _create_revision(
-            annotation, volume, source=RevisionSource.MODEL, model_label=model_label,
+            annotation, volume, label_codec.voxel_counts(volume), source=RevisionSource.MODEL, model_label=model_label,
             model_version_id=model_version_id, scan_labels={},
         )
 
@@ -146,20 +146,33 @@ def _check_parent(annotation: Annotation, parent_id: int | None) -> None:
 
 def _apply_edits(
     annotation: Annotation, campaign: Campaign, boxes: list[Box] | None, full: np.ndarray | None
-) -> np.ndarray:
+) -> tuple[np.ndarray, dict[int, int]]:
+    """The new volume and its voxel counts. Box edits touch only their boxes: counts are
+    updated from the parent's, and classes are checked where something changed."""
     scan = annotation.scan
     if full is not None:
-        volume = full
+        _check_volume(full, scan, campaign)
+        return full, label_codec.voxel_counts(full)
+    head = annotation.head
+    if head is None:
+        volume = np.zeros(scan.shape, dtype=np.uint8)
+        counts = np.zeros(256, dtype=np.int64)
     else:
-        volume = head_labels(annotation).copy()
-        for box in boxes or []:
-            try:
-                label_codec.validate_box(scan.shape, box.offset, box.data.shape)
-            except label_codec.LabelPayloadError as exc:
-                raise DomainError(str(exc), code="bad_box") from exc
-            label_codec.apply_box(volume, box.offset, box.data)
-    _check_volume(volume, scan, campaign)
-    return volume
+        volume = storage.take_labels(head.label_sha256, scan.shape)
+        counts = np.zeros(256, dtype=np.int64)
+        for value, n in head.voxel_counts.items():
+            counts[int(value)] = n
+    allowed = class_values(campaign.label_schema) | {0}
+    for box in boxes or []:
+        try:
+            region = label_codec.validate_box(scan.shape, box.offset, box.data.shape)
+            label_codec.check_classes(box.data, allowed)
+        except label_codec.LabelPayloadError as exc:
+            raise DomainError(str(exc), code="bad_box") from exc
+        counts -= np.bincount(volume[region].ravel(), minlength=256)
+        counts += np.bincount(box.data.ravel(), minlength=256)
+        volume[region] = box.data
+    return volume, {int(v): int(n) for v, n in enumerate(counts) if v and n}
 
 
 def _check_volume(volume: np.ndarray, scan: Scan, campaign: Campaign) -> None:
@@ -177,7 +190,7 @@ def _check_volume(volume: np.ndarray, scan: Scan, campaign: Campaign) -> None:
         raise DomainError(str(exc), code="bad_class") from exc
 
 
-def _create_revision(annotation: Annotation, volume: np.ndarray, **fields) -> Revision:
+def _create_revision(annotation: Annotation, volume: np.ndarray, counts: dict[int, int], **fields) -> Revision:
     sha = storage.store_labels(volume)
     last = annotation.revisions.order_by("-number").values_list("number", flat=True).first()
     revision = Revision.objects.create(
@@ -185,7 +198,7 @@ def _create_revision(annotation: Annotation, volume: np.ndarray, **fields) -> Re
         number=0 if last is None else last + 1,
         parent_id=annotation.head_id,
         label_sha256=sha,
-        voxel_counts={str(k): v for k, v in label_codec.voxel_counts(volume).items()},
+        voxel_counts={str(k): v for k, v in sorted(counts.items())},
         **fields,
     )
     Annotation.objects.filter(pk=annotation.pk).update(head=revision)
