@@ -39,6 +39,8 @@ AIRWAY_MIDLINE_MM = 30.0
 AIRWAY_MAX_ML = 300.0
 # A second air component below this share of the largest is not the other lung.
 SECOND_LUNG_MIN_SHARE = 0.1
+# An air pocket smaller than this is gas in the oesophagus or bowel, not a lung.
+MIN_LUNG_ML = 20.0
 # Small 3D closing (box width): vessels entering at the hilum and small dense lesions at
 # the pleura join the lung, without bridging the mediastinum.
 LUNG_CLOSING_MM = 6.0
@@ -61,6 +63,9 @@ VESSEL_OPENING_MM = 3.0
 # threshold a direction counts as curved. Tuned on phantoms with vessel trees.
 VESSEL_SIGMA_MM = 2.0
 VESSEL_CURVATURE_HU = -60.0
+# In 3D, a point whose least curved direction still has this share of the most curved one
+# is the inside of a round blob, not a tube.
+BLOB_CURVATURE_SHARE = 0.35
 # A lesion holds at least one box this wide; a vessel fragment that survived the opening
 # (3-5 mm vessels) does not. Opacities of pneumonia are larger than this.
 LESION_CORE_MM = 5.0
@@ -82,7 +87,8 @@ def _inplane_factor(shape: tuple[int, ...]) -> int:
 
 
 def _downsample(hu: np.ndarray, factor: int) -> np.ndarray:
-    """Mean of factor × factor in-plane blocks (edges cropped); averaging also halves noise."""
+    """factor 2: mean of 2 × 2 in-plane blocks (an odd last row/column dropped), which also
+    halves the noise; factor 1: the volume as int16."""
     if factor == 1:
         return hu.astype(np.int16, copy=False)
     ny, nx = (hu.shape[1] // 2) * 2, (hu.shape[2] // 2) * 2
@@ -98,7 +104,8 @@ def _downsample(hu: np.ndarray, factor: int) -> np.ndarray:
 
 
 def _upsample(labels: np.ndarray, factor: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Nearest-neighbour back to the full grid; an odd last row/column repeats its neighbour."""
+    """Undo _downsample: nearest neighbour (factor 2); an odd last row/column repeats its
+    neighbour."""
     if factor == 1:
         return labels
     nz, sy, sx = labels.shape
@@ -303,9 +310,12 @@ def _pick_lungs_in(air: np.ndarray, body_cx: np.ndarray, spacing: Spacing) -> np
     out = np.zeros(air.shape, dtype=np.uint8)
     sizes = np.bincount(labels.ravel())
     sizes[0] = 0
+    sizes[sizes * _voxel_mm3(spacing) < MIN_LUNG_ML * 1000.0] = 0
     order = np.argsort(sizes)[::-1]
+    if sizes[order[0]] == 0:
+        return out
     first = labels == order[0]
-    if n >= 2 and sizes[order[1]] >= SECOND_LUNG_MIN_SHARE * sizes[order[0]]:
+    if n >= 2 and sizes[order[1]] > 0 and sizes[order[1]] >= SECOND_LUNG_MIN_SHARE * sizes[order[0]]:
         second = labels == order[1]
         right, left = (first, second) if _centroid_x(first) < _centroid_x(second) else (second, first)
         out[right] = RIGHT_LUNG
@@ -453,19 +463,28 @@ def _second_derivatives(
     for i, a in enumerate(axes):
         hessian[:, i, i] = (shifted({a: 1}) - 2 * centre + shifted({a: -1})) / steps[a] ** 2
         for j, b in enumerate(axes[i + 1 :], start=i + 1):
-            cross = shifted({a: 1, b: 1}) - shifted({a: 1, b: -1}) - shifted({a: -1, b: 1}) + shifted({a: -1, b: -1})
+            cross = (
+                shifted({a: 1, b: 1})
+                - shifted({a: 1, b: -1})
+                - shifted({a: -1, b: 1})
+                + shifted({a: -1, b: -1})
+            )
             hessian[:, i, j] = hessian[:, j, i] = cross / (4 * steps[a] * steps[b])
     return hessian
 
 
 def _vessel_test(hessian: np.ndarray) -> np.ndarray:
-    """Vessel-like from scale-normalised Hessians: 2D, strongly curved and bright (a vessel
-    seen in any direction); 3D, a bright tube (two strong negative curvatures, the third weak),
-    which spares round nodules that thin slices can tell apart from vessels."""
-    eig = np.linalg.eigvalsh(hessian * VESSEL_SIGMA_MM**2)  # ascending
+    """Vessel-like from Hessians at the vessel scale: strongly curved across, bright.
+
+    In 3D a round blob (all three curvatures strong: a nodule, a small consolidation) is
+    spared; a thick slice cannot tell a vessel seen end-on from a nodule, so 2D spares none.
+    """
+    eig = np.linalg.eigvalsh(hessian * VESSEL_SIGMA_MM**2)  # ascending: most curved first
+    curved = eig[:, 0] < VESSEL_CURVATURE_HU
     if eig.shape[1] == 2:
-        return eig[:, 0] < VESSEL_CURVATURE_HU
-    return (eig[:, 1] < VESSEL_CURVATURE_HU) & (eig[:, 2] > 0.5 * eig[:, 1])
+        return curved
+    blob = eig[:, 2] < BLOB_CURVATURE_SHARE * eig[:, 0]
+    return curved & ~blob
 
 
 def vessel_like(h: np.ndarray, inside: np.ndarray, candidates: np.ndarray, spacing: Spacing) -> np.ndarray:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812 - the usual torch alias
+import torch.nn.functional as F
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
@@ -48,7 +48,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         "input_size": 256,
         "hu_window": (-1000.0, 200.0),
     },
-    # For tests and quick demos on a CPU: a quarter of the work per slice.
+    # For tests and quick CPU demos on small phantoms: about 1/30 of the work per slice.
     "unet2d-tiny": {
         "net": {
             "spatial_dims": 2,
@@ -58,7 +58,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
             "strides": (2, 2),
             "num_res_units": 1,
         },
-        "input_size": 128,
+        "input_size": 64,
         "hu_window": (-1000.0, 200.0),
     },
 }
@@ -82,7 +82,9 @@ class SliceSegmenter(nn.Module):
         return self.net(x)
 
 
-def build_model(architecture: str = DEFAULT_ARCHITECTURE, config: Mapping[str, Any] | None = None) -> SliceSegmenter:
+def build_model(
+    architecture: str = DEFAULT_ARCHITECTURE, config: Mapping[str, Any] | None = None
+) -> SliceSegmenter:
     if config is None:
         if architecture not in ARCHITECTURES:
             raise ValueError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
@@ -170,7 +172,9 @@ def scaled_shape(shape: Sequence[int], input_size: int) -> tuple[int, int]:
     return max(1, round(rows * factor)), max(1, round(cols * factor))
 
 
-def prepare_slices(hu: np.ndarray | torch.Tensor, model: SliceSegmenter, device: torch.device) -> torch.Tensor:
+def prepare_slices(
+    hu: np.ndarray | torch.Tensor, model: SliceSegmenter, device: torch.device
+) -> torch.Tensor:
     """(z, y, x) HU -> (z, 1, h, w) float in [0, 1] at the network's scale."""
     lo, hi = (float(v) for v in model.config["hu_window"])
     # A float copy: the volume may be a read-only memory map of the volume cache.
@@ -190,7 +194,11 @@ def _roi_size(shape: Sequence[int], input_size: int) -> tuple[int, int]:
 
 def _segment_batch(model: SliceSegmenter, x: torch.Tensor, full_size: tuple[int, int]) -> torch.Tensor:
     logits = sliding_window_inference(
-        x, roi_size=_roi_size(x.shape, model.input_size), sw_batch_size=x.shape[0], predictor=model, overlap=0.25
+        x,
+        roi_size=_roi_size(x.shape, model.input_size),
+        sw_batch_size=x.shape[0],
+        predictor=model,
+        overlap=0.25,
     )
     if tuple(logits.shape[-2:]) != full_size:
         # Scores, not labels, are resized: bilinear scores give smooth full-resolution edges.
@@ -234,10 +242,14 @@ def _dice_from_counts(intersection: int, total: int) -> float:
 
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """Dice of two boolean masks; 1.0 when both are empty."""
-    return _dice_from_counts(int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred) + np.count_nonzero(truth)))
+    return _dice_from_counts(
+        int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred) + np.count_nonzero(truth))
+    )
 
 
-def dice_per_class(pred: np.ndarray, truth: np.ndarray, classes: Sequence[int] = LESION_CLASSES) -> dict[int, float]:
+def dice_per_class(
+    pred: np.ndarray, truth: np.ndarray, classes: Sequence[int] = LESION_CLASSES
+) -> dict[int, float]:
     """Dice of each class label; 1.0 for a class absent from both."""
     return {int(c): dice(pred == c, truth == c) for c in classes}
 
@@ -265,7 +277,9 @@ def _pooled_dice(pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequen
     return result
 
 
-def evaluate(model: SliceSegmenter, cases: Sequence[tuple[np.ndarray, np.ndarray]], batch_slices: int = 16) -> dict[str, float]:
+def evaluate(
+    model: SliceSegmenter, cases: Sequence[tuple[np.ndarray, np.ndarray]], batch_slices: int = 16
+) -> dict[str, float]:
     """Pooled Dice of the model on (hu, labels) cases at full resolution."""
     pairs = [(predict_volume(model, hu, batch_slices), labels) for hu, labels in cases]
     return _pooled_dice(pairs, LESION_CLASSES)
@@ -288,7 +302,9 @@ class _SliceSet:
             target = F.interpolate(target.float(), size=image.shape[-2:], mode="nearest").to(torch.uint8)
             self.images.append(image)
             self.labels.append(target)
-            self.lesion_slices.append(np.flatnonzero(np.asarray(labels).reshape(labels.shape[0], -1).any(axis=1)))
+            self.lesion_slices.append(
+                np.flatnonzero(np.asarray(labels).reshape(labels.shape[0], -1).any(axis=1))
+            )
 
     def sample(self, rng: np.random.Generator, per_case: int, lesion_share: float) -> list[tuple[int, int]]:
         """(case, slice) pairs for one epoch; about lesion_share of them show a lesion, since
@@ -302,7 +318,9 @@ class _SliceSet:
         order = rng.permutation(len(picks))
         return [picks[i] for i in order]
 
-    def batch(self, picks: Sequence[tuple[int, int]], rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(
+        self, picks: Sequence[tuple[int, int]], rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images = [self.images[c][z] for c, z in picks]
         labels = [self.labels[c][z] for c, z in picks]
         size = tuple(max(int(im.shape[i]) for im in images) for i in (-2, -1))

@@ -80,28 +80,15 @@ def severity_band(percent: float) -> int:
     return 5
 
 
-def _infer_cranial_first(lungs: np.ndarray) -> bool:
-    """Guess which end of the z axis is cranial: the apex is a narrow cone, the base broad.
-
-    Used only when the caller cannot say; the scan's slice direction is the reliable source.
-    """
-    area = np.count_nonzero(lungs, axis=(1, 2)).astype(np.float64)
-    zs = np.flatnonzero(area)
-    if zs.size < 2:
-        return True
-    middle = (zs[0] + zs[-1]) / 2
-    return area[: int(np.floor(middle)) + 1].sum() <= area[int(np.ceil(middle)) :].sum()
-
-
-def lung_zones(lungs: np.ndarray, cranial_first: bool | None = None) -> np.ndarray:
+def lung_zones(lungs: np.ndarray, cranial_first: bool = False) -> np.ndarray:
     """Zone map (z, y, x) uint8: each lung cut into thirds of its own cranio-caudal extent.
 
     1-3 upper/middle/lower third of the right lung, 4-6 of the left (ZONE_NAMES).
-    `cranial_first`: True when slice 0 is the most cranial slice (the slice index runs
-    head to feet); None infers it from the lung shape.
+    `cranial_first`: whether slice 0 is the most cranial slice. The project's volumes are
+    sorted by ascending patient z (DICOM LPS, +z towards the head), so slice 0 is the most
+    caudal and the default is False; pass True for a volume stored head first (a slice
+    direction pointing to the feet).
     """
-    if cranial_first is None:
-        cranial_first = _infer_cranial_first(lungs)
     zones = np.zeros(lungs.shape, dtype=np.uint8)
     for side, first_zone in ((1, 1), (2, 4)):
         slices = np.flatnonzero(np.any(lungs == side, axis=(1, 2)))
@@ -133,7 +120,9 @@ def _assign_to_nearest(regions: np.ndarray, voxels: np.ndarray, spacing: Spacing
         box = tuple(slice(None) for _ in regions.shape)
     sampling = (float(spacing[2]), float(spacing[1]), float(spacing[0]))
     crop = regions[box]
-    indices = ndimage.distance_transform_edt(crop == 0, sampling=sampling, return_distances=False, return_indices=True)
+    indices = ndimage.distance_transform_edt(
+        crop == 0, sampling=sampling, return_distances=False, return_indices=True
+    )
     nearest = crop[tuple(indices)]
     target = out[box]
     target[missing[box]] = nearest[missing[box]]
@@ -148,7 +137,9 @@ def _bbox_with_margin(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
     )
 
 
-def _class_volumes(labels: np.ndarray, lesion_classes: Mapping[int, str], voxel_ml: float) -> dict[str, float]:
+def _class_volumes(
+    labels: np.ndarray, lesion_classes: Mapping[int, str], voxel_ml: float
+) -> dict[str, float]:
     return {name: np.count_nonzero(labels == value) * voxel_ml for value, name in lesion_classes.items()}
 
 
@@ -197,7 +188,7 @@ def quantify(
     lesion_classes: Mapping[int, str] = DEFAULT_LESION_CLASSES,
     *,
     lobe_names: Mapping[int, str] = LOBE_NAMES,
-    cranial_first: bool | None = None,
+    cranial_first: bool = False,
     other_class: int = OTHER_OPACITY,
 ) -> dict[str, Any]:
     """The quantification report of one scan as a JSON-ready dict.
@@ -210,7 +201,7 @@ def quantify(
     `by_hu_ml` (only when `hu` is given) splits the lesions of unknown class
     (`other_class`, "other opacity") into ground-glass-like (< -350 HU) and
     consolidation-like (>= -350 HU) volumes. `cranial_first`: whether slice 0 is the most
-    cranial (derive it from the scan's slice direction); None infers it from the lungs.
+    cranial (see lung_zones; default False, slice 0 at the feet).
     """
     voxel_ml = float(spacing[0]) * float(spacing[1]) * float(spacing[2]) / 1000.0
     lesion = np.isin(labels, list(lesion_classes))

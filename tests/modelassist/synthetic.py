@@ -1,6 +1,8 @@
 """Tiny synthetic chest CT volumes with exactly known truth, for the modelassist tests.
 
-Arrays are (z, y, x); spacing is (x, y, z) mm; slice 0 is the most cranial. The picture is
+Arrays are (z, y, x); spacing is (x, y, z) mm; as in the project's volumes (sorted by
+ascending patient z), slice 0 is the most caudal and the trachea is in the last slices. The
+picture is
 a body ellipse of soft tissue on a scanner table, two lung ellipsoids at -850 HU, a trachea
 that splits into two main bronchi entering the lungs (so the lungs touch through the
 airway, as in real CT), thin vessels at +40 HU, ground-glass balls at -600 HU and
@@ -176,6 +178,11 @@ def make_chest(
     vessels &= ~airway
     airway &= lungs == 0
 
+    # Drawn head first (z grows towards the feet); stored feet first like the scans.
+    lungs, lesions, vessels, airway, trachea = (
+        a[::-1].copy() for a in (lungs, lesions, vessels, airway, trachea)
+    )
+    vol = np.ascontiguousarray(vol[::-1])
     vol = ndimage.gaussian_filter(vol, sigma=0.5)
     vol += rng.normal(0.0, noise, size=shape).astype(np.float32)
     hu = np.clip(np.rint(vol), -1024, 3071).astype(np.int16)

@@ -74,7 +74,12 @@ def test_save_and_load_round_trip(tmp_path):
     loaded, loaded_meta = load_model(path, device=CPU)
 
     assert loaded.architecture == "unet2d-tiny"
-    assert loaded_meta == {"export": "v3", "val_dice": pytest.approx(0.75), "epochs": 4, "split": [70, 15, 15]}
+    assert loaded_meta == {
+        "export": "v3",
+        "val_dice": pytest.approx(0.75),
+        "epochs": 4,
+        "split": [70, 15, 15],
+    }
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key])
     hu = np.random.default_rng(1).integers(-1000, 100, size=(3, 40, 40)).astype(np.int16)
@@ -117,7 +122,13 @@ def test_a_short_training_run_lowers_the_loss_and_reports_progress():
 
 def test_training_is_repeatable_with_the_same_seed():
     train = tiny_cases(2)
-    kwargs = {"epochs": 1, "slices_per_case": 4, "batch_size": 4, "device": CPU, "architecture": "unet2d-tiny"}
+    kwargs = {
+        "epochs": 1,
+        "slices_per_case": 4,
+        "batch_size": 4,
+        "device": CPU,
+        "architecture": "unet2d-tiny",
+    }
 
     _, first = train_model(train, [], seed=3, **kwargs)
     _, second = train_model(train, [], seed=3, **kwargs)
@@ -128,7 +139,13 @@ def test_training_is_repeatable_with_the_same_seed():
 
 def test_training_stops_at_the_time_limit():
     _, history = train_model(
-        tiny_cases(1), [], epochs=50, slices_per_case=2, device=CPU, architecture="unet2d-tiny", max_minutes=0.0
+        tiny_cases(1),
+        [],
+        epochs=50,
+        slices_per_case=2,
+        device=CPU,
+        architecture="unet2d-tiny",
+        max_minutes=0.0,
     )
 
     assert len(history) == 1
