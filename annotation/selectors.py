@@ -39,6 +39,8 @@ def worklist_for(user: User) -> list[dict]:
     batches = Batch.objects.filter(annotator=user, status=Batch.Status.OPEN).select_related("campaign")
     for batch in batches.order_by("assigned_at", "pk"):
         items = batch_items_with_state(batch)
+        if items and all(i["state"] == AnnotationState.CURATED for i in items):
+            continue  # approved: nothing left to do for the annotator
         out.append({
             "id": batch.pk,
             "name": batch.name,

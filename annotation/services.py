@@ -100,7 +100,7 @@ def revision_save(
         raise DomainError("time_spent_s must be between 0 and 86400 seconds")
     annotation = annotation_get_or_create(campaign, scan)
     with transaction.atomic():
-        annotation = Annotation.objects.select_for_update().select_related("head", "scan").get(pk=annotation.pk)
+        annotation = Annotation.objects.select_for_update(of=("self",)).select_related("head", "scan").get(pk=annotation.pk)
         _check_parent(annotation, parent_id)
         if annotation.state not in EDITABLE_STATES:
             raise Conflict(
@@ -123,7 +123,7 @@ def model_revision_save(
     """Pre-segmentation as revision 0. Never on top of people's work: returns None if any exists."""
     annotation = annotation_get_or_create(campaign, scan)
     with transaction.atomic():
-        annotation = Annotation.objects.select_for_update().select_related("scan").get(pk=annotation.pk)
+        annotation = Annotation.objects.select_for_update(of=("self",)).select_related("scan").get(pk=annotation.pk)
         if annotation.revisions.exists():
             return None
         _check_volume(volume, scan, campaign)

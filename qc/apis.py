@@ -9,6 +9,8 @@ import json
 
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -45,6 +47,7 @@ def _revision_id_from(request: Request, body: dict) -> int:
 
 
 class SubmitApi(APIView):
+    @extend_schema(request=SubmitIn, responses=OpenApiTypes.OBJECT, operation_id="annotation_submit")
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         body = SubmitIn(data=request.data)
@@ -92,6 +95,7 @@ def _queue_item(check: Check) -> dict:
 
 
 class CheckQueueApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_checks_list")
     def get(self, request: Request) -> Response:
         return Response([_queue_item(c) for c in selectors.checker_queue(request.user)])
 
@@ -104,12 +108,14 @@ def _check_or_404(request: Request, check_id: int) -> Check:
 
 
 class CheckDetailApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_check_retrieve")
     def get(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         return Response(selectors.check_detail(request.user, check))
 
 
 class CheckVerdictApi(APIView):
+    @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_check_verdict")
     def post(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         body = VerdictIn(data=request.data)
@@ -141,6 +147,7 @@ def _user_or_400(user_id: int | None) -> User:
 
 
 class CheckReassignApi(APIView):
+    @extend_schema(request=ReassignIn, responses=OpenApiTypes.OBJECT, operation_id="qc_check_reassign")
     def post(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         body = ReassignIn(data=request.data)
@@ -163,6 +170,7 @@ class CheckReassignApi(APIView):
 
 
 class SpotCheckQueueApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_spot_checks_list")
     def get(self, request: Request) -> Response:
         return Response([selectors.spot_check_detail(sc) for sc in selectors.senior_queue(request.user)])
 
@@ -175,11 +183,13 @@ def _spot_check_or_404(request: Request, spot_check_id: int) -> SpotCheck:
 
 
 class SpotCheckDetailApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_retrieve")
     def get(self, request: Request, spot_check_id: int) -> Response:
         return Response(selectors.spot_check_detail(_spot_check_or_404(request, spot_check_id)))
 
 
 class SpotCheckVerdictApi(APIView):
+    @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_verdict")
     def post(self, request: Request, spot_check_id: int) -> Response:
         spot_check = _spot_check_or_404(request, spot_check_id)
         body = VerdictIn(data=request.data)
@@ -198,6 +208,7 @@ class SpotCheckVerdictApi(APIView):
 
 
 class SpotCheckReassignApi(APIView):
+    @extend_schema(request=ReassignIn, responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_reassign")
     def post(self, request: Request, spot_check_id: int) -> Response:
         spot_check = _spot_check_or_404(request, spot_check_id)
         body = ReassignIn(data=request.data)
@@ -220,6 +231,7 @@ class SpotCheckReassignApi(APIView):
 class FindingsApi(APIView):
     """The findings of the last failed review, with reviewers shown as "checker A"/"checker B"/"senior"."""
 
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="scan_findings")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         is_annotator = open_batch_of(request.user, campaign, scan.pk) is not None
@@ -253,6 +265,7 @@ def _managed_batch(request: Request, batch_id: int) -> Batch:
 
 
 class BatchBoardApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="batch_board")
     def get(self, request: Request, batch_id: int) -> Response:
         return Response(selectors.batch_board(request.user, _managed_batch(request, batch_id)))
 
@@ -263,6 +276,7 @@ class ReopenIn(serializers.Serializer):
 
 
 class BatchReopenApi(APIView):
+    @extend_schema(request=ReopenIn, responses=OpenApiTypes.OBJECT, operation_id="batch_reopen")
     def post(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(batches_visible_to(request.user).select_related("campaign"), pk=batch_id)
         body = ReopenIn(data=request.data)
@@ -280,6 +294,11 @@ class BatchReopenApi(APIView):
 
 
 class MetricsApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("campaign", int, required=True), OpenApiParameter("batch", int)],
+        responses=OpenApiTypes.OBJECT,
+        operation_id="qc_metrics",
+    )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("campaign")
         if not raw or not raw.isdigit():
@@ -327,6 +346,7 @@ def _hidden_check_ids(user: User, annotation: Annotation | None) -> set[str]:
 class AuditCsvApi(APIView):
     """The audit trail of one scan in one campaign (and of the QC of its batches), as CSV."""
 
+    @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR}, operation_id="scan_audit_csv")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         if Role.DATA_MANAGER not in campaign_roles(request.user, campaign):

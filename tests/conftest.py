@@ -35,6 +35,12 @@ class Cast:
 
 
 @pytest.fixture(autouse=True)
+def _fast_passwords(settings):
+    # PBKDF2 costs ~0.25 s per user on this machine; the cast alone has eight.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path_factory):
     """Each test gets its own file storage, so nothing leaks between tests or into var/."""
     root = tmp_path_factory.mktemp("media")

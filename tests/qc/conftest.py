@@ -21,13 +21,23 @@ def make_scans(campaign, n: int, *, shape=SHAPE) -> list:
     for _ in range(n):
         i = next(_uid)
         patient = PatientPseudonym.objects.create(
-            institution=campaign.institution, original_id_hash=f"h{i}", pseudonym=f"QC-{i}", date_offset_days=0
+            institution=campaign.institution,
+            original_id_hash=f"h{i}",
+            pseudonym=f"QC-{i}",
+            date_offset_days=0,
         )
         study = Study.objects.create(institution=campaign.institution, patient=patient, study_uid=f"2.25.{i}")
         scan = Scan.objects.create(
-            study=study, series_uid=f"2.25.9{i}", rows=shape[1], columns=shape[2], slices=shape[0],
-            spacing=[0.7, 0.7, 1.0], origin=[0, 0, 0], direction=[1, 0, 0, 0, 1, 0, 0, 0, 1],
-            storage_dir=f"scans/{i}", volume_sha256="0" * 64,
+            study=study,
+            series_uid=f"2.25.9{i}",
+            rows=shape[1],
+            columns=shape[2],
+            slices=shape[0],
+            spacing=[0.7, 0.7, 1.0],
+            origin=[0, 0, 0],
+            direction=[1, 0, 0, 0, 1, 0, 0, 0, 1],
+            storage_dir=f"scans/{i}",
+            volume_sha256="0" * 64,
         )
         CampaignScan.objects.create(campaign=campaign, scan=scan)
         scans.append(scan)
@@ -42,7 +52,7 @@ def make_batch(campaign, manager, annotator, scans):
 
 def cube(z=(2, 6), y=(8, 16), x=(8, 16), value=1, shape=SHAPE) -> np.ndarray:
     vol = np.zeros(shape, dtype=np.uint8)
-    vol[z[0]:z[1], y[0]:y[1], x[0]:x[1]] = value
+    vol[z[0] : z[1], y[0] : y[1], x[0] : x[1]] = value
     return vol
 
 
@@ -57,8 +67,13 @@ def save(annotator, campaign, scan, volume=None, *, labels=LABELS, time_spent_s=
     from annotation.services import revision_save
 
     return revision_save(
-        actor=annotator, campaign=campaign, scan=scan, parent_id=head_id(campaign, scan),
-        full=cube() if volume is None else volume, scan_labels=labels, time_spent_s=time_spent_s,
+        actor=annotator,
+        campaign=campaign,
+        scan=scan,
+        parent_id=head_id(campaign, scan),
+        full=cube() if volume is None else volume,
+        scan_labels=labels,
+        time_spent_s=time_spent_s,
     )
 
 
@@ -76,7 +91,9 @@ def open_checks(campaign, scan):
     """The checks of the scan's latest round, slot A first."""
     from qc.models import Check
 
-    checks = Check.objects.filter(annotation__campaign=campaign, annotation__scan=scan).order_by("-round", "slot")
+    checks = Check.objects.filter(annotation__campaign=campaign, annotation__scan=scan).order_by(
+        "-round", "slot"
+    )
     latest = checks.first()
     return list(checks.filter(round=latest.round).order_by("slot")) if latest else []
 
@@ -86,8 +103,9 @@ def decide(check, verdict, *, time_spent_s=0.0, findings=None):
 
     if findings is None:
         findings = [finding()] if verdict == "fail" else []
-    return check_record(actor=check.checker, check=check, verdict=verdict, findings=findings,
-                        time_spent_s=time_spent_s)
+    return check_record(
+        actor=check.checker, check=check, verdict=verdict, findings=findings, time_spent_s=time_spent_s
+    )
 
 
 @pytest.fixture
@@ -104,8 +122,3 @@ def sent_tasks(monkeypatch):
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: sent.append((name, args, kw)))
     return sent
 
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    # PBKDF2 costs ~0.25 s per user here; the cast alone has eight.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

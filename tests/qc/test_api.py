@@ -32,14 +32,20 @@ def url(cast, scan, tail):
 
 def submit_api(api, cast, scan, user=None):
     head = Annotation.objects.get(scan=scan).head_id
-    return as_user(api, user or cast.annotator).post(url(cast, scan, "annotation/submit/"), {}, format="json",
-                                                     HTTP_IF_MATCH=f'"rev-{head}"')
+    return as_user(api, user or cast.annotator).post(
+        url(cast, scan, "annotation/submit/"), {}, format="json", HTTP_IF_MATCH=f'"rev-{head}"'
+    )
 
 
 def verdict_api(api, check, verdict, user=None, findings=None):
-    body = {"verdict": verdict, "findings": findings if findings is not None else
-            ([finding()] if verdict == "fail" else []), "time_spent_s": 12.5}
-    return as_user(api, user or check.checker).post(f"/api/qc/checks/{check.pk}/verdict/", body, format="json")
+    body = {
+        "verdict": verdict,
+        "findings": findings if findings is not None else ([finding()] if verdict == "fail" else []),
+        "time_spent_s": 12.5,
+    }
+    return as_user(api, user or check.checker).post(
+        f"/api/qc/checks/{check.pk}/verdict/", body, format="json"
+    )
 
 
 def test_submit_via_if_match_and_double_submit(api, cast, world):
@@ -56,14 +62,16 @@ def test_submit_needs_a_revision_and_the_right_person(api, cast, world):
     _, (scan, other) = world
     r = as_user(api, cast.annotator).post(url(cast, scan, "annotation/submit/"), {}, format="json")
     assert r.status_code == 428
-    r = as_user(api, cast.annotator).post(url(cast, scan, "annotation/submit/"), {"revision_id": 99999},
-                                          format="json")
+    r = as_user(api, cast.annotator).post(
+        url(cast, scan, "annotation/submit/"), {"revision_id": 99999}, format="json"
+    )
     assert r.status_code == 409 and r.json()["code"] == "stale_parent" and r.json()["head"]["id"]
     assert submit_api(api, cast, scan, user=cast.manager).status_code == 403
     assert submit_api(api, cast, scan, user=cast.outsider).status_code == 404
     head = Annotation.objects.get(scan=other).head_id
-    r = as_user(api, cast.annotator).post(url(cast, other, "annotation/submit/"), {"revision_id": head},
-                                          format="json")
+    r = as_user(api, cast.annotator).post(
+        url(cast, other, "annotation/submit/"), {"revision_id": head}, format="json"
+    )
     assert r.status_code == 200
 
 
@@ -105,13 +113,17 @@ def test_reassign_is_for_data_managers(api, cast, world):
     submit_api(api, cast, scan)
     a, b = open_checks(cast.campaign, scan)
     spare = ({cast.checker1, cast.checker2, cast.checker3} - {a.checker, b.checker}).pop()
-    r = as_user(api, a.checker).post(f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": spare.pk}, format="json")
+    r = as_user(api, a.checker).post(
+        f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": spare.pk}, format="json"
+    )
     assert r.status_code == 403
-    r = as_user(api, cast.manager).post(f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": spare.pk},
-                                        format="json")
+    r = as_user(api, cast.manager).post(
+        f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": spare.pk}, format="json"
+    )
     assert r.status_code == 200 and Check.objects.get(pk=a.pk).checker == spare
-    r = as_user(api, cast.manager).post(f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": cast.annotator.pk},
-                                        format="json")
+    r = as_user(api, cast.manager).post(
+        f"/api/qc/checks/{a.pk}/reassign/", {"checker_id": cast.annotator.pk}, format="json"
+    )
     assert r.status_code == 400
 
 
@@ -153,12 +165,25 @@ def test_spot_check_flow_board_reopen_and_metrics(api, cast, world):
     queue = as_user(api, cast.senior).get("/api/qc/spot-checks/").json()
     assert len(queue) == 1 and queue[0]["check_rounds"][0]["checks"][0]["verdict"] == "pass"
     sc = SpotCheck.objects.get(pk=queue[0]["id"])
-    assert as_user(api, cast.checker1).post(f"/api/qc/spot-checks/{sc.pk}/verdict/", {"verdict": "pass"},
-                                            format="json").status_code == 404
-    assert as_user(api, cast.manager).post(f"/api/qc/spot-checks/{sc.pk}/verdict/", {"verdict": "pass"},
-                                           format="json").status_code == 403
-    r = as_user(api, cast.senior).post(f"/api/qc/spot-checks/{sc.pk}/verdict/",
-                                       {"verdict": "pass", "time_spent_s": 30}, format="json")
+    # the senior may open the sampled scan (viewer, WADO-RS), and only that one
+    unsampled = next(s for s in scans if s.pk != sc.annotation.scan_id)
+    assert as_user(api, cast.senior).get(f"/api/scans/{sc.annotation.scan_id}/").status_code == 200
+    assert as_user(api, cast.senior).get(f"/api/scans/{unsampled.pk}/").status_code == 404
+    assert (
+        as_user(api, cast.checker1)
+        .post(f"/api/qc/spot-checks/{sc.pk}/verdict/", {"verdict": "pass"}, format="json")
+        .status_code
+        == 404
+    )
+    assert (
+        as_user(api, cast.manager)
+        .post(f"/api/qc/spot-checks/{sc.pk}/verdict/", {"verdict": "pass"}, format="json")
+        .status_code
+        == 403
+    )
+    r = as_user(api, cast.senior).post(
+        f"/api/qc/spot-checks/{sc.pk}/verdict/", {"verdict": "pass", "time_spent_s": 30}, format="json"
+    )
     assert r.status_code == 200 and r.json()["verdict"] == "pass"
 
     board = as_user(api, cast.manager).get(f"/api/batches/{batch.pk}/board/")
@@ -171,19 +196,30 @@ def test_spot_check_flow_board_reopen_and_metrics(api, cast, world):
     metrics = as_user(api, cast.manager).get(f"/api/qc/metrics/?campaign={cast.campaign.pk}&batch={batch.pk}")
     assert metrics.status_code == 200 and metrics.json()["overall"]["first_pass"]["rate"] == 1.0
     assert as_user(api, cast.senior).get(f"/api/qc/metrics/?campaign={cast.campaign.pk}").status_code == 200
-    assert as_user(api, cast.annotator).get(f"/api/qc/metrics/?campaign={cast.campaign.pk}").status_code == 403
+    assert (
+        as_user(api, cast.annotator).get(f"/api/qc/metrics/?campaign={cast.campaign.pk}").status_code == 403
+    )
     assert as_user(api, cast.outsider).get(f"/api/qc/metrics/?campaign={cast.campaign.pk}").status_code == 404
     assert as_user(api, cast.manager).get("/api/qc/metrics/").status_code == 400
 
     r = as_user(api, cast.manager).post(f"/api/batches/{batch.pk}/reopen/", {"reason": ""}, format="json")
     assert r.status_code == 400 and r.json()["code"] == "reason_required"
-    assert as_user(api, cast.annotator).post(f"/api/batches/{batch.pk}/reopen/", {"reason": "x"},
-                                             format="json").status_code == 403
-    r = as_user(api, cast.manager).post(f"/api/batches/{batch.pk}/reopen/",
-                                        {"reason": "label audit", "scan_ids": [scans[0].pk]}, format="json")
+    assert (
+        as_user(api, cast.annotator)
+        .post(f"/api/batches/{batch.pk}/reopen/", {"reason": "x"}, format="json")
+        .status_code
+        == 403
+    )
+    r = as_user(api, cast.manager).post(
+        f"/api/batches/{batch.pk}/reopen/",
+        {"reason": "label audit", "scan_ids": [scans[0].pk]},
+        format="json",
+    )
     assert r.status_code == 200 and r.json()["review"]["state"] == "spot_check"
-    assert scans[0].pk in r.json()["review"]["draw"]["added_scan_ids"] + r.json()["review"]["draw"][
-        "sampled_scan_ids"]
+    assert (
+        scans[0].pk
+        in r.json()["review"]["draw"]["added_scan_ids"] + r.json()["review"]["draw"]["sampled_scan_ids"]
+    )
 
 
 def test_audit_trail_as_csv(api, cast, world):
@@ -195,12 +231,27 @@ def test_audit_trail_as_csv(api, cast, world):
     r = as_user(api, cast.manager).get(url(cast, scan, "audit.csv"))
     assert r.status_code == 200 and r["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(r.content.decode())))
-    assert list(rows[0]) == ["time", "actor", "action", "object_type", "object_id", "from_state", "to_state",
-                             "revision_id", "details"]
+    assert list(rows[0]) == [
+        "time",
+        "actor",
+        "action",
+        "object_type",
+        "object_id",
+        "from_state",
+        "to_state",
+        "revision_id",
+        "details",
+    ]
     moves = [(row["from_state"], row["to_state"]) for row in rows if row["action"] == "annotation_state"]
-    assert moves == [("not_started", "in_progress"), ("in_progress", "submitted"), ("submitted", "needs_revision")]
-    assert {row["actor"] for row in rows if row["action"] == "check_record"} == {a.checker.username,
-                                                                               b.checker.username}
+    assert moves == [
+        ("not_started", "in_progress"),
+        ("in_progress", "submitted"),
+        ("submitted", "needs_revision"),
+    ]
+    assert {row["actor"] for row in rows if row["action"] == "check_record"} == {
+        a.checker.username,
+        b.checker.username,
+    }
     assert as_user(api, cast.annotator).get(url(cast, scan, "audit.csv")).status_code == 403
     assert as_user(api, a.checker).get(url(cast, scan, "audit.csv")).status_code == 403
     assert as_user(api, cast.outsider).get(url(cast, scan, "audit.csv")).status_code == 404

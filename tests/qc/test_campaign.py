@@ -41,12 +41,20 @@ def kappa(pairs: list[tuple[str, str]]) -> float:
 @pytest.fixture
 def team(db):
     inst = Institution.objects.create(slug="wuhan", name="Team hospital")
-    campaign = Campaign.objects.create(slug="covid-ct", name="COVID-19 CT", institution=inst,
-                                       label_schema=COVID19_SCHEMA)
+    campaign = Campaign.objects.create(
+        slug="covid-ct", name="COVID-19 CT", institution=inst, label_schema=COVID19_SCHEMA
+    )
     people = {}
-    for name, role in [("a1", Role.ANNOTATOR), ("a2", Role.ANNOTATOR), ("a3", Role.ANNOTATOR),
-                       ("a4", Role.ANNOTATOR), ("c1", Role.CHECKER), ("c2", Role.CHECKER),
-                       ("s1", Role.SENIOR), ("dm", Role.DATA_MANAGER)]:
+    for name, role in [
+        ("a1", Role.ANNOTATOR),
+        ("a2", Role.ANNOTATOR),
+        ("a3", Role.ANNOTATOR),
+        ("a4", Role.ANNOTATOR),
+        ("c1", Role.CHECKER),
+        ("c2", Role.CHECKER),
+        ("s1", Role.SENIOR),
+        ("dm", Role.DATA_MANAGER),
+    ]:
         user = User.objects.create_user(username=name, password="x")
         Membership.objects.create(user=user, institution=inst, role=role)
         CampaignMember.objects.create(campaign=campaign, user=user, role=role)
@@ -71,7 +79,7 @@ def senior_passes_all(campaign, senior, seconds=45):
 def test_a_campaign_from_first_save_to_approval(team, sent_tasks, django_capture_on_commit_callbacks):
     campaign, p = team
     with django_capture_on_commit_callbacks(execute=True):
-        big_batch, scans = run_big_batch(campaign, p)
+        big_batch, _ = run_big_batch(campaign, p)
         small = [run_small_batch(campaign, p, p[name]) for name in ("a2", "a3", "a4")]
 
     # every batch approved, every scan curated at its head revision, retraining asked four times
@@ -94,7 +102,9 @@ def test_a_campaign_from_first_save_to_approval(team, sent_tasks, django_capture
     by_checker = {c["username"]: c for c in qc_metrics(campaign, big_batch)["by_checker"]}
     assert (by_checker["c1"]["checks"], by_checker["c1"]["passed"]) == (62, 53)
     assert (by_checker["c2"]["checks"], by_checker["c2"]["passed"]) == (62, 56)
-    assert by_checker["c1"]["agreement_with_partner"]["kappa"] == pytest.approx(figures["checker_agreement"]["kappa"])
+    assert by_checker["c1"]["agreement_with_partner"]["kappa"] == pytest.approx(
+        figures["checker_agreement"]["kappa"]
+    )
 
     everything = qc_metrics(campaign)
     assert everything["overall"]["first_pass"] == {"annotations": 62, "passed": 52, "rate": 52 / 62}
@@ -125,7 +135,9 @@ def run_big_batch(campaign, p):
     for i in range(40, 50):
         save(p["a1"], campaign, scans[i], V2, time_spent_s=120)
         assert submit(p["a1"], campaign, scans[i]).round == 2
-    run_round(campaign, scans, {i: ("pass", "pass") for i in range(40, 49)} | {49: ("fail", "fail")}, seconds=30)
+    run_round(
+        campaign, scans, {i: ("pass", "pass") for i in range(40, 49)} | {49: ("fail", "fail")}, seconds=30
+    )
     save(p["a1"], campaign, scans[49], V3, time_spent_s=90)
     assert submit(p["a1"], campaign, scans[49]).round == 3
     run_round(campaign, scans, {49: ("pass", "pass")}, seconds=30)
@@ -139,8 +151,13 @@ def run_big_batch(campaign, p):
     failed = scans[failed_index]
     for sc in selectors.senior_queue(p["s1"]):
         verdict = "fail" if sc.annotation.scan_id == failed.pk else "pass"
-        spot_check_record(actor=p["s1"], spot_check=sc, verdict=verdict, time_spent_s=45,
-                          findings=[finding("wrong_class", text="consolidation, not GGO")] if verdict == "fail" else [])
+        spot_check_record(
+            actor=p["s1"],
+            spot_check=sc,
+            verdict=verdict,
+            time_spent_s=45,
+            findings=[finding("wrong_class", text="consolidation, not GGO")] if verdict == "fail" else [],
+        )
     assert BatchReview.objects.get(batch=batch).state == "spot_check"
     save(p["a1"], campaign, failed, V_CLASS, time_spent_s=60)
     assert submit(p["a1"], campaign, failed).round == 2
@@ -165,8 +182,16 @@ def assert_big_batch_figures(f):
     assert f["first_pass"] == {"annotations": 50, "passed": 40, "rate": 0.8}
     assert f["rounds_until_pass"]["distribution"] == {"1": 40, "2": 9, "3": 1}
     assert f["rounds_until_pass"]["mean"] == pytest.approx(61 / 50)
-    pairs = ([("pass", "pass")] * 40 + [("fail", "pass")] * 5 + [("fail", "fail")] * 3 + [("pass", "fail")] * 2
-             + [("pass", "pass")] * 9 + [("fail", "fail")] + [("pass", "pass")] + [("pass", "pass")])
+    pairs = (
+        [("pass", "pass")] * 40
+        + [("fail", "pass")] * 5
+        + [("fail", "fail")] * 3
+        + [("pass", "fail")] * 2
+        + [("pass", "pass")] * 9
+        + [("fail", "fail")]
+        + [("pass", "pass")]
+        + [("pass", "pass")]
+    )
     agreement = f["checker_agreement"]
     assert agreement["pairs"] == 62 and agreement["agreement"] == pytest.approx(55 / 62)
     assert agreement["kappa"] == pytest.approx(kappa(pairs))

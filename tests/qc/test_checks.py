@@ -59,8 +59,12 @@ def test_fail_needs_a_finding_and_findings_are_validated(cast, submitted):
         with pytest.raises(DomainError):
             check_record(actor=a.checker, check=a, verdict="fail", findings=[f])
     # a wrong scan-level label needs no place in the volume
-    check_record(actor=a.checker, check=a, verdict="fail",
-                 findings=[{"slice": None, "position": None, "kind": "wrong_scan_label", "text": "no COVID signs"}])
+    check_record(
+        actor=a.checker,
+        check=a,
+        verdict="fail",
+        findings=[{"slice": None, "position": None, "kind": "wrong_scan_label", "text": "no COVID signs"}],
+    )
     assert Check.objects.get(pk=a.pk).findings[0]["kind"] == "wrong_scan_label"
 
 

@@ -15,6 +15,7 @@ Each example runs inside a savepoint that is rolled back, so examples do not see
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import pytest
@@ -22,7 +23,8 @@ from django.db import transaction
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from annotation.models import Annotation, AnnotationState, Revision, RevisionSource
+from annotation.models import EDITABLE_STATES, Annotation, AnnotationState, Revision, RevisionSource
+from annotation.services import revision_save
 from platform_core.api_errors import DomainError
 from platform_core.models import AuditEvent, CampaignMember, Role
 from qc import selectors
@@ -38,7 +40,18 @@ from qc.services import (
 from qc.services.rules import makers_of
 from tests.qc.conftest import cube, finding, head_id, make_batch, make_scans, save
 
-ACTIONS = ["save", "submit", "verdict", "verdict", "verdict", "reassign", "spot", "spot", "spot_reassign", "reopen"]
+ACTIONS = [
+    "save",
+    "submit",
+    "verdict",
+    "verdict",
+    "verdict",
+    "reassign",
+    "spot",
+    "spot",
+    "spot_reassign",
+    "reopen",
+]
 
 
 @dataclass
@@ -51,71 +64,123 @@ class World:
 
 
 def build_world(cast) -> World:
-    for user, role in [(cast.annotator, Role.CHECKER), (cast.manager, Role.CHECKER),
-                       (cast.checker1, Role.SENIOR), (cast.annotator, Role.SENIOR)]:
+    for user, role in [
+        (cast.annotator, Role.CHECKER),
+        (cast.manager, Role.CHECKER),
+        (cast.checker1, Role.SENIOR),
+        (cast.annotator, Role.SENIOR),
+    ]:
         CampaignMember.objects.create(campaign=cast.campaign, user=user, role=role)
-    scans = make_scans(cast.campaign, 3)
+    scans = make_scans(cast.campaign, 2)  # the draw samples one of the two
     batch = make_batch(cast.campaign, cast.manager, cast.annotator, scans)
-    people = [cast.annotator, cast.annotator2, cast.checker1, cast.checker2, cast.checker3, cast.senior,
-              cast.manager, cast.outsider]
+    people = [
+        cast.annotator,
+        cast.annotator2,
+        cast.checker1,
+        cast.checker2,
+        cast.checker3,
+        cast.senior,
+        cast.manager,
+        cast.outsider,
+    ]
     return World(cast, batch, scans, people)
-
-
-def pick_actor(data, world, right):
-    if right is not None and data.draw(st.integers(0, 3), label="right person?") > 0:
-        return right
-    return data.draw(st.sampled_from(world.people), label="anyone")
 
 
 def pick(data, items, label):
     return data.draw(st.sampled_from(items), label=label) if items else None
 
 
-def step(data, world: World) -> None:
-    cast, campaign = world.cast, world.cast.campaign
-    action = data.draw(st.sampled_from(ACTIONS), label="action")
-    verdict = data.draw(st.sampled_from(["pass", "pass", "fail"]), label="verdict")
-    findings = [finding()] if data.draw(st.booleans(), label="findings?") or verdict == "fail" else []
-    if action in ("save", "submit"):
-        scan = pick(data, world.scans, "scan")
-        actor = pick_actor(data, world, cast.annotator)
-        head = head_id(campaign, scan)
-        stale = data.draw(st.booleans(), label="stale?") and head is not None
-        parent = head - 1 if stale else head
-        if action == "save":
-            volume = cube(value=data.draw(st.sampled_from([1, 2, 3]), label="class"))
-            from annotation.services import revision_save
+def anyone(data, world):
+    return data.draw(st.sampled_from(world.people), label="anyone")
 
-            rev = revision_save(actor=actor, campaign=campaign, scan=scan, parent_id=parent, full=volume,
-                                scan_labels={"diagnosis": "COVID-19"})
+
+def do(world: World, action: str, target, actor, *, verdict="pass", findings=(), other=None, stale=False):
+    campaign = world.cast.campaign
+    if action in ("save", "submit"):
+        head = head_id(campaign, target)
+        parent = head - 1 if stale and head is not None else head
+        if action == "save":
+            rev = revision_save(
+                actor=actor,
+                campaign=campaign,
+                scan=target,
+                parent_id=parent,
+                full=cube(value=1 + len(world.saved) % 3),
+                scan_labels={"diagnosis": "COVID-19"},
+            )
             world.saved[rev.pk] = rev.label_sha256
         else:
-            revision_submit(actor=actor, campaign=campaign, scan=scan, revision_id=parent)
-    elif action in ("verdict", "reassign"):
-        checks = list(Check.objects.order_by("pk"))
-        pending = [c for c in checks if c.verdict == Verdict.PENDING]
-        check = pick(data, pending if pending and data.draw(st.booleans(), label="pending?") else checks, "check")
-        if check is None:
-            return
-        if action == "verdict":
-            actor = pick_actor(data, world, check.checker)
-            check_record(actor=actor, check=check, verdict=verdict, findings=findings)
-        else:
-            actor = pick_actor(data, world, cast.manager)
-            check_reassign(actor=actor, check=check, checker=pick(data, world.people, "new checker"))
-    elif action in ("spot", "spot_reassign"):
-        spot = pick(data, list(SpotCheck.objects.order_by("pk")), "spot check")
-        if spot is None:
-            return
-        if action == "spot":
-            actor = pick_actor(data, world, spot.senior)
-            spot_check_record(actor=actor, spot_check=spot, verdict=verdict, findings=findings)
-        else:
-            actor = pick_actor(data, world, cast.manager)
-            spot_check_reassign(actor=actor, spot_check=spot, senior=pick(data, world.people, "new senior"))
+            revision_submit(actor=actor, campaign=campaign, scan=target, revision_id=parent)
+    elif action == "verdict":
+        check_record(actor=actor, check=target, verdict=verdict, findings=list(findings))
+    elif action == "reassign":
+        check_reassign(actor=actor, check=target, checker=other)
+    elif action == "spot":
+        spot_check_record(actor=actor, spot_check=target, verdict=verdict, findings=list(findings))
+    elif action == "spot_reassign":
+        spot_check_reassign(actor=actor, spot_check=target, senior=other)
     elif action == "reopen":
-        actor = pick_actor(data, world, cast.manager)
         batch_reopen(actor=actor, batch=world.batch, reason="property test")
+
+
+def useful_moves(world: World) -> list[tuple[str, object, object]]:
+    """What the right people would do next: (action, target, actor)."""
+    cast, moves = world.cast, []
+    for scan in world.scans:
+        a = Annotation.objects.filter(campaign=cast.campaign, scan=scan).select_related("head").first()
+        if a is None or a.state in EDITABLE_STATES:
+            moves.append(("save", scan, cast.annotator))
+            fresh = (
+                a is not None
+                and a.head_id
+                and not (
+                    Check.objects.filter(revision_id=a.head_id, verdict=Verdict.FAIL).exists()
+                    or SpotCheck.objects.filter(revision_id=a.head_id, verdict=Verdict.FAIL).exists()
+                )
+            )
+            if fresh:
+                moves.append(("submit", scan, cast.annotator))
+    moves += [("verdict", c, c.checker) for c in Check.objects.filter(verdict=Verdict.PENDING).order_by("pk")]
+    for sc in SpotCheck.objects.filter(verdict=Verdict.PENDING).order_by("pk"):
+        moves.append(("spot", sc, sc.senior) if sc.senior else ("spot_reassign", sc, cast.manager))
+    if BatchReview.objects.filter(batch=world.batch, state=BatchReviewState.APPROVED).exists():
+        moves.append(("reopen", None, cast.manager))
+    return moves
+
+
+def step(data, world: World) -> None:
+    """Mostly what the right person would do next; sometimes anything by anyone."""
+    verdict = data.draw(st.sampled_from(["pass", "pass", "pass", "fail"]), label="verdict")
+    findings = [finding()] if verdict == "fail" or data.draw(st.booleans(), label="notes?") else []
+    moves = useful_moves(world)
+    if moves and data.draw(st.integers(0, 3), label="guided?") > 0:
+        action, target, actor = pick(data, moves, "move")
+        other = anyone(data, world) if action == "spot_reassign" else None
+        do(world, action, target, actor, verdict=verdict, findings=findings, other=other)
+        return
+    action = data.draw(st.sampled_from(ACTIONS), label="action")
+    targets = {
+        "save": world.scans,
+        "submit": world.scans,
+        "reopen": [None],
+        "verdict": list(Check.objects.order_by("pk")),
+        "reassign": list(Check.objects.order_by("pk")),
+        "spot": list(SpotCheck.objects.order_by("pk")),
+        "spot_reassign": list(SpotCheck.objects.order_by("pk")),
+    }[action]
+    target = pick(data, targets, "target")
+    if target is None and action != "reopen":
+        return
+    do(
+        world,
+        action,
+        target,
+        anyone(data, world),
+        verdict=verdict,
+        findings=findings,
+        other=anyone(data, world),
+        stale=data.draw(st.booleans(), label="stale?"),
+    )
 
 
 # --- the invariants -----------------------------------------------------------------------------
@@ -139,40 +204,49 @@ def assert_approved_means_checked(world: World) -> None:
 
 
 def assert_no_one_reviews_own_work() -> None:
+    checks = list(Check.objects.values_list("annotation_id", "round", "checker_id"))
+    spots = list(SpotCheck.objects.filter(senior__isnull=False).values_list("annotation_id", "senior_id"))
     for a in Annotation.objects.all():
         makers = makers_of(a)
-        checks = list(Check.objects.filter(annotation=a))
-        assert not {c.checker_id for c in checks} & makers
-        rounds: dict[int, list[int]] = {}
-        for c in checks:
-            rounds.setdefault(c.round, []).append(c.checker_id)
-        assert all(len(ids) == 2 and ids[0] != ids[1] for ids in rounds.values())
-        seniors = {s.senior_id for s in SpotCheck.objects.filter(annotation=a, senior__isnull=False)}
-        assert not seniors & (makers | {c.checker_id for c in checks})
+        checkers = {c for aid, _, c in checks if aid == a.pk}
+        assert not checkers & makers
+        assert not {s for aid, s in spots if aid == a.pk} & (makers | checkers)
+    rounds: dict[tuple[int, int], list[int]] = {}
+    for aid, rnd, checker in checks:
+        rounds.setdefault((aid, rnd), []).append(checker)
+    assert all(len(ids) == 2 and ids[0] != ids[1] for ids in rounds.values())
 
 
 def assert_blind(world: World) -> None:
     pending = Check.objects.filter(verdict=Verdict.PENDING).select_related("annotation__scan", "revision")
     for mine in pending:
-        other = Check.objects.get(annotation_id=mine.annotation_id, round=mine.round, slot="B" if mine.slot == "A" else "A")
+        other = Check.objects.get(
+            annotation_id=mine.annotation_id, round=mine.round, slot="B" if mine.slot == "A" else "A"
+        )
         me = mine.checker
         assert not selectors.checks_visible_to(me).filter(pk=other.pk).exists()
         assert selectors.check_detail(me, mine)["other"] is None
         if other.verdict != Verdict.PENDING and selectors.campaigns_managed_by(me).exists():
             board = selectors.batch_board(me, world.batch)
-            shown = {c["verdict"] for i in board["items"] for c in i["checks"] if c["checker"] != me.username
-                     and i["annotation_id"] == mine.annotation_id}
+            shown = {
+                c["verdict"]
+                for i in board["items"]
+                for c in i["checks"]
+                if c["checker"] != me.username and i["annotation_id"] == mine.annotation_id
+            }
             assert shown <= {"hidden", "pending"}
 
 
 def assert_no_revision_lost(world: World) -> None:
     stored = dict(Revision.objects.filter(source=RevisionSource.HUMAN).values_list("pk", "label_sha256"))
     assert stored == world.saved
-    for a in Annotation.objects.all():
-        numbers = list(a.revisions.order_by("number").values_list("number", flat=True))
-        assert numbers == list(range(len(numbers)))
-        if numbers:
-            assert a.head_id == a.revisions.order_by("-number").first().pk
+    numbers: dict[int, list[tuple[int, int]]] = {}
+    for aid, number, pk in Revision.objects.order_by("number").values_list("annotation_id", "number", "pk"):
+        numbers.setdefault(aid, []).append((number, pk))
+    for aid, head in Annotation.objects.values_list("pk", "head_id"):
+        revs = numbers.get(aid, [])
+        assert [n for n, _ in revs] == list(range(len(revs)))
+        assert head == (revs[-1][1] if revs else None)
 
 
 def assert_invariants(world: World) -> None:
@@ -183,17 +257,22 @@ def assert_invariants(world: World) -> None:
 
 
 @pytest.mark.django_db
-@settings(max_examples=25, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=20,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data())
-def test_no_sequence_of_actions_breaks_the_qc_rules(cast, data):
+def test_no_sequence_of_actions_breaks_the_qc_rules(cast, monkeypatch, data):
+    # A fixed spot-check seed: Hypothesis replays examples, which needs the same draw every time.
+    monkeypatch.setattr("qc.services.reviews._new_seed", lambda: 20200316)
     with transaction.atomic():
         world = build_world(cast)
-        for _ in range(data.draw(st.integers(10, 45), label="steps")):
-            try:
+        for _ in range(data.draw(st.integers(5, 40), label="steps")):
+            # A refusal (wrong person, wrong moment, bad input) is fine; the state must be intact.
+            with contextlib.suppress(DomainError):
                 step(data, world)
-            except DomainError:
-                pass  # refused: a wrong person, a wrong moment or bad input; the state must be intact
             assert_invariants(world)
         review = BatchReview.objects.filter(batch=world.batch).first()
         event(f"batch ended {review.state if review else 'annotating'}")

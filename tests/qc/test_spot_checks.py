@@ -40,8 +40,10 @@ def states(scans):
     return {a.scan_id: a.state for a in Annotation.objects.filter(scan__in=scans)}
 
 
-@pytest.mark.parametrize(("share", "n", "k"), [(0.3, 50, 15), (0.3, 10, 3), (0.3, 4, 2), (0.3, 1, 1),
-                                               (0.3, 7, 3), (1.0, 5, 5), (0.01, 3, 1)])
+@pytest.mark.parametrize(
+    ("share", "n", "k"),
+    [(0.3, 50, 15), (0.3, 10, 3), (0.3, 4, 2), (0.3, 1, 1), (0.3, 7, 3), (1.0, 5, 5), (0.01, 3, 1)],
+)
 def test_sample_size_is_the_share_rounded_up(share, n, k):
     assert spot_check_sample_size(share, n) == k
 
@@ -53,16 +55,20 @@ def test_a_fully_checked_batch_enters_spot_check_with_a_replayable_draw(cast, in
     assert review.state == "spot_check" and draw.sample_size == 2  # ceil(0.3 × 4)
     assert draw.sampled_scan_ids == spot_check_replay(draw.seed, [s.pk for s in scans], 2)
     st = states(scans)
-    assert sorted(s for s, v in st.items() if v == AnnotationState.SPOT_CHECK) == sorted(draw.sampled_scan_ids)
+    assert sorted(s for s, v in st.items() if v == AnnotationState.SPOT_CHECK) == sorted(
+        draw.sampled_scan_ids
+    )
     assert all(v == AnnotationState.CHECKED for s, v in st.items() if s not in draw.sampled_scan_ids)
     spot_checks = SpotCheck.objects.filter(review=review)
     assert spot_checks.count() == 2 and {sc.senior for sc in spot_checks} == {cast.senior}
-    assert AuditEvent.objects.filter(action="batch_review_state", to_state="spot_check",
-                                     details__seed=draw.seed).exists()
+    assert AuditEvent.objects.filter(
+        action="batch_review_state", to_state="spot_check", details__seed=draw.seed
+    ).exists()
 
 
-def test_all_sampled_pass_approves_and_curates_every_head(cast, in_spot_check, sent_tasks,
-                                                          django_capture_on_commit_callbacks):
+def test_all_sampled_pass_approves_and_curates_every_head(
+    cast, in_spot_check, sent_tasks, django_capture_on_commit_callbacks
+):
     batch, scans = in_spot_check
     with django_capture_on_commit_callbacks(execute=True):
         for sc in selectors.senior_queue(cast.senior):
@@ -76,11 +82,15 @@ def test_all_sampled_pass_approves_and_curates_every_head(cast, in_spot_check, s
 
 
 def test_a_failed_scan_goes_round_the_loop_and_back_to_the_senior(cast, in_spot_check):
-    batch, scans = in_spot_check
+    batch, _ = in_spot_check
     failed, passed = selectors.senior_queue(cast.senior)
     pair_before = {c.slot: c.checker_id for c in open_checks(cast.campaign, failed.annotation.scan)}
-    spot_check_record(actor=cast.senior, spot_check=failed, verdict="fail",
-                      findings=[finding("wrong_class", text="this is consolidation")])
+    spot_check_record(
+        actor=cast.senior,
+        spot_check=failed,
+        verdict="fail",
+        findings=[finding("wrong_class", text="this is consolidation")],
+    )
     spot_check_record(actor=cast.senior, spot_check=passed, verdict="pass")
     scan = failed.annotation.scan
     assert states([scan])[scan.pk] == AnnotationState.NEEDS_REVISION
@@ -136,8 +146,10 @@ def test_without_an_eligible_senior_a_data_manager_assigns_one(cast, scans_of):
     sc = SpotCheck.objects.get()
     assert sc.senior is None
     board = selectors.batch_board(cast.manager, sc.review.batch)
-    assert next(i for i in board["items"] if i["scan_id"] == sc.annotation.scan_id)["holder"] == \
-        {"role": "senior", "users": []}
+    assert next(i for i in board["items"] if i["scan_id"] == sc.annotation.scan_id)["holder"] == {
+        "role": "senior",
+        "users": [],
+    }
     CampaignMember.objects.create(campaign=cast.campaign, user=cast.senior, role=Role.SENIOR)
     spot_check_reassign(actor=cast.manager, spot_check=sc, senior=cast.senior)
     spot_check_record(actor=cast.senior, spot_check=SpotCheck.objects.get(), verdict="pass")
@@ -166,8 +178,9 @@ def test_reopen_withdraws_curation_and_goes_back_to_the_senior(cast, in_spot_che
     first_draw = BatchReview.objects.get(batch=batch).current_draw()
     named = next(s.pk for s in scans if s.pk not in first_draw.sampled_scan_ids)
     # when a data manager reopens, naming a scan the first draw missed
-    batch_reopen(actor=cast.manager, batch=batch, reason="export QA: wrong diagnosis on one scan",
-                 scan_ids=[named])
+    batch_reopen(
+        actor=cast.manager, batch=batch, reason="export QA: wrong diagnosis on one scan", scan_ids=[named]
+    )
     review = BatchReview.objects.get(batch=batch)
     draw = review.current_draw()
     assert review.state == "spot_check" and draw.number == 2 and named in draw.scan_ids

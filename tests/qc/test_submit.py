@@ -33,7 +33,9 @@ def test_submit_assigns_two_different_checkers_not_the_annotator(cast, scan):
     assert len({c.checker_id for c in checks}) == 2
     assert cast.annotator.pk not in {c.checker_id for c in checks}
     assert all(c.revision_id == rev.pk and c.round == 1 and c.verdict == "pending" for c in checks)
-    assert AuditEvent.objects.filter(action="annotation_state", to_state="submitted", revision_id=rev.pk).exists()
+    assert AuditEvent.objects.filter(
+        action="annotation_state", to_state="submitted", revision_id=rev.pk
+    ).exists()
     assert AuditEvent.objects.filter(action="check_assign").count() == 2
 
 
@@ -54,7 +56,9 @@ def test_only_the_batch_annotator_may_submit(cast, scan):
     save(cast.annotator, cast.campaign, scan)
     for someone in (cast.annotator2, cast.checker1, cast.manager):
         with pytest.raises(Forbidden):
-            revision_submit(actor=someone, campaign=cast.campaign, scan=scan, revision_id=head_id(cast.campaign, scan))
+            revision_submit(
+                actor=someone, campaign=cast.campaign, scan=scan, revision_id=head_id(cast.campaign, scan)
+            )
 
 
 def test_stale_revision_is_refused(cast, scan):
@@ -82,8 +86,9 @@ def test_incomplete_scan_labels_are_refused(cast, scan):
 
 
 def test_the_model_revision_must_be_saved_by_a_person_first(cast, scan):
-    model_revision_save(campaign=cast.campaign, scan=scan, volume=cube(), model_label="baseline",
-                        model_version_id=None)
+    model_revision_save(
+        campaign=cast.campaign, scan=scan, volume=cube(), model_label="baseline", model_version_id=None
+    )
     with pytest.raises(DomainError) as exc:
         submit(cast.annotator, cast.campaign, scan)
     assert exc.value.code == "model_revision" and "save" in exc.value.detail
@@ -125,7 +130,9 @@ def test_resubmission_goes_to_the_same_two_checkers(cast, scan):
 
 
 def test_too_few_checkers_is_explained(cast, scan):
-    CampaignMember.objects.filter(campaign=cast.campaign, role=Role.CHECKER).exclude(user=cast.checker1).delete()
+    CampaignMember.objects.filter(campaign=cast.campaign, role=Role.CHECKER).exclude(
+        user=cast.checker1
+    ).delete()
     save(cast.annotator, cast.campaign, scan)
     with pytest.raises(DomainError) as exc:
         submit(cast.annotator, cast.campaign, scan)

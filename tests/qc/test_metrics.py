@@ -1,0 +1,52 @@
+"""The QC statistics on their own: kappa's edge cases, Dice, and closed rounds only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from qc.metrics import cohen_kappa, dice, qc_metrics
+from tests.qc.conftest import SHAPE, cube, decide, make_batch, open_checks, save, submit
+
+
+def test_kappa_of_perfect_agreement_on_one_verdict_is_undefined():
+    # expected agreement is 1: nothing to agree on beyond chance
+    assert cohen_kappa([("pass", "pass")] * 20) == {"pairs": 20, "agreement": 1.0, "kappa": None}
+
+
+def test_kappa_textbook_values():
+    assert cohen_kappa([("pass", "pass"), ("fail", "fail")] * 5)["kappa"] == pytest.approx(1.0)
+    # one verdict each, never agreeing
+    assert cohen_kappa([("pass", "fail")] * 4)["kappa"] == pytest.approx(0.0)
+    # 20 PP, 15 FF, 5 PF, 10 FP: po 0.7, pe 0.5 → 0.4
+    pairs = (
+        [("pass", "pass")] * 20 + [("fail", "fail")] * 15 + [("pass", "fail")] * 5 + [("fail", "pass")] * 10
+    )
+    assert cohen_kappa(pairs)["kappa"] == pytest.approx(0.4)
+    assert cohen_kappa([]) == {"pairs": 0, "agreement": None, "kappa": None}
+
+
+def test_dice():
+    empty = np.zeros(SHAPE, dtype=np.uint8)
+    assert dice(empty, empty) == 1.0
+    assert dice(cube(), empty) == 0.0
+    assert dice(cube(), cube()) == 1.0
+    assert dice(cube(value=1), cube(value=2)) == 0.0  # same place, wrong class: no agreement
+    assert dice(cube(y=(8, 16)), cube(y=(8, 12))) == pytest.approx(2 * 128 / (256 + 128))
+
+
+def test_only_closed_rounds_count(cast, scans_of):
+    scans = scans_of(2)
+    batch = make_batch(cast.campaign, cast.manager, cast.annotator, scans)
+    save(cast.annotator, cast.campaign, scans[0], time_spent_s=100)
+    submit(cast.annotator, cast.campaign, scans[0])
+    a, _ = open_checks(cast.campaign, scans[0])
+    decide(a, "fail")
+    figures = qc_metrics(cast.campaign, batch)
+    assert figures["overall"]["first_pass"]["annotations"] == 0
+    assert figures["by_checker"] == []  # a's verdict is not revealed while b has not decided
+    assert figures["overall"]["time_per_scan"]["annotator"] == {
+        "scans": 1,
+        "total_s": 100.0,
+        "mean_s_per_scan": 100.0,
+    }
