@@ -105,10 +105,18 @@ test: setup browsers ## run the whole test suite (DATABASE_URL=postgres://... fo
 
 lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint)
 	@mkdir -p "$(DATA_DIR)"
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
-	$(PY) manage.py makemigrations --check --dry-run
-	@if [ -f frontend/package.json ] && [ -d frontend/node_modules ]; then cd frontend && npm run --if-present lint; fi
+	@# Every check runs, so one pass shows every problem; any failure fails the target.
+	@status=0; \
+	echo ">> ruff check"; $(VENV)/bin/ruff check . || status=1; \
+	echo ">> ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo ">> makemigrations --check"; $(PY) manage.py makemigrations --check --dry-run || status=1; \
+	if [ -f frontend/package.json ]; then \
+	  [ -d frontend/node_modules ] || rm -f $(STAMPS)/frontend-deps; \
+	  $(MAKE) --no-print-directory $(STAMPS)/frontend-deps || status=1; \
+	  echo ">> npm run lint"; (cd frontend && npm run --if-present lint) || status=1; \
+	fi; \
+	if [ $$status -ne 0 ]; then echo "lint: FAILED (see above)" >&2; fi; \
+	exit $$status
 
 format: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -123,18 +131,21 @@ typecheck: venv ## mypy on the service layer (optional: needs mypy + django-stub
 	fi
 
 bench: setup ## run every bench/*.py and print their JSON
-	@shopt -s nullglob; files=(bench/*.py); \
+	@# bench/_*.py are helpers, not benchmarks. One failing bench does not hide the others' numbers.
+	@shopt -s nullglob; status=0; files=(); \
+	for f in bench/*.py; do case "$$(basename "$$f")" in _*) ;; *) files+=("$$f");; esac; done; \
 	if [ $${#files[@]} -eq 0 ]; then echo ">> no bench/*.py yet"; fi; \
 	for f in "$${files[@]}"; do \
 	  echo ">> $$f" >&2; \
-	  if [ -f $(TCMALLOC) ]; then LD_PRELOAD=$(TCMALLOC) $(PY) "$$f"; else $(PY) "$$f"; fi; \
-	done
+	  if [ -f $(TCMALLOC) ]; then LD_PRELOAD=$(TCMALLOC) $(PY) "$$f" || status=1; else $(PY) "$$f" || status=1; fi; \
+	done; \
+	exit $$status
 
 # ---------------------------------------------------------------- cleaning
 
 clean: ## remove build output and caches (keeps the venv, node_modules and data)
-	rm -rf $(STAMPS) frontend/dist platform_core/static/app staticfiles test-artifacts .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(STAMPS)/frontend-build frontend/dist platform_core/static/app staticfiles test-artifacts .pytest_cache .ruff_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -path ./frontend/node_modules -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove the venv, node_modules and the local data in var/
-	rm -rf $(VENV) frontend/node_modules var
+	rm -rf $(STAMPS) $(VENV) frontend/node_modules var

@@ -127,8 +127,48 @@ def _pixel_location(path: str, mtime_ns: int) -> PixelLocation:
     return PixelLocation(transfer_syntax, raw.value_tell, raw.length)
 
 
-def frame_bytes(path: Path) -> tuple[bytes, str]:
-    """(the first frame's stored bytes, its transfer syntax UID)."""
+IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
+_PIXEL_TAG_LE = b"\xe0\x7f\x10\x00"
+
+
+def _trailing_pixel_data(path: Path, length: int) -> tuple[bytes, str] | None:
+    """Fast path: uncompressed Pixel Data of `length` bytes as the file's last element.
+
+    That is how the stored instances are written, so the frame is the file's tail, and the
+    element header just before it proves it (tag, VR and length; explicit or implicit VR
+    little endian). No header parse: 300 frames cost ~0.1 s instead of ~1.4 s. Anything else
+    (compressed, trailing padding, another size) returns None and takes the general path.
+    """
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < length + 12 + 132:
+            return None
+        handle.seek(-(length + 12), os.SEEK_END)
+        data = handle.read(length + 12)
+    size = length.to_bytes(4, "little")
+    head = data[:12]
+    if (
+        head[:4] == _PIXEL_TAG_LE
+        and head[4:6] in (b"OW", b"OB")
+        and head[6:8] == b"\0\0"
+        and head[8:] == size
+    ):
+        return data[12:], EXPLICIT_VR_LITTLE_ENDIAN
+    if head[4:8] == _PIXEL_TAG_LE and head[8:] == size:
+        return data[12:], IMPLICIT_VR_LITTLE_ENDIAN
+    return None
+
+
+def frame_bytes(path: Path, expected_length: int | None = None) -> tuple[bytes, str]:
+    """(the first frame's stored bytes, its transfer syntax UID).
+
+    `expected_length`: the frame size if uncompressed (rows × columns × 2 for CT), which
+    enables the fast path.
+    """
+    if expected_length:
+        found = _trailing_pixel_data(path, expected_length)
+        if found is not None:
+            return found
     location = _pixel_location(str(path), os.stat(path).st_mtime_ns)
     if location.offset >= 0:
         with open(path, "rb") as handle:
@@ -137,6 +177,11 @@ def frame_bytes(path: Path) -> tuple[bytes, str]:
     ds = pydicom.dcmread(path)
     frames = generate_frames(ds.PixelData, number_of_frames=int(ds.get("NumberOfFrames", 1) or 1))
     return next(frames), location.transfer_syntax
+
+
+def _frame_size(scan: Scan) -> int:
+    # CT stores 16 bits per pixel (BitsAllocated 16); _trailing_pixel_data checks it per file.
+    return scan.rows * scan.columns * 2
 
 
 def _part(data: bytes, content_type: str, location: str | None = None) -> bytes:
@@ -149,9 +194,7 @@ def _part(data: bytes, content_type: str, location: str | None = None) -> bytes:
 
 def _multipart(parts: list[bytes], part_type: str) -> HttpResponse:
     body = b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
-    response = HttpResponse(
-        body, content_type=f'multipart/related; type="{part_type}"; boundary={BOUNDARY}'
-    )
+    response = HttpResponse(body, content_type=f'multipart/related; type="{part_type}"; boundary={BOUNDARY}')
     response["Cache-Control"] = CACHE_CONTROL
     return response
 
@@ -197,13 +240,35 @@ def instance_json(path: Path) -> dict:
     return data
 
 
+def _metadata_cache_file(scan: Scan) -> Path:
+    # Keyed by the volume checksum: a re-imported scan never reads a stale file.
+    return Path(settings.DATA_DIR) / "cache" / "dicomweb" / f"scan-{scan.pk}-{scan.volume_sha256[:16]}.json"
+
+
 def series_metadata_bytes(scan: Scan) -> bytes:
+    """DICOM JSON of the series: from memory, else the disk cache, else the stored files.
+
+    Parsing 300 headers costs 1–3 s (pydicom), too slow for opening a scan, so the result is
+    kept per process and on disk (DATA_DIR/cache/dicomweb/, safe to delete at any time).
+    """
     key = (scan.pk, scan.volume_sha256)
     cached = _metadata_cache.get(key)
-    if cached is None:
+    if cached is not None:
+        return cached
+    cache_file = _metadata_cache_file(scan)
+    try:
+        cached = cache_file.read_bytes()
+    except OSError:
         instances = scan.instances.order_by("index").values_list("file_name", flat=True)
         cached = json.dumps([instance_json(_path(scan, name)) for name in instances]).encode()
-        _metadata_cache.put(key, cached)
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(cached)
+            tmp.replace(cache_file)  # atomic: a concurrent reader sees all or nothing
+        except OSError:
+            logger.warning("could not write the DICOM JSON cache %s", cache_file, exc_info=True)
+    _metadata_cache.put(key, cached)
     return cached
 
 
@@ -227,7 +292,7 @@ def instance_frames(
         raise NotFound
     scan = _scan(user, study, series)
     instance = _instance(scan, sop)
-    data, transfer_syntax = frame_bytes(_path(scan, instance.file_name))
+    data, transfer_syntax = frame_bytes(_path(scan, instance.file_name), _frame_size(scan))
     return _multipart([_part(data, _frame_part_type(transfer_syntax))], "application/octet-stream")
 
 
@@ -256,7 +321,7 @@ def series_pixeldata(request: HttpRequest, user: User, study: str, series: str) 
     base = request.build_absolute_uri(f"/dicomweb/studies/{study}/series/{series}/instances/")
     parts = []
     for sop, file_name in instances.values_list("sop_uid", "file_name"):
-        data, transfer_syntax = frame_bytes(_path(scan, file_name))
+        data, transfer_syntax = frame_bytes(_path(scan, file_name), _frame_size(scan))
         parts.append(_part(data, _frame_part_type(transfer_syntax), f"{base}{sop}/frames/1"))
     if not parts:
         raise NotFound

@@ -34,9 +34,13 @@ def home(request: HttpRequest) -> HttpResponse:
         return redirect("worklist")
     links = []
     if Role.ANNOTATOR in roles:
-        links.append({"url": reverse("worklist"), "label": "Worklist", "description": "your batches to annotate"})
+        links.append(
+            {"url": reverse("worklist"), "label": "Worklist", "description": "your batches to annotate"}
+        )
     if roles & {Role.CHECKER, Role.SENIOR, Role.DATA_MANAGER}:
-        links.append({"url": "/api/docs/", "label": "API", "description": "checking, spot checks and data management"})
+        links.append(
+            {"url": "/api/docs/", "label": "API", "description": "checking, spot checks and data management"}
+        )
     if request.user.is_staff:
         links.append({"url": reverse("admin:index"), "label": "Admin", "description": "Django admin"})
     return render(request, "platform_core/home.html", {"links": links})

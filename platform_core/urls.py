@@ -14,4 +14,7 @@ urlpatterns = [
     path("api/", include("modelassist.urls")),
     path("dicomweb/", include("platform_core.dicomweb_urls")),
     path("", include("platform_core.page_urls")),
+    path("", include("platform_core.manage_page_urls")),
+    path("", include("qc.page_urls")),
+    path("", include("modelassist.page_urls")),
 ]

@@ -78,7 +78,10 @@ def test_frame_is_the_raw_stored_pixel_data_in_one_multipart_part(client, cast, 
     assert response.status_code == 200
     assert response["Content-Type"].startswith('multipart/related; type="application/octet-stream"')
     ((headers, data),) = parse_multipart(response)
-    assert headers["content-type"] == f"application/octet-stream; transfer-syntax={ds.file_meta.TransferSyntaxUID}"
+    assert (
+        headers["content-type"]
+        == f"application/octet-stream; transfer-syntax={ds.file_meta.TransferSyntaxUID}"
+    )
     assert data == ds.PixelData
     # Stored values, not HU: HU = stored × slope + intercept, as the volume cache holds them.
     volume = np.load(Path(settings.MEDIA_ROOT) / scan.storage_dir / "volume.npy")
@@ -163,3 +166,30 @@ def test_only_get_and_head_are_allowed(client, cast, scan):
 
     assert client.post(series_url(scan) + "/metadata").status_code == 405
     assert client.head(series_url(scan) + "/metadata").status_code == 200
+
+
+def test_frame_fast_path_and_header_parse_agree(scan):
+    from platform_core.dicomweb import frame_bytes
+
+    instance = scan.instances.get(index=3)
+    path = Path(settings.MEDIA_ROOT) / scan.storage_dir / instance.file_name
+
+    fast = frame_bytes(path, 32 * 32 * 2)
+    parsed = frame_bytes(path)
+    wrong_size_falls_back = frame_bytes(path, 32 * 32 * 2 + 8)
+
+    assert fast == parsed == wrong_size_falls_back
+    assert fast[0] == stored(scan, 3).PixelData
+
+
+def test_series_metadata_is_cached_on_disk_for_the_next_process(client, cast, scan):
+    from platform_core import dicomweb
+
+    dicomweb._metadata_cache._items.clear()
+    client.force_login(cast.annotator)
+    first = client.get(series_url(scan) + "/metadata").content
+    cache_files = list((Path(settings.DATA_DIR) / "cache" / "dicomweb").glob(f"scan-{scan.pk}-*.json"))
+    assert len(cache_files) == 1
+
+    dicomweb._metadata_cache._items.clear()  # a fresh process: only the disk cache is left
+    assert client.get(series_url(scan) + "/metadata").content == first

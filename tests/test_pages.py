@@ -16,13 +16,19 @@ def manifest(settings, tmp_path):
     """A Vite manifest like `npm run build` writes, in a throwaway dist folder."""
     settings.FRONTEND_DIST = tmp_path
     (tmp_path / ".vite").mkdir()
-    (tmp_path / ".vite" / "manifest.json").write_text(json.dumps({
-        "_shared-abc.js": {"file": "assets/shared-abc.js", "css": ["assets/shared-abc.css"]},
-        "src/pages/viewer.ts": {
-            "file": "assets/viewer-123.js", "isEntry": True, "imports": ["_shared-abc.js"],
-            "css": ["assets/viewer-123.css"],
-        },
-    }))
+    (tmp_path / ".vite" / "manifest.json").write_text(
+        json.dumps(
+            {
+                "_shared-abc.js": {"file": "assets/shared-abc.js", "css": ["assets/shared-abc.css"]},
+                "src/pages/viewer.ts": {
+                    "file": "assets/viewer-123.js",
+                    "isEntry": True,
+                    "imports": ["_shared-abc.js"],
+                    "css": ["assets/viewer-123.css"],
+                },
+            }
+        )
+    )
     vite._cache["mtime"] = None
     yield tmp_path
     vite._cache["mtime"] = None

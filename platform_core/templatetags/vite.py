@@ -62,11 +62,15 @@ def vite_entry(entry: str) -> SafeString:
     if entry not in manifest:
         # Pages still render (server-side tests need no Node); the console says what to do.
         logger.warning("Vite entry %s not built; run `npm ci && npm run build` in frontend/", entry)
-        return format_html("<!-- vite entry {} is not built: run npm ci && npm run build in frontend/ -->", entry)
+        return format_html(
+            "<!-- vite entry {} is not built: run npm ci && npm run build in frontend/ -->", entry
+        )
     css, imports = _chunk_files(manifest, entry, set())
     parts = [
         format_html_join("", '<link rel="stylesheet" href="{}">', ((static(f),) for f in dict.fromkeys(css))),
-        format_html_join("", '<link rel="modulepreload" href="{}">', ((static(f),) for f in dict.fromkeys(imports))),
+        format_html_join(
+            "", '<link rel="modulepreload" href="{}">', ((static(f),) for f in dict.fromkeys(imports))
+        ),
         format_html('<script type="module" src="{}"></script>', static(manifest[entry]["file"])),
     ]
     return mark_safe("\n".join(str(p) for p in parts if p))

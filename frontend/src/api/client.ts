@@ -103,7 +103,8 @@ export const api = {
     let response: Response;
     try {
       response = await raw(`${annotationPath(campaignId, scanId)}/annotation/labels/${query}`, {
-        headers: { Accept: "application/octet-stream" },
+        // DRF negotiates even for this binary view: accept anything (JSON errors included).
+        headers: { Accept: "application/octet-stream, */*;q=0.5" },
       });
     } catch (error) {
       // 404 {"code": "no_revision"}: no revision yet (any 404 here means no labels to show).

@@ -1,5 +1,5 @@
-// The annotation viewer page (/viewer/<campaign>/<scan>/): wires API, Cornerstone scene,
-// tools, panels and keyboard together.
+// The annotation viewer page (/viewer/<campaign>/<scan>/): wires the API, the Cornerstone
+// scene, the tools, the panels and the keyboard together.
 import "../styles/app.css";
 import "../styles/viewer.css";
 
@@ -9,19 +9,23 @@ import { Enums as ToolEnums } from "@cornerstonejs/tools";
 
 import { api, ApiError } from "../api/client";
 import { zstd } from "../api/encoding";
-import type { Campaign, RegionGrowResult, WorklistBatch } from "../api/types";
+import type { Annotation, Campaign } from "../api/types";
+import { showBatchNav } from "../panels/batchNav";
 import { ClassPicker } from "../panels/classPicker";
 import { HelpOverlay } from "../panels/help";
-import { nextUnfinished, progressBar, viewerUrl } from "../panels/progress";
+import { viewerKeydown } from "../panels/keyboard";
 import { ScanLabelsPanel } from "../panels/scanLabels";
 import { History } from "../tools/history";
 import { attachRegionGrow, type GrowOptions } from "../tools/regionGrow";
 import { ViewerTools, type ToolMode } from "../tools/toolGroup";
 import { initCornerstone } from "../viewer/cornerstone";
+import { installDebugHook, mark } from "../viewer/debugHook";
 import {
+  fetchSeriesMetadata,
   frameImageId,
-  loadSeriesMetadata,
   prefetchSeries,
+  registerSeriesMetadata,
+  warmScanMetadata,
   type SeriesRef,
 } from "../viewer/dicomweb";
 import { LabelState } from "../viewer/labels";
@@ -34,35 +38,12 @@ const $ = <T extends HTMLElement = HTMLElement>(selector: string): T => {
   return el;
 };
 
-/** Read-only hook for browser tests (tests/browser/): load state and the client's mask. */
-interface DebugHook {
-  ready: boolean;
-  error: string | null;
-  firstImageMs: number | null;
-  loadTimeMs: number | null;
-  bulkFramesMs: number | null;
-  /** [ms after navigation, frames loaded] as the volume streams in */
-  progress: [number, number][];
-  /** ms after navigation at which each loading step finished */
-  marks: Record<string, number>;
-  saveStatus: string;
-  labelVoxelCount(): number;
-  classCounts(): Record<string, number>;
-  sliceIndex(): number;
-  currentZ(): number;
-  headRevisionId(): number | null;
-  annotationState(): string;
-  dirty(): boolean;
-  tool(): ToolMode;
-  canvasPointOf(z: number, y: number, x: number): [number, number];
-  lastGrow: RegionGrowResult | null;
-}
-
-declare global {
-  interface Window {
-    curatect: DebugHook;
-  }
-}
+const STATE_WORDS: Record<string, string> = {
+  submitted: "in check",
+  checked: "checked",
+  spot_check: "in the senior's spot check",
+  curated: "curated",
+};
 
 const root = $("main.viewer");
 const campaignId = Number(root.dataset.campaignId);
@@ -73,30 +54,6 @@ const ref: SeriesRef = {
   series: root.dataset.seriesUid ?? "",
 };
 
-const mark = (name: string) => (hook.marks[name] = Math.round(performance.now()));
-
-const hook: DebugHook = {
-  ready: false,
-  error: null,
-  firstImageMs: null,
-  loadTimeMs: null,
-  bulkFramesMs: null,
-  progress: [],
-  marks: {},
-  saveStatus: "",
-  labelVoxelCount: () => labels?.voxelCount() ?? 0,
-  classCounts: () => labels?.classCounts() ?? {},
-  sliceIndex: () => scene?.viewport("axial").getSliceIndex() ?? -1,
-  currentZ: () => scene?.currentZ() ?? -1,
-  headRevisionId: () => session?.headId ?? null,
-  annotationState: () => session?.state ?? "",
-  dirty: () => (session && scanLabels ? session.isDirty(scanLabels.values) : false),
-  tool: () => viewerTools?.mode ?? "windowLevel",
-  canvasPointOf: (z, y, x) => scene.canvasPointOf(z, y, x),
-  lastGrow: null,
-};
-window.curatect = hook;
-
 let scene: Scene;
 let viewerTools: ViewerTools;
 let labels: LabelState;
@@ -105,8 +62,19 @@ let scanLabels: ScanLabelsPanel;
 let classPicker: ClassPicker;
 let help: HelpOverlay;
 let presetIndex = 0;
-let leaving = false;
-let suppressDirty = false;
+let leaving = false; // a reload the person asked for: no "unsaved changes" prompt
+let ready = false;
+
+const hook = installDebugHook({
+  labelVoxelCount: () => labels?.voxelCount() ?? 0,
+  classCounts: () => labels?.classCounts() ?? {},
+  currentZ: () => scene?.currentZ() ?? -1,
+  headRevisionId: () => session?.headId ?? null,
+  annotationState: () => session?.state ?? "",
+  dirty: () => (session && scanLabels ? session.isDirty(scanLabels.values) : false),
+  tool: () => viewerTools?.mode ?? "windowLevel",
+  canvasPointOf: (z, y, x) => scene.canvasPointOf(z, y, x),
+});
 
 // --- Status lines ----------------------------------------------------------------------------
 
@@ -117,27 +85,38 @@ function setSaveStatus(text: string, kind: "" | "ok" | "warn" | "error" = ""): v
   hook.saveStatus = text;
 }
 
-let lastHu: string = "";
+let lastHu = "";
 
 function updateViewerStatus(): void {
   if (!scene) return;
-  const viewport = scene.viewport("axial");
-  const slice = viewport.getSliceIndex() + 1;
-  const total = viewport.getNumberOfSlices();
+  // Slices count like the API's z, from 1: slice 1 is the lowest (feet side).
   const { center, width } = scene.currentWindow();
   $("#viewer-status").textContent =
-    `Slice ${slice} / ${total} · ${lastHu} · W ${Math.round(width)} L ${Math.round(center)}`;
+    `Slice ${scene.currentZ() + 1} / ${scene.kToZ.length} · ${lastHu} · ` +
+    `W ${Math.round(width)} L ${Math.round(center)}`;
+}
+
+/** An edit happened: a brush or eraser stroke, a grow, an undo or a redo. */
+function markEdited(): void {
+  session.markLabelsDirty();
+  refreshDirty();
 }
 
 function refreshDirty(): void {
-  if (!session) return;
-  const dirty = session.isDirty(scanLabels.values);
-  if (dirty && !["Saving…"].includes(hook.saveStatus)) setSaveStatus("Unsaved changes", "warn");
-  ($("#undo") as HTMLButtonElement).disabled = !History.canUndo || !session.editable;
-  ($("#redo") as HTMLButtonElement).disabled = !History.canRedo || !session.editable;
+  if (!session || !ready) return;
+  const status = hook.saveStatus;
+  if (session.isDirty(scanLabels.values) && status !== "Saving…" && !status.endsWith("unsaved")) {
+    setSaveStatus("Unsaved changes", "warn");
+  }
+  refreshUndo();
 }
 
-// --- Tools -------------------------------------------------------------------------------------
+function refreshUndo(): void {
+  $<HTMLButtonElement>("#undo").disabled = !History.canUndo || !session?.editable;
+  $<HTMLButtonElement>("#redo").disabled = !History.canRedo || !session?.editable;
+}
+
+// --- Tools and view --------------------------------------------------------------------------
 
 function setTool(mode: ToolMode): void {
   if (!session?.editable && mode !== "windowLevel") return;
@@ -148,25 +127,22 @@ function setTool(mode: ToolMode): void {
   $("#viewport-grid").dataset.tool = mode;
 }
 
-function brushSize(delta = 0): number {
-  const input = $<HTMLInputElement>("#brush-size");
+/** Read a slider, show its value, and return it (`delta` moves it first). */
+function slider(id: string, unit: (v: number) => string, delta = 0): number {
+  const input = $<HTMLInputElement>(`#${id}`);
   if (delta) input.value = String(Number(input.value) + delta);
-  const size = Number(input.value);
-  $("#brush-size-value").textContent = `${size} mm`;
-  viewerTools?.setBrushSize(size);
-  return size;
-}
-
-function tolerance(): number {
-  const value = Number($<HTMLInputElement>("#grow-tolerance").value);
-  $("#grow-tolerance-value").textContent = `± ${value} HU`;
+  const value = Number(input.value);
+  $(`#${id}-value`).textContent = unit(value);
   return value;
 }
 
-function nextPreset(): void {
-  presetIndex = (presetIndex + 1) % WINDOW_PRESETS.length;
-  applyPreset(presetIndex);
-}
+const brushSize = (delta = 0) => {
+  const size = slider("brush-size", (v) => `${v} mm`, delta);
+  viewerTools?.setBrushSize(size);
+  return size;
+};
+const tolerance = () => slider("grow-tolerance", (v) => `± ${v} HU`);
+const growRadius = () => slider("grow-radius", (v) => `${v} mm`);
 
 function applyPreset(index: number): void {
   presetIndex = index;
@@ -182,8 +158,7 @@ async function setMpr(on: boolean): Promise<void> {
   const grid = $("#viewport-grid");
   grid.classList.toggle("mpr", on);
   for (const view of ["coronal", "sagittal"] as ViewName[]) {
-    const cell = grid.querySelector<HTMLElement>(`.viewport-cell.${view}`)!;
-    cell.hidden = !on;
+    grid.querySelector<HTMLElement>(`.viewport-cell.${view}`)!.hidden = !on;
     if (on) {
       await scene.enableView(view);
       viewerTools.addViewport(scene.viewportId(view), scene.engine.id);
@@ -196,20 +171,24 @@ async function setMpr(on: boolean): Promise<void> {
   scene.renderAll();
 }
 
-function scrollSlices(delta: number): void {
-  scene.viewport("axial").scroll(delta);
-}
-
-function jumpToEnd(last: boolean): void {
-  const viewport = scene.viewport("axial");
-  const total = viewport.getNumberOfSlices();
-  viewport.scroll(last ? total : -total);
-}
-
 function toggleLabels(): void {
   const box = $<HTMLInputElement>("#labels-visible");
   box.checked = !box.checked;
   scene.setLabelmapVisible(box.checked);
+}
+
+function undo(): void {
+  if (session.editable && History.canUndo) {
+    History.undo();
+    markEdited();
+  }
+}
+
+function redo(): void {
+  if (session.editable && History.canRedo) {
+    History.redo();
+    markEdited();
+  }
 }
 
 // --- Save and submit ------------------------------------------------------------------------
@@ -223,10 +202,11 @@ async function save(force = false): Promise<boolean> {
   switch (outcome.kind) {
     case "saved":
       setSaveStatus(
-        `Saved · revision ${outcome.revision.number ?? session.headId} · ${new Date().toLocaleTimeString()}`,
+        `Saved · revision ${outcome.revision.number} · ${new Date().toLocaleTimeString()}`,
         "ok",
       );
       $("#preseg-banner").hidden = true;
+      void batchNav();
       return true;
     case "nothing":
       setSaveStatus("Saved · no changes", "ok");
@@ -250,14 +230,15 @@ async function submit(): Promise<void> {
     $<HTMLSelectElement>("#scan-labels select").focus();
     return;
   }
-  const dirtyOrNew = session.isDirty(scanLabels.values) || session.head?.source !== "human";
-  if (dirtyOrNew && !(await save(session.head?.source !== "human"))) return;
+  // What is submitted is a person's revision: a pre-segmentation head is saved as one first.
+  const modelHead = session.head?.source !== "human";
+  if ((modelHead || session.isDirty(scanLabels.values)) && !(await save(modelHead))) return;
   try {
     setSaveStatus("Submitting…");
     await session.submit();
     setSaveStatus("Submitted for checking", "ok");
     setReadOnly("Submitted for checking: read-only until the checkers have given their verdicts.");
-    await loadBatch(true);
+    await batchNav(true);
   } catch (error) {
     setSaveStatus(`Not submitted: ${error instanceof Error ? error.message : error}`, "error");
   }
@@ -272,108 +253,19 @@ function setReadOnly(reason: string): void {
     if (b.dataset.tool !== "windowLevel") b.disabled = true;
   }
   scanLabels.setDisabled(true);
-  const banner = $("#preseg-banner");
-  banner.hidden = false;
+  $("#preseg-banner").hidden = false;
   $("#preseg-text").textContent = reason;
   $("#accept-preseg").hidden = true;
 }
 
-// --- Batch navigation ------------------------------------------------------------------------
-
-async function loadBatch(afterSubmit = false): Promise<void> {
-  let batches: WorklistBatch[] = [];
-  try {
-    batches = await api.worklist();
-  } catch {
-    return; // not an annotator of a batch (e.g. a data manager looking): no batch bar
-  }
-  const batch = batches.find(
-    (b) => b.campaign.id === campaignId && b.items.some((i) => i.scan_id === scanId),
-  );
-  if (!batch) return;
-  const items = [...batch.items].sort((a, b) => a.position - b.position);
-  const index = items.findIndex((i) => i.scan_id === scanId);
-  $("#batch-position").textContent = `${batch.name} · scan ${index + 1} of ${items.length}`;
-  progressBar($("#batch-bar"), batch.progress);
-  const link = (el: HTMLAnchorElement, targetScan: number | undefined, label: string) => {
-    el.hidden = targetScan === undefined;
-    if (targetScan !== undefined) {
-      el.href = viewerUrl(campaignId, targetScan);
-      el.removeAttribute("aria-disabled");
-      el.textContent = label;
-    }
+function batchNav(afterSubmit = false): ReturnType<typeof showBatchNav> {
+  const elements = {
+    position: $("#batch-position"),
+    bar: $("#batch-bar"),
+    previous: $<HTMLAnchorElement>("#prev-scan"),
+    next: $<HTMLAnchorElement>("#next-scan"),
   };
-  link($("#prev-scan"), items[index - 1]?.scan_id, "← Previous");
-  link($("#next-scan"), items[index + 1]?.scan_id, "Next →");
-  if (afterSubmit) {
-    const next = nextUnfinished(batch, items[index]?.position ?? -1);
-    if (next !== null && next !== scanId) link($("#next-scan"), next, "Next unfinished scan →");
-    $("#next-scan").focus();
-  }
-}
-
-// --- Keyboard --------------------------------------------------------------------------------
-
-function onKeyDown(evt: KeyboardEvent): void {
-  const target = evt.target as HTMLElement;
-  const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(target.tagName);
-  const ctrl = evt.ctrlKey || evt.metaKey;
-  const key = evt.key;
-  if (help.isOpen) {
-    if (key === "Escape" || key === "?") {
-      evt.preventDefault();
-      help.close();
-    }
-    return;
-  }
-  if (ctrl && key.toLowerCase() === "s") {
-    evt.preventDefault();
-    void save();
-    return;
-  }
-  if (ctrl && (key.toLowerCase() === "y" || (key.toLowerCase() === "z" && evt.shiftKey))) {
-    evt.preventDefault();
-    if (session.editable) History.redo();
-    refreshDirty();
-    return;
-  }
-  if (ctrl && key.toLowerCase() === "z") {
-    evt.preventDefault();
-    if (session.editable) History.undo();
-    refreshDirty();
-    return;
-  }
-  if (typing || ctrl || evt.altKey) return;
-  const actions: Record<string, () => void> = {
-    b: () => setTool("brush"),
-    e: () => setTool("eraser"),
-    g: () => setTool("grow"),
-    l: () => setTool("windowLevel"),
-    w: nextPreset,
-    h: toggleLabels,
-    m: () => void setMpr(!$<HTMLInputElement>("#mpr-toggle").checked),
-    "[": () => brushSize(-1),
-    "]": () => brushSize(1),
-    "?": () => help.open(),
-    ArrowUp: () => scrollSlices(-1),
-    ArrowLeft: () => scrollSlices(-1),
-    ArrowDown: () => scrollSlices(1),
-    ArrowRight: () => scrollSlices(1),
-    PageUp: () => scrollSlices(-10),
-    PageDown: () => scrollSlices(10),
-    Home: () => jumpToEnd(false),
-    End: () => jumpToEnd(true),
-  };
-  const action = actions[key] ?? actions[key.toLowerCase()];
-  if (action) {
-    evt.preventDefault();
-    action();
-    return;
-  }
-  if (/^[1-9]$/.test(key)) {
-    evt.preventDefault();
-    classPicker.selectIndex(Number(key) - 1);
-  }
+  return showBatchNav(elements, campaignId, scanId, afterSubmit);
 }
 
 // --- Wiring ------------------------------------------------------------------------------------
@@ -383,29 +275,21 @@ function wireControls(campaign: Campaign): void {
     button.addEventListener("click", () => setTool(button.dataset.tool as ToolMode));
   }
   $("#brush-size").addEventListener("input", () => brushSize());
-  $("#grow-tolerance").addEventListener("input", () => tolerance());
-  $("#undo").addEventListener("click", () => {
-    History.undo();
-    refreshDirty();
-  });
-  $("#redo").addEventListener("click", () => {
-    History.redo();
-    refreshDirty();
-  });
+  $("#grow-tolerance").addEventListener("input", tolerance);
+  $("#grow-radius").addEventListener("input", growRadius);
+  $("#undo").addEventListener("click", undo);
+  $("#redo").addEventListener("click", redo);
   $("#labels-visible").addEventListener("change", (evt) =>
     scene.setLabelmapVisible((evt.target as HTMLInputElement).checked),
   );
-  $("#labels-opacity").addEventListener("input", (evt) => {
-    const value = Number((evt.target as HTMLInputElement).value);
-    $("#labels-opacity-value").textContent = `${value} %`;
-    scene.setLabelmapOpacity(value / 100);
-  });
+  $("#labels-opacity").addEventListener("input", () =>
+    scene.setLabelmapOpacity(slider("labels-opacity", (v) => `${v} %`) / 100),
+  );
   $("#mpr-toggle").addEventListener(
     "change",
     (evt) => void setMpr((evt.target as HTMLInputElement).checked),
   );
-  const presets = $("#window-presets");
-  presets.replaceChildren(
+  $("#window-presets").replaceChildren(
     ...WINDOW_PRESETS.map((preset, index) => {
       const button = document.createElement("button");
       button.type = "button";
@@ -424,15 +308,34 @@ function wireControls(campaign: Campaign): void {
     leaving = true;
     window.location.reload();
   });
-  help = new HelpOverlay($("#help"));
-  $("#help-button").addEventListener("click", () => help.open());
   classPicker = new ClassPicker($("#class-picker"), campaign.label_schema.classes, (value) =>
     scene.setActiveClass(value),
   );
-  scanLabels = new ScanLabelsPanel($("#scan-labels"), campaign.label_schema.scan_labels ?? [], () =>
-    refreshDirty(),
+  scanLabels = new ScanLabelsPanel(
+    $("#scan-labels"),
+    campaign.label_schema.scan_labels ?? [],
+    refreshDirty,
   );
-  document.addEventListener("keydown", onKeyDown);
+  help = new HelpOverlay($("#help"));
+  $("#help-button").addEventListener("click", () => help.open());
+  const keydown = viewerKeydown(
+    {
+      tool: setTool,
+      classIndex: (i) => classPicker.selectIndex(i),
+      brushSize: (delta) => void brushSize(delta),
+      nextWindowPreset: () => applyPreset((presetIndex + 1) % WINDOW_PRESETS.length),
+      toggleLabels,
+      toggleMpr: () => void setMpr(!$<HTMLInputElement>("#mpr-toggle").checked),
+      scroll: (delta) => scene.viewport("axial").scroll(delta),
+      toEnd: (last) =>
+        scene.viewport("axial").scroll(last ? scene.kToZ.length : -scene.kToZ.length),
+      undo,
+      redo,
+      save: () => void save(),
+    },
+    help,
+  );
+  document.addEventListener("keydown", keydown);
   window.addEventListener("beforeunload", (evt) => {
     if (!leaving && session?.editable && session.isDirty(scanLabels.values)) {
       evt.preventDefault();
@@ -455,13 +358,20 @@ function wireViewport(): void {
   });
   element.addEventListener(CoreEnums.Events.VOLUME_NEW_IMAGE, updateViewerStatus);
   element.addEventListener(CoreEnums.Events.VOI_MODIFIED, updateViewerStatus);
-  element.addEventListener("pointerup", () => setTimeout(refreshDirty, 0));
-  new ResizeObserver(() => scene.resize()).observe($("#viewport-grid"));
-  eventTarget.addEventListener(ToolEnums.Events.SEGMENTATION_DATA_MODIFIED, () => {
-    if (suppressDirty) return;
-    session?.markLabelsDirty();
-    refreshDirty();
+  // Edits are marked where they happen (stroke, grow, undo, redo): Cornerstone's segmentation
+  // events also fire for loading and display changes, so they cannot tell an edit.
+  let stroke = false;
+  element.addEventListener("pointerdown", (evt) => {
+    const brushing = viewerTools.mode === "brush" || viewerTools.mode === "eraser";
+    stroke = evt.button === 0 && !evt.shiftKey && !evt.ctrlKey && session.editable && brushing;
   });
+  window.addEventListener("pointerup", () => {
+    if (stroke) markEdited();
+    stroke = false;
+  });
+  new ResizeObserver(() => scene.resize(ready)).observe($("#viewport-grid"));
+  eventTarget.addEventListener(ToolEnums.Events.SEGMENTATION_DATA_MODIFIED, refreshUndo);
+  attachRegionGrow(element, growOptions());
 }
 
 function growOptions(): GrowOptions {
@@ -472,18 +382,21 @@ function growOptions(): GrowOptions {
     labels,
     isActive: () => viewerTools.mode === "grow" && session.editable,
     tolerance,
+    radiusMm: growRadius,
     classValue: () => classPicker.current,
     onStart: () => setSaveStatus("Growing region…"),
     onDone: (result, painted) => {
       hook.lastGrow = result;
-      const note = result.capped ? " (capped: lower the tolerance or click nearer the centre)" : "";
+      if (painted) markEdited();
+      const capped = result.capped ? " (capped: lower the tolerance or the radius)" : "";
+      const voxels = result.voxels.toLocaleString();
       setSaveStatus(
         painted
-          ? `Region: ${result.voxels.toLocaleString()} voxels from ${Math.round(result.seed_hu)} HU${note}`
+          ? `Grew ${voxels} voxels from ${Math.round(result.seed_hu)} HU${capped} · unsaved`
           : result.message || "No region grew from there",
-        result.capped ? "warn" : "",
+        painted || result.capped ? "warn" : "",
       );
-      refreshDirty();
+      refreshUndo();
     },
     onError: (error) =>
       setSaveStatus(
@@ -499,30 +412,49 @@ function destroy(): void {
   scene?.destroy();
 }
 
+/** The starting point: the head revision (a person's, or the model's pre-segmentation). */
+function showStartingPoint(annotation: Annotation): void {
+  if (session.state === "viewing") {
+    setReadOnly("Read-only: this scan is not in one of your batches.");
+    return;
+  }
+  if (!session.editable) {
+    const state = STATE_WORDS[annotation.state] ?? annotation.state.replace("_", " ");
+    setReadOnly(`This scan is ${state}: read-only.`);
+    return;
+  }
+  if (annotation.head?.source === "model") {
+    $("#preseg-banner").hidden = false;
+    $("#preseg-text").textContent =
+      "Starting point: the pre-segmentation. Edit it, or accept it as it is.";
+  }
+  setTool("brush");
+}
+
 async function main(): Promise<void> {
-  const started = performance.now();
-  // Start every independent request at once.
+  // Every independent request at once; the frames stream in while Cornerstone starts.
   const scanP = api.scan(scanId);
   const campaignP = api.campaign(campaignId);
   const annotationP = api.annotation(campaignId, scanId);
   const labelsP = annotationP.then((a) => (a.head ? api.labels(campaignId, scanId) : null));
-  labelsP.catch(() => undefined);
-  const metadataP = loadSeriesMetadata(ref);
+  labelsP.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
+  const metadataP = fetchSeriesMetadata(ref);
   const scan = await scanP;
-  mark("scan");
+  mark(hook, "scan");
   const imageIds = scan.instances.map((sop) => frameImageId(ref, sop));
+  // ?prefetch=0 (one request per frame), ?chunk=, ?parallel=: for measuring the loader.
   const params = new URLSearchParams(window.location.search);
   if (params.get("prefetch") !== "0") {
-    prefetchSeries(ref, imageIds, {
+    const options = {
       chunk: Number(params.get("chunk") ?? 32),
       parallel: Number(params.get("parallel") ?? 4),
-    }).then(() => (hook.bulkFramesMs = performance.now()));
+    };
+    void prefetchSeries(ref, imageIds, options).then(() => (hook.bulkFramesMs = performance.now()));
   }
 
   await initCornerstone();
-  mark("init");
-  await metadataP;
-  mark("metadata");
+  registerSeriesMetadata(ref, await metadataP);
+  mark(hook, "metadata");
   scene = new Scene(scanId, {
     axial: $("#view-axial"),
     coronal: $("#view-coronal"),
@@ -530,16 +462,13 @@ async function main(): Promise<void> {
   });
   viewerTools = new ViewerTools(scene.toolGroupId);
   await scene.createVolume(imageIds);
-  mark("volume");
   await scene.enableView("axial", false);
-  mark("viewport");
-  viewerTools.addViewport(scene.viewportId("axial"), scene.engine.id);
-  const firstImage = (evt: Event) => {
+  mark(hook, "viewport");
+  $("#view-axial").addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => {
     hook.firstImageMs ??= performance.now();
-    evt.currentTarget?.removeEventListener(CoreEnums.Events.IMAGE_RENDERED, firstImage);
-  };
-  $("#view-axial").addEventListener(CoreEnums.Events.IMAGE_RENDERED, firstImage);
-  // Start in the middle of the scan, where the lungs are (and where the prefetch starts).
+    hook.renders++;
+  });
+  // Open at the middle of the scan, where the lungs are (and where the prefetch starts).
   scene.jumpToZ(Math.floor(scan.slices / 2), "axial", false);
   const bar = $("#loading-bar");
   const loaded = scene.load((done, total) => {
@@ -548,56 +477,53 @@ async function main(): Promise<void> {
   });
 
   const [campaign, annotation] = await Promise.all([campaignP, annotationP]);
-  wireControls(campaign);
   scene.createLabelmap(campaign.label_schema.classes);
-  scene.setActiveClass(classPicker.current);
   labels = new LabelState(scene);
   session = new AnnotationSession(campaignId, scanId, annotation, labels);
+  wireControls(campaign);
+  scene.setActiveClass(classPicker.current);
   wireViewport();
-  attachRegionGrow($("#view-axial"), growOptions());
   brushSize();
   tolerance();
-  void loadBatch();
+  growRadius();
+  const placeP = batchNav();
+  void placeP.then(({ next }) => {
+    // Once this scan is on screen, get the next one's metadata ready.
+    if (next !== null) void loaded.then(() => warmScanMetadata(next));
+  });
 
   const labelVolume = await labelsP;
-  mark("labelsFetched");
+  mark(hook, "labels");
   if (labelVolume) {
-    suppressDirty = true;
-    try {
-      labels.loadVolume(zstd(labelVolume.compressed), labelVolume.shape);
-    } finally {
-      suppressDirty = false;
-    }
+    labels.loadVolume(zstd(labelVolume.compressed), labelVolume.shape);
     scanLabels.values = annotation.head?.scan_labels ?? {};
   }
-  if (!session.editable) {
-    setReadOnly(`This scan is ${annotation.state.replace("_", " ")}: read-only.`);
-  } else if (annotation.head?.source === "model") {
-    $("#preseg-banner").hidden = false;
-    $("#preseg-text").textContent =
-      "Starting point: the pre-segmentation. Edit it, or accept it as it is.";
-    setTool("brush");
-  } else {
-    setTool("brush");
-  }
+  const { inMyBatch } = await placeP;
+  if (!inMyBatch) session.state = "viewing";
+
   await loaded;
-  mark("volume loaded");
-  // The labelmap joins the view once the CT is in: one render for both (see Scene.load).
+  mark(hook, "frames");
+  // Choosing a tool re-renders the tool group's viewports: chosen before the viewport joins.
+  showStartingPoint(annotation);
+  viewerTools.addViewport(scene.viewportId("axial"), scene.engine.id);
+  // One render for what is left: the CT texture and the labelmap, added only now (earlier,
+  // each change to it re-rendered the loading volume). "Loaded" means that render is done.
+  scene.setLabelmapOpacity(0.5, false);
+  const drawn = scene.labelledRender();
   await scene.showLabelmap();
-  scene.setLabelmapOpacity(0.5);
+  await drawn;
   hook.loadTimeMs = performance.now();
   $("#loading").hidden = true;
   setSaveStatus(annotation.head ? `Revision ${annotation.head.number} loaded` : "No revision yet");
   updateViewerStatus();
+  ready = true;
   refreshDirty();
   hook.ready = true;
-  console.info(
-    `curatect: volume loaded ${Math.round(hook.loadTimeMs)} ms after navigation (${Math.round(hook.loadTimeMs - started)} ms after script start)`,
-  );
+  console.info(`curatect: scan on screen ${Math.round(hook.loadTimeMs)} ms after navigation`);
 }
 
 main().catch((error) => {
-  console.error(error);
+  console.error(error, error instanceof Error ? error.stack : "");
   hook.error = error instanceof Error ? error.message : String(error);
   const message =
     error instanceof ApiError && error.status === 404
@@ -606,30 +532,3 @@ main().catch((error) => {
   $("#loading").textContent = `Could not open the scan: ${message}`;
   $("#loading").classList.add("error");
 });
-
-// TEMP-BENCH
-(window as unknown as Record<string, unknown>).__bench = async (n = 5) => {
-  const vp = scene.viewport("axial");
-  const el = document.querySelector("#view-axial")!;
-  const once = () =>
-    new Promise<number>((resolve) => {
-      const t = performance.now();
-      el.addEventListener(CoreEnums.Events.IMAGE_RENDERED, () => resolve(performance.now() - t), {
-        once: true,
-      });
-      vp.render();
-    });
-  const draws: number[] = [];
-  for (let i = 0; i < n; i++) draws.push(await once());
-  const tex = (
-    scene.volume as unknown as { vtkOpenGLTexture: { setUpdatedFrame(i: number): void } }
-  ).vtkOpenGLTexture;
-  for (let i = 0; i < scene.volume.imageIds.length; i++) tex.setUpdatedFrame(i);
-  const upload = await once();
-  return {
-    draws,
-    upload,
-    dataType: (scene.volume as unknown as { dataType: string }).dataType,
-    canvas: [vp.canvas.width, vp.canvas.height],
-  };
-};

@@ -5,6 +5,7 @@ import "../styles/app.css";
 import { api } from "../api/client";
 import type { ItemState, WorklistBatch } from "../api/types";
 import { nextUnfinished, progressBar, viewerUrl } from "../panels/progress";
+import { warmScanMetadata } from "../api/dicomweb";
 
 const STATE_LABEL: Record<ItemState, string> = {
   not_started: "Not started",
@@ -132,6 +133,8 @@ async function main(): Promise<void> {
     } else {
       root.replaceChildren(...batches.map(renderBatch));
       root.querySelector<HTMLAnchorElement>(".next-unfinished")?.focus();
+      const next = nextUnfinished(batches[0]);
+      if (next !== null) void warmScanMetadata(next);
     }
   } catch (error) {
     root.replaceChildren(

@@ -18,6 +18,7 @@ export interface GrowOptions {
   labels: LabelState;
   isActive: () => boolean;
   tolerance: () => number;
+  radiusMm: () => number;
   classValue: () => number;
   onStart: (seed: [number, number, number]) => void;
   onDone: (result: RegionGrowResult, painted: boolean) => void;
@@ -40,6 +41,7 @@ export async function growAt(
   const result = await api.regionGrow(options.campaignId, options.scanId, {
     seed,
     tolerance: options.tolerance(),
+    radius_mm: options.radiusMm(),
     connectivity: 6,
   });
   let painted = false;

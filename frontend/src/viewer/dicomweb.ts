@@ -8,34 +8,21 @@ import { imageLoader } from "@cornerstonejs/core";
 import type { Types } from "@cornerstonejs/core";
 import { createImage, wadors } from "@cornerstonejs/dicom-image-loader";
 
-export type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
+import { frameImageId, seriesPath, sopOf, type DicomJson, type SeriesRef } from "../api/dicomweb";
 
-export interface SeriesRef {
-  origin: string;
-  study: string;
-  series: string;
-}
+export { fetchSeriesMetadata, frameImageId, warmScanMetadata } from "../api/dicomweb";
+export type { DicomJson, SeriesRef } from "../api/dicomweb";
 
-const seriesPath = ({ origin, study, series }: SeriesRef) =>
-  `${origin}/dicomweb/studies/${study}/series/${series}`;
-
-export const frameImageId = (ref: SeriesRef, sop: string) =>
-  `wadors:${seriesPath(ref)}/instances/${sop}/frames/1`;
-
-const SOP_INSTANCE_UID = "00080018";
-
-export function sopOf(instance: DicomJson): string {
-  return String(instance[SOP_INSTANCE_UID]?.Value?.[0] ?? "");
-}
-
-/** Fetch the series metadata and register it with the wadors loader; returns image ids by SOP. */
-export async function loadSeriesMetadata(ref: SeriesRef): Promise<Map<string, string>> {
-  const response = await fetch(`${seriesPath(ref)}/metadata`, {
-    headers: { Accept: "application/dicom+json" },
-    credentials: "same-origin",
-  });
-  if (!response.ok) throw new Error(`series metadata: HTTP ${response.status}`);
-  const instances = (await response.json()) as DicomJson[];
+/**
+ * Register the metadata with the wadors loader; returns image ids by SOP. Only after
+ * initCornerstone(): the loader files it into @cornerstonejs/metadata's typed store, which
+ * its init sets up — registered earlier, half the loads failed ("pixelRepresentation of
+ * undefined" when the volume was created).
+ */
+export function registerSeriesMetadata(
+  ref: SeriesRef,
+  instances: DicomJson[],
+): Map<string, string> {
   const bySop = new Map<string, string>();
   for (const instance of instances) {
     const sop = sopOf(instance);
@@ -166,14 +153,21 @@ export function prefetchSeries(
   imageIdsInServerOrder: string[],
   { chunk = 32, parallel = 4 } = {},
 ): Promise<void> {
-  const jobs: [number, number][] = [];
   const total = imageIdsInServerOrder.length;
-  for (let offset = 0; offset < total; offset += chunk) {
-    jobs.push([offset, Math.min(chunk, total - offset)]);
-  }
-  // The viewer opens at the middle slice: fetch outward from there.
+  // The viewer opens at the middle slice: a few frames around it first, alone in their
+  // request so that they arrive at once, then the rest outward from the middle.
+  const first = Math.min(total, 4);
+  const firstStart = Math.max(0, Math.floor(total / 2) - first / 2);
+  const jobs: [number, number][] = [[firstStart, first]];
+  const add = (from: number, to: number) => {
+    for (let offset = from; offset < to; offset += chunk)
+      jobs.push([offset, Math.min(chunk, to - offset)]);
+  };
+  add(firstStart + first, total);
+  add(0, firstStart);
   const middle = total / 2;
-  jobs.sort((a, b) => Math.abs(a[0] + a[1] / 2 - middle) - Math.abs(b[0] + b[1] / 2 - middle));
+  const distance = ([offset, count]: [number, number]) => Math.abs(offset + count / 2 - middle);
+  jobs.splice(1, jobs.length, ...jobs.slice(1).sort((a, b) => distance(a) - distance(b)));
   imageIdsInServerOrder.forEach((id) => waiter(id));
   const next = async (): Promise<void> => {
     const job = jobs.shift();

@@ -108,7 +108,8 @@ export class Scene {
    * viewport costs 0.2–0.8 s, and Cornerstone re-renders at every 2 % of frames; that alone
    * made a 300-slice scan take 10–20 s. So: one render as soon as the slice on screen has
    * arrived (the first image), then none until the volume is complete (texture uploads
-   * happen at render time, all in one go), unless the user scrolls meanwhile.
+   * happen at render time, all in one go), unless the user scrolls meanwhile. The caller
+   * renders when the promise resolves.
    */
   load(onProgress?: (done: number, total: number) => void): Promise<void> {
     const streaming = this.volume as unknown as {
@@ -129,9 +130,9 @@ export class Scene {
         }
       };
       eventTarget.addEventListener(CoreEnums.Events.IMAGE_VOLUME_MODIFIED, handler);
+      // Complete: the caller renders (with whatever else it sets up, in the same render).
       streaming.load(() => {
         eventTarget.removeEventListener(CoreEnums.Events.IMAGE_VOLUME_MODIFIED, handler);
-        this.renderAll();
         resolve();
       });
     });
@@ -176,8 +177,9 @@ export class Scene {
     this.elements[view].hidden = true;
   }
 
-  resize(): void {
-    this.engine.resize(true, false);
+  /** Fit the viewports to their elements; `render: false` while loading (see load()). */
+  resize(render = true): void {
+    this.engine.resize(render, true);
   }
 
   setWindow(preset: WindowPreset): void {
@@ -275,16 +277,36 @@ export class Scene {
     }
   }
 
-  setLabelmapOpacity(alpha: number): void {
+  setLabelmapOpacity(alpha: number, render = true): void {
     segmentation.config.style.setStyle(
       { type: ToolEnums.SegmentationRepresentations.Labelmap },
       { fillAlpha: alpha, fillAlphaInactive: alpha, outlineOpacity: Math.min(1, alpha + 0.3) },
     );
-    this.renderAll();
+    if (render) this.renderAll();
   }
 
   renderAll(): void {
     this.engine.render();
+  }
+
+  /**
+   * Resolve once the axial view has drawn with its labelmap (or after `timeoutMs`). Call it
+   * before showLabelmap(), whose render is the one awaited.
+   */
+  labelledRender(timeoutMs = 15000): Promise<void> {
+    const viewportId = this.viewportId("axial");
+    return new Promise((resolve) => {
+      const done = (evt?: Event) => {
+        const detail = (evt as CustomEvent | undefined)?.detail as
+          { viewportId?: string } | undefined;
+        if (evt && detail?.viewportId !== viewportId) return;
+        eventTarget.removeEventListener(ToolEnums.Events.SEGMENTATION_RENDERED, done);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      eventTarget.addEventListener(ToolEnums.Events.SEGMENTATION_RENDERED, done);
+    });
   }
 
   // --- Geometry -------------------------------------------------------------------------
@@ -306,12 +328,31 @@ export class Scene {
   jumpToZ(z: number, view: ViewName = "axial", render = true): void {
     const k = this.zToK[z];
     const viewport = this.viewport(view);
+    if (!render) {
+      // setViewReference renders; while loading, move the camera along the normal instead.
+      const camera = viewport.getCamera();
+      const normal = camera.viewPlaneNormal!;
+      const focal = camera.focalPoint!;
+      const position = camera.position!;
+      const target = csUtils.transformIndexToWorld(this.volume.imageData!, [0, 0, k]);
+      const d =
+        (target[0] - focal[0]) * normal[0] +
+        (target[1] - focal[1]) * normal[1] +
+        (target[2] - focal[2]) * normal[2];
+      const shift = (p: Types.Point3): Types.Point3 => [
+        p[0] + d * normal[0],
+        p[1] + d * normal[1],
+        p[2] + d * normal[2],
+      ];
+      viewport.setCamera({ focalPoint: shift(focal), position: shift(position) });
+      return;
+    }
     viewport.setViewReference({
       FrameOfReferenceUID: viewport.getFrameOfReferenceUID(),
       referencedImageId: this.volume.imageIds[k],
       volumeId: this.volumeId,
     } as Types.ViewReference);
-    if (render) viewport.render();
+    viewport.render();
   }
 
   /** The server slice z shown in the axial view. */

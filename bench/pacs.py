@@ -1,0 +1,227 @@
+"""PACS throughput on loopback, end to end.
+
+cstore_per_s: a phantom CT series sent by C-STORE (dcmtk's storescu, else pynetdicom) into our
+  listener, from the first byte sent until the scan exists (receive, spool, quiet period,
+  pseudonymise, check, store).
+wado_pull_per_s: the same kind of series pulled from a real Orthanc by WADO-RS through a pull job,
+  from the job's start until the scan exists (retrieve, spool, ingest); wado_retrieve_per_s is
+  the retrieval alone.
+
+Prints JSON on its last line. Options: --slices N --size PX --quiet-seconds S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import _django
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(condition, timeout: float, what: str):
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
+    from django.conf import settings
+
+    from platform_core.models import Scan
+    from platform_core.pacs.receiver import StorageReceiver
+
+    receiver = StorageReceiver(
+        ae_title="CURATECT",
+        host="127.0.0.1",
+        port=0,
+        quiet_seconds=quiet,
+        spool=Path(tempfile.mkdtemp(prefix="curatect-spool-")),
+        poll_seconds=0.02,
+        workers=settings.INGEST_WORKERS,
+    )
+    receiver.start()  # starts its worker processes too
+    try:
+        t0 = time.perf_counter()
+        if shutil.which("storescu"):
+            sender = "storescu"
+            subprocess.run(
+                [
+                    "storescu",
+                    "-aet",
+                    "BENCH",
+                    "-aec",
+                    "CURATECT",
+                    "+sd",
+                    "127.0.0.1",
+                    str(receiver.port),
+                    str(folder),
+                ],
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        else:
+            sender = "pynetdicom"
+            _send_pynetdicom(folder, receiver.port)
+        sent = time.perf_counter()
+        _wait(
+            lambda: Scan.objects.filter(slices=n, study__institution=inst).exists(), 600, "the received scan"
+        )
+        done = time.perf_counter()
+    finally:
+        receiver.stop()
+    return {
+        "sender": sender,
+        "cstore_send_s": round(sent - t0, 3),
+        "cstore_total_s": round(done - t0, 3),
+        "cstore_per_s": round(n / (done - t0), 1),
+    }
+
+
+def _send_pynetdicom(folder: Path, port: int) -> None:
+    import pydicom
+    from pynetdicom import AE
+    from pynetdicom.sop_class import CTImageStorage
+
+    ae = AE(ae_title="BENCH")
+    ae.add_requested_context(CTImageStorage, pydicom.uid.ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", port, ae_title="CURATECT")
+    for path in sorted(folder.rglob("*.dcm")):
+        assoc.send_c_store(path)
+    assoc.release()
+
+
+def bench_pull(folder: Path, n: int, inst, manager) -> dict:
+    import pydicom
+    import requests
+
+    from platform_core.models import Scan
+    from platform_core.pacs import pulls
+    from platform_core.pacs.models import RemotePacs
+
+    if not shutil.which("Orthanc"):
+        return {
+            "wado_pull_per_s": None,
+            "wado_note": "Orthanc not installed (apt-get install orthanc orthanc-dicomweb)",
+        }
+    root = Path(tempfile.mkdtemp(prefix="curatect-orthanc-"))
+    http, dimse = _free_port(), _free_port()
+    (root / "orthanc.json").write_text(
+        json.dumps(
+            {
+                "StorageDirectory": str(root / "db"),
+                "IndexDirectory": str(root / "db"),
+                "HttpPort": http,
+                "DicomPort": dimse,
+                "RemoteAccessAllowed": False,
+                "AuthenticationEnabled": False,
+                "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
+                "DicomWeb": {"Enable": True},
+            }
+        )
+    )
+    with open(root / "orthanc.log", "wb") as log:
+        orthanc = subprocess.Popen(
+            ["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        url = f"http://127.0.0.1:{http}"
+        _wait(lambda: _up(url), 30, "Orthanc")
+        for path in sorted(folder.rglob("*.dcm")):
+            requests.post(f"{url}/instances", data=path.read_bytes(), timeout=60).raise_for_status()
+        study_uid = pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+        remote = RemotePacs.objects.create(institution=inst, name="bench", dicomweb_url=f"{url}/dicom-web")
+        job = pulls.pull_start(actor=manager, remote=remote, study_uids=[study_uid])
+        marks = {}
+
+        def progress(fraction: float, message: str) -> None:
+            if fraction >= 0.5 and "retrieved" in message:
+                marks.setdefault("retrieved", time.perf_counter())
+
+        t0 = time.perf_counter()
+        job = pulls.pull_run(job, progress)
+        done = time.perf_counter()
+        assert job.status == "done" and job.report["scans_created"], job.report
+        assert Scan.objects.get(pk=job.report["scans_created"][0]).slices == n
+    finally:
+        orthanc.terminate()
+        orthanc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+    retrieved = marks.get("retrieved", done) - t0
+    return {
+        "wado_retrieve_s": round(retrieved, 3),
+        "wado_retrieve_per_s": round(n / retrieved, 1),
+        "wado_total_s": round(done - t0, 3),
+        "wado_pull_per_s": round(n / (done - t0), 1),
+    }
+
+
+def _up(url: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(f"{url}/system", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--slices", type=int, default=300)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--quiet-seconds", type=float, default=0.5)
+    args = parser.parse_args()
+    work = _django.setup()
+    import logging
+
+    logging.disable(logging.WARNING)  # per-instance logs would distort the timing
+    inst, _campaign, people = _django.cast()
+    inst.allowed_ae_titles = ["BENCH"]
+    inst.save()
+    results = {"slices": args.slices, "size": args.size, "quiet_seconds": args.quiet_seconds}
+    try:
+        a, _ = _django.phantom_series(
+            work / "a",
+            slices=args.slices,
+            rows=args.size,
+            cols=args.size,
+            seed=1,
+            patient_id="BENCH-1",
+            patient_name="BENCH^ONE",
+        )
+        results |= bench_cstore(a, args.slices, args.quiet_seconds, inst)
+        b, _ = _django.phantom_series(
+            work / "b",
+            slices=args.slices,
+            rows=args.size,
+            cols=args.size,
+            seed=2,
+            patient_id="BENCH-2",
+            patient_name="BENCH^TWO",
+        )
+        results |= bench_pull(b, args.slices, inst, people["manager"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(results))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+// Data-manager controls of one batch (reassign, close) and its pre-segmentation progress;
+// used by the batch list and by a batch's board.
+import { errorMessage } from "../api/http";
+import { manageApi, PRESEG_FINISHED, type BatchOut, type PresegProgress } from "../api/manage";
+import { busy, el, say } from "./dom";
+import { poll, ProgressView, type Poll } from "./jobProgress";
+
+export interface Person {
+  id: number;
+  username: string;
+}
+
+let counter = 0;
+
+/** Reassign (select + button) and close, reporting into `notice`; `changed` refreshes the view. */
+export function batchControls(
+  batch: Pick<BatchOut, "id" | "name" | "status" | "annotator_id">,
+  annotators: Person[],
+  notice: HTMLElement,
+  changed: () => void,
+): HTMLElement {
+  if (batch.status !== "open") return el("span", { className: "muted" }, "Closed");
+  counter += 1;
+  const selectId = `reassign-${batch.id}-${counter}`;
+  const select = el(
+    "select",
+    { id: selectId, className: "reassign-select" },
+    el("option", { value: "" }, "least-loaded annotator"),
+    ...annotators.map((a) =>
+      el("option", { value: String(a.id), selected: a.id === batch.annotator_id }, a.username),
+    ),
+  );
+  const assign = el(
+    "button",
+    { type: "button", className: "reassign" },
+    batch.annotator_id ? "Reassign" : "Assign",
+  );
+  const close = el("button", { type: "button", className: "close-batch danger" }, "Close");
+  assign.addEventListener("click", () =>
+    busy(assign, async () => {
+      try {
+        const out = await manageApi.assignBatch(
+          batch.id,
+          select.value ? Number(select.value) : null,
+        );
+        say(notice, `Batch ${out.name} is now assigned to ${out.annotator}.`, "ok");
+        changed();
+      } catch (error) {
+        say(notice, `Batch ${batch.name} was not assigned: ${errorMessage(error)}`, "error");
+      }
+    }),
+  );
+  close.addEventListener("click", () => {
+    const ok = window.confirm(
+      `Close batch ${batch.name}? Its scans leave the annotator's worklist and can be batched again.`,
+    );
+    if (!ok) return;
+    void busy(close, async () => {
+      try {
+        await manageApi.closeBatch(batch.id);
+        say(notice, `Batch ${batch.name} is closed.`, "ok");
+        changed();
+      } catch (error) {
+        say(notice, `Batch ${batch.name} was not closed: ${errorMessage(error)}`, "error");
+      }
+    });
+  });
+  return el(
+    "span",
+    { className: "row-actions" },
+    el(
+      "label",
+      { htmlFor: selectId, className: "visually-hidden" },
+      `Annotator for batch ${batch.name}`,
+    ),
+    select,
+    assign,
+    close,
+  );
+}
+
+export function presegText(p: PresegProgress): string {
+  if (p.status === "not_started") return "not started (starts when the batch is assigned)";
+  const c = p.counts;
+  const parts = [`${c.done ?? 0} of ${p.total ?? 0} done`];
+  if (c.running) parts.push(`${c.running} running`);
+  if (c.queued) parts.push(`${c.queued} queued`);
+  if (c.failed) parts.push(`${c.failed} failed`);
+  if (c.lost) parts.push(`${c.lost} lost`);
+  return parts.join(", ");
+}
+
+/** A pre-segmentation bar that polls GET /api/batches/{id}/presegmentation/ until finished. */
+export function presegWatch(
+  batchId: number,
+  onUpdate?: (p: PresegProgress) => void,
+): { view: ProgressView; watch: Poll<PresegProgress> } {
+  const view = new ProgressView("Pre-segmentation");
+  view.set(null, "loading…");
+  const watch = poll(
+    () => manageApi.preseg(batchId),
+    (p) => {
+      const finished = PRESEG_FINISHED.has(p.status);
+      if (finished && p.status !== "not_started") {
+        view.finish(p.status === "done" ? "ok" : "error", presegText(p));
+      } else {
+        view.set(p.status === "not_started" ? 0 : (p.progress ?? 0), presegText(p));
+      }
+      onUpdate?.(p);
+    },
+    (p) => PRESEG_FINISHED.has(p.status),
+    2000,
+  );
+  watch.done.catch((error) =>
+    view.finish("error", `cannot read the progress: ${errorMessage(error)}`),
+  );
+  return { view, watch };
+}

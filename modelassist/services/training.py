@@ -1,0 +1,402 @@
+"""Retraining (DESIGN step 9): train the network on an export's training split (validation
+for early stopping), measure lesion Dice on its test split, register a model version, and
+promote it only if it beats the active version (or the baseline) on the same test cases.
+
+A run is started by hand, by the schedule (Celery beat), or when `retrain_after_approved`
+scans were approved since the last run. Without an export the run makes a new one first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from django.db import transaction
+from django.utils import timezone
+
+from modelassist import network
+from modelassist.baseline import baseline_presegment
+from modelassist.models import (
+    BASELINE_LABEL,
+    DatasetExport,
+    JobStatus,
+    ModelVersion,
+    Split,
+    TrainingRun,
+    TrainingTrigger,
+)
+from modelassist.selectors import active_model_version, media_path, require_manager
+from modelassist.services import export as exports
+from modelassist.services import export_files, model_versions
+from platform_core.api_errors import DomainError
+from platform_core.models import Campaign, User
+from platform_core.services.audit import audit_record
+from qc.models import CuratedRevision
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "epochs": 30,
+    "lr": 1e-3,
+    "batch_size": 8,
+    "slices_per_case": 16,
+    "seed": 0,
+    "max_minutes": 120.0,
+    "patience": 5,
+}
+PARAM_LIMITS: dict[str, tuple[float, float]] = {
+    "epochs": (1, 500),
+    "lr": (1e-6, 1.0),
+    "batch_size": (1, 256),
+    "slices_per_case": (1, 512),
+    "seed": (0, 2**31 - 1),
+    "max_minutes": (0.1, 24 * 60),
+    "patience": (1, 500),
+}
+STALE_RUNNING = dt.timedelta(hours=26)  # longer than any run may take (max_minutes + evaluation)
+
+Progress = Callable[[float, str], None]
+Case = tuple[np.ndarray, np.ndarray]
+
+
+def clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
+    out = dict(DEFAULT_PARAMS)
+    for key, value in (params or {}).items():
+        if key not in PARAM_LIMITS:
+            raise DomainError(
+                f"unknown training parameter {key!r}; known: {sorted(PARAM_LIMITS)}", code="bad_params"
+            )
+        lo, hi = PARAM_LIMITS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+            raise DomainError(f"{key} must be a number from {lo} to {hi}", code="bad_params")
+        out[key] = type(DEFAULT_PARAMS[key])(value)
+    return out
+
+
+def curated_count(campaign: Campaign) -> int:
+    return exports.curated_rows(campaign).count()
+
+
+def training_request(
+    *,
+    actor: User | None,
+    campaign: Campaign,
+    export: DatasetExport | None = None,
+    architecture: str | None = None,
+    params: dict[str, Any] | None = None,
+    trigger: str = TrainingTrigger.MANUAL,
+) -> TrainingRun:
+    """Queue a training run (actor None: the schedule or the approval counter)."""
+    if actor is not None:
+        require_manager(actor, campaign, "start training runs")
+    architecture = architecture or network.DEFAULT_ARCHITECTURE
+    if architecture not in network.ARCHITECTURES:
+        raise DomainError(
+            f"unknown architecture {architecture!r}; known: {sorted(network.ARCHITECTURES)}",
+            code="bad_architecture",
+        )
+    if export is not None and (export.campaign_id != campaign.pk or export.status != JobStatus.DONE):
+        raise DomainError("train on a finished export of this campaign", code="bad_export")
+    if export is None and not exports.curated_rows(campaign).exists():
+        raise DomainError(
+            "nothing to train on yet: no approved batch of this campaign has curated labels",
+            code="nothing_to_train",
+        )
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            campaign=campaign,
+            export=export,
+            trigger=trigger,
+            architecture=architecture,
+            params=clean_params(params),
+            curated_scans=curated_count(campaign),
+            requested_by=actor,
+        )
+        audit_record(
+            actor=actor,
+            actor_label="" if actor else f"system ({trigger})",
+            action="training_request",
+            obj=run,
+            campaign=campaign,
+            to_state=JobStatus.QUEUED,
+            trigger=trigger,
+            export=export.version if export else None,
+        )
+        run_id = run.pk
+        transaction.on_commit(lambda: _send(run_id))
+    return run
+
+
+def _send(run_id: int) -> None:
+    from modelassist import tasks  # tasks import services; this side only sends
+
+    tasks.train_run.delay(run_id)
+
+
+def retrain_if_due(
+    campaign_id: int, trigger: str = TrainingTrigger.APPROVED, threshold: int | None = None
+) -> TrainingRun | None:
+    """Start a run when `threshold` (default: the campaign's retrain_after_approved; 0 = never)
+    scans were curated since the last run started. One run at a time per campaign."""
+    campaign = Campaign.objects.get(pk=campaign_id)
+    needed = campaign.retrain_after_approved if threshold is None else threshold
+    if needed <= 0:
+        return None
+    with transaction.atomic():
+        Campaign.objects.select_for_update().get(pk=campaign.pk)  # two approvals at once start one run
+        runs = TrainingRun.objects.filter(campaign=campaign)
+        if runs.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).exists():
+            return None
+        last = runs.order_by("-pk").first()
+        new = curated_count(campaign) - (last.curated_scans if last else 0)
+        if new < needed:
+            return None
+        return training_request(actor=None, campaign=campaign, trigger=trigger)
+
+
+def retrain_scheduled() -> list[int]:
+    """The schedule: every campaign with at least one scan curated since its last run retrains."""
+    started = []
+    with_curated = CuratedRevision.objects.filter(withdrawn_at__isnull=True).values("annotation__campaign_id")
+    for campaign_id in (
+        Campaign.objects.filter(pk__in=with_curated).order_by("pk").values_list("pk", flat=True)
+    ):
+        run = retrain_if_due(campaign_id, trigger=TrainingTrigger.SCHEDULE, threshold=1)
+        if run is not None:
+            started.append(run.pk)
+    return started
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def training_run_execute(run_id: int, progress: Progress | None = None) -> TrainingRun:
+    """Run the job; safe to call twice (a finished run is returned as it is). Failures are
+    recorded on the row (status failed, error)."""
+    now = timezone.now()
+    claimed = TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=now, message="starting", history=[], progress=0.0
+    )
+    run = TrainingRun.objects.select_related("campaign", "export").get(pk=run_id)
+    if not claimed and not (
+        run.status == JobStatus.RUNNING and (run.started_at is None or now - run.started_at > STALE_RUNNING)
+    ):
+        return run
+    report = _reporter(run, progress or (lambda f, m: None))
+    try:
+        _execute(run, report)
+    except Exception as exc:  # recorded on the row; the data manager sees why
+        log.exception("training run %s failed", run.pk)
+        detail = exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=JobStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now(), message="failed"
+        )
+    run.refresh_from_db()
+    return run
+
+
+def _reporter(run: TrainingRun, progress: Progress) -> Progress:
+    def report(fraction: float, message: str) -> None:
+        TrainingRun.objects.filter(pk=run.pk).update(progress=round(fraction, 4), message=message[:300])
+        progress(fraction, message)
+
+    return report
+
+
+def _execute(run: TrainingRun, report: Progress) -> None:
+    export = run.export or _make_export(run, report)
+    manifest = exports.export_manifest(export)
+    cases = _cases_by_split(export, manifest)
+    if not cases[Split.TRAIN]:
+        raise DomainError(f"export v{export.version} has no training cases", code="no_training_cases")
+    report(0.1, f"training on {len(cases[Split.TRAIN])} cases of export v{export.version}")
+    model, history = _train(run, cases, report)
+
+    report(0.9, f"evaluating on {len(cases[Split.TEST])} test cases")
+    test = cases[Split.TEST]
+    candidate = pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+    incumbent_version = active_model_version(run.campaign)
+    incumbent = evaluate_incumbent(incumbent_version, test)
+    metrics = {
+        "test_cases": len(test),
+        "train_cases": len(cases[Split.TRAIN]),
+        "validation_cases": len(cases[Split.VALIDATION]),
+        "candidate": candidate,
+        "incumbent": {
+            "label": incumbent_version.label if incumbent_version else BASELINE_LABEL,
+            "model_version_id": incumbent_version.pk if incumbent_version else None,
+            **incumbent,
+        },
+        "best_val_dice": max((h["val_dice"] for h in history if h["val_dice"] is not None), default=None),
+        "epochs_run": len(history),
+        "dice_definition": "pooled over the test cases; mean = mean of the per-class Dice of the lesion "
+        "classes 1 and 2; a class absent from truth and prediction scores 1",
+    }
+    version = _register(run, export, model, history, metrics)
+    promoted, decision = _decide(run, export, version, metrics, incumbent_version)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=JobStatus.DONE,
+        export=export,
+        metrics=metrics,
+        model_version=version,
+        promoted=promoted,
+        decision=decision,
+        progress=1.0,
+        message="done",
+        finished_at=timezone.now(),
+    )
+    audit_record(
+        actor=None,
+        actor_label="training job",
+        action="training_done",
+        obj=run,
+        campaign=run.campaign,
+        from_state=JobStatus.RUNNING,
+        to_state=JobStatus.DONE,
+        promoted=promoted,
+        decision=decision,
+        model_version=version.pk,
+    )
+
+
+def _make_export(run: TrainingRun, report: Progress) -> DatasetExport:
+    report(0.0, "exporting the curated dataset")
+    export = exports.export_request(actor=None, campaign=run.campaign, enqueue=False)
+    export = exports.export_run(export.pk, lambda f, m: report(0.1 * f, f"export: {m}"))
+    if export.status != JobStatus.DONE:
+        raise DomainError(f"the export for this run failed: {export.error}", code="export_failed")
+    TrainingRun.objects.filter(pk=run.pk).update(export=export)
+    return export
+
+
+def _cases_by_split(
+    export: DatasetExport, manifest: dict
+) -> dict[str, list[tuple[np.ndarray, np.ndarray, tuple]]]:
+    root = media_path(export.path)
+    out: dict[str, list] = {s: [] for s in Split.values}
+    for case in manifest["cases"]:
+        hu, affine = export_files.read_nifti(root / case["image"])
+        labels, _ = export_files.read_nifti(root / case["label"])
+        out[case["split"]].append(
+            (
+                hu.astype(np.int16, copy=False),
+                labels.astype(np.uint8, copy=False),
+                export_files.spacing_of_affine(affine),
+            )
+        )
+    return out
+
+
+def _train(run: TrainingRun, cases: dict, report: Progress) -> tuple[network.SliceSegmenter, list[dict]]:
+    params = run.params
+    history: list[dict] = []
+
+    def on_epoch(record: dict) -> None:
+        record = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in record.items()}
+        history.append(record)
+        TrainingRun.objects.filter(pk=run.pk).update(history=list(history))
+        report(
+            0.1 + 0.8 * record["epoch"] / params["epochs"],
+            f"epoch {record['epoch']} of at most {params['epochs']}: loss {record['loss']:.4f}"
+            + (f", validation Dice {record['val_dice']:.3f}" if record["val_dice"] is not None else ""),
+        )
+
+    model, _ = network.train_model(
+        [(hu, lab) for hu, lab, _ in cases[Split.TRAIN]],
+        [(hu, lab) for hu, lab, _ in cases[Split.VALIDATION]],
+        epochs=params["epochs"],
+        lr=params["lr"],
+        batch_size=params["batch_size"],
+        slices_per_case=params["slices_per_case"],
+        seed=params["seed"],
+        progress=on_epoch,
+        max_minutes=params["max_minutes"],
+        architecture=run.architecture,
+        patience=params["patience"],
+    )
+    return model, history
+
+
+def pooled_dice(
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int] = network.LESION_CLASSES
+) -> dict[str, Any]:
+    """Dice per lesion class over all cases pooled (sums of voxel counts), their mean, and the
+    lesion-vs-background Dice. Without cases there is nothing to measure: None."""
+    if not pairs:
+        return {"mean": None, "foreground": None, "per_class": {}}
+    inter = np.zeros(len(classes) + 1)
+    total = np.zeros(len(classes) + 1)
+    for pred, truth in pairs:
+        for i, (p, t) in enumerate([(pred == c, truth == c) for c in classes] + [(pred > 0, truth > 0)]):
+            inter[i] += np.count_nonzero(p & t)
+            total[i] += np.count_nonzero(p) + np.count_nonzero(t)
+    dice = [1.0 if t == 0 else float(2 * n / t) for n, t in zip(inter, total, strict=True)]
+    return {
+        "mean": float(np.mean(dice[:-1])),
+        "foreground": dice[-1],
+        "per_class": {str(c): d for c, d in zip(classes, dice[:-1], strict=True)},
+    }
+
+
+def evaluate_incumbent(
+    version: ModelVersion | None, test: list[tuple[np.ndarray, np.ndarray, tuple]]
+) -> dict[str, Any]:
+    """Dice of the active version (or the baseline) on the same test cases."""
+    if version is None:
+        return pooled_dice([(baseline_presegment(hu, spacing)[0], labels) for hu, labels, spacing in test])
+    model = model_versions.load_version_model(version)
+    return pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+
+
+def _register(
+    run: TrainingRun, export: DatasetExport, model, history: list[dict], metrics: dict
+) -> ModelVersion:
+    relative = model_versions.new_model_path(run.campaign)
+    network.save_model(
+        model,
+        media_path(relative),
+        {
+            "campaign": run.campaign.slug,
+            "training_run": run.pk,
+            "export_version": export.version,
+            "export_content_sha256": export.content_sha256,
+            "params": run.params,
+            "history": history,
+            "test_metrics": metrics["candidate"],
+        },
+    )
+    return model_versions.model_version_register(
+        campaign=run.campaign,
+        name=f"run-{run.pk}",
+        file_path=relative,
+        trained_on=export,
+        metrics={**metrics, "history": history, "training_run": run.pk},
+    )
+
+
+def _decide(
+    run: TrainingRun,
+    export: DatasetExport,
+    version: ModelVersion,
+    metrics: dict,
+    incumbent: ModelVersion | None,
+) -> tuple[bool, str]:
+    """Promote only a strict improvement of the mean lesion Dice on the same test cases."""
+    name = incumbent.label if incumbent else "the baseline (no model version was active)"
+    cand, inc, n = metrics["candidate"]["mean"], metrics["incumbent"]["mean"], metrics["test_cases"]
+    where = f"on the {n} test case{'s' if n != 1 else ''} of export v{export.version}"
+    if n == 0:
+        return False, (
+            f"not promoted: export v{export.version} has no test cases (the test split needs an "
+            "institution of its own), so the new model cannot be compared with the active one"
+        )
+    if cand <= inc:
+        return False, f"not promoted: mean lesion Dice {cand:.3f} {where} does not beat {name} ({inc:.3f})"
+    current = active_model_version(run.campaign)
+    if (current.pk if current else None) != (incumbent.pk if incumbent else None):
+        return False, "not promoted: the active model changed while this run was evaluated; compare again"
+    model_versions.model_version_activate(actor=None, version=version, reason=f"training run {run.pk}")
+    return True, f"promoted: mean lesion Dice {cand:.3f} {where} beats {name} ({inc:.3f})"
