@@ -6,6 +6,8 @@ cstore_per_s: a phantom CT series sent by C-STORE (dcmtk's storescu, else pynetd
 wado_pull_per_s: the same kind of series pulled from a real Orthanc by WADO-RS through a pull job,
   from the job's start until the scan exists (retrieve, spool, ingest); wado_retrieve_per_s is
   the retrieval alone.
+*_cpu_ms_per_instance: CPU of every process involved (sender or Orthanc, listener, its workers)
+  per instance — what the rate would be limited by on a machine with free cores.
 
 Prints JSON on its last line. Options: --slices N --size PX --quiet-seconds S.
 """
@@ -14,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -41,6 +45,19 @@ def _wait(condition, timeout: float, what: str):
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds of a running process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
     from django.conf import settings
 
@@ -57,7 +74,9 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
         workers=settings.INGEST_WORKERS,
     )
     receiver.start()  # starts its worker processes too
+    workers = list(getattr(receiver._pool, "_processes", {}) or {})  # pids, to count their CPU
     try:
+        cpu0 = _cpu() + sum(_proc_cpu(pid) for pid in workers)
         t0 = time.perf_counter()
         if shutil.which("storescu"):
             sender = "storescu"
@@ -85,6 +104,7 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
             lambda: Scan.objects.filter(slices=n, study__institution=inst).exists(), 600, "the received scan"
         )
         done = time.perf_counter()
+        cpu = _cpu() + sum(_proc_cpu(pid) for pid in workers) - cpu0
     finally:
         receiver.stop()
     return {
@@ -92,6 +112,7 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
         "cstore_send_s": round(sent - t0, 3),
         "cstore_total_s": round(done - t0, 3),
         "cstore_per_s": round(n / (done - t0), 1),
+        "cstore_cpu_ms_per_instance": round(1000 * cpu / n, 1),
     }
 
 
@@ -155,9 +176,11 @@ def bench_pull(folder: Path, n: int, inst, manager) -> dict:
             if fraction >= 0.5 and "retrieved" in message:
                 marks.setdefault("retrieved", time.perf_counter())
 
+        cpu0 = _cpu() + _proc_cpu(orthanc.pid)
         t0 = time.perf_counter()
-        job = pulls.pull_run(job, progress)
+        job = pulls.pull_run(job, progress)  # its worker processes end with it: their CPU counts
         done = time.perf_counter()
+        cpu = _cpu() + _proc_cpu(orthanc.pid) - cpu0
         assert job.status == "done" and job.report["scans_created"], job.report
         assert Scan.objects.get(pk=job.report["scans_created"][0]).slices == n
     finally:
@@ -170,6 +193,7 @@ def bench_pull(folder: Path, n: int, inst, manager) -> dict:
         "wado_retrieve_per_s": round(n / retrieved, 1),
         "wado_total_s": round(done - t0, 3),
         "wado_pull_per_s": round(n / (done - t0), 1),
+        "wado_cpu_ms_per_instance": round(1000 * cpu / n, 1),
     }
 
 

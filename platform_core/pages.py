@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
+from platform_core.manage_pages import workflow_links
 from platform_core.models import BatchItem, CampaignMember, CampaignScan, Role
 from platform_core.selectors import campaigns_visible_to, scans_visible_to
 
@@ -37,10 +38,9 @@ def home(request: HttpRequest) -> HttpResponse:
         links.append(
             {"url": reverse("worklist"), "label": "Worklist", "description": "your batches to annotate"}
         )
-    if roles & {Role.CHECKER, Role.SENIOR, Role.DATA_MANAGER}:
-        links.append(
-            {"url": "/api/docs/", "label": "API", "description": "checking, spot checks and data management"}
-        )
+    # The QC and management pages of the user's roles (platform_core/manage_pages.py).
+    links += workflow_links(request.user)
+    links.append({"url": "/api/docs/", "label": "API", "description": "the HTTP API, for scripts"})
     if request.user.is_staff:
         links.append({"url": reverse("admin:index"), "label": "Admin", "description": "Django admin"})
     return render(request, "platform_core/home.html", {"links": links})

@@ -124,6 +124,16 @@ def export_run(export_id: int, progress: Progress | None = None) -> DatasetExpor
         DatasetExport.objects.filter(pk=export.pk).update(
             status=JobStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now(), message="failed"
         )
+        audit_record(
+            actor=None,
+            actor_label="system",
+            action="export_failed",
+            obj=export,
+            campaign=export.campaign_id,
+            from_state=JobStatus.RUNNING,
+            to_state=JobStatus.FAILED,
+            error=str(detail)[:500],
+        )
     export.refresh_from_db()
     return export
 

@@ -194,6 +194,16 @@ def training_run_execute(run_id: int, progress: Progress | None = None) -> Train
         TrainingRun.objects.filter(pk=run.pk).update(
             status=JobStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now(), message="failed"
         )
+        audit_record(
+            actor=None,
+            actor_label="system",
+            action="training_failed",
+            obj=run,
+            campaign=run.campaign_id,
+            from_state=JobStatus.RUNNING,
+            to_state=JobStatus.FAILED,
+            error=str(detail)[:500],
+        )
     run.refresh_from_db()
     return run
 

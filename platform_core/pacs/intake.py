@@ -194,7 +194,7 @@ def job_run_folder(
         status = ImportJob.Status.FAILED
     finally:
         shutil.rmtree(remove or folder, ignore_errors=True)
-    return job_finish(job, status=status, report=_merge(report, extra))
+    return job_finish(job, status=status, report=merge_report(report, extra))
 
 
 def job_finish(job: ImportJob, *, status: str, report: dict) -> ImportJob:
@@ -236,7 +236,7 @@ def empty_report() -> dict:
     }
 
 
-def _merge(report: dict, extra: dict | None) -> dict:
+def merge_report(report: dict, extra: dict | None) -> dict:
     if not extra:
         return report
     merged = dict(report)
@@ -301,5 +301,5 @@ def job_run_prepared(
             **report.as_dict(),
             "error": f"the import failed unexpectedly ({exc.__class__.__name__}: {exc})",
         }
-        return job_finish(job, status=ImportJob.Status.FAILED, report=_merge(data, extra))
-    return job_finish(job, status=ImportJob.Status.DONE, report=_merge(data, extra))
+        return job_finish(job, status=ImportJob.Status.FAILED, report=merge_report(data, extra))
+    return job_finish(job, status=ImportJob.Status.DONE, report=merge_report(data, extra))

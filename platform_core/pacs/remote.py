@@ -107,6 +107,16 @@ def search_series(remote: RemotePacs, study_uid: str, filters: dict | None = Non
     return _call(remote, client.search_for_series, study_uid, search_filters=filters or None)
 
 
+def search_instances(remote: RemotePacs, study_uid: str, series_uid: str) -> list[dict]:
+    client = client_for(remote)
+    return _call(remote, client.search_for_instances, study_uid, series_uid, get_remaining=True)
+
+
+def instance_metadata(remote: RemotePacs, study_uid: str, series_uid: str, sop_uid: str) -> dict:
+    client = client_for(remote)
+    return _call(remote, client.retrieve_instance_metadata, study_uid, series_uid, sop_uid)
+
+
 def retrieve_series_to(
     remote: RemotePacs,
     study_uid: str,

@@ -220,7 +220,6 @@ def origin_lookup(remote: RemotePacs, scan: Scan):
 
     key = pseudonym_key()
     patient = scan.study.patient
-    client = pacs.client_for(remote)
     studies = pacs.search_studies(remote, {"PatientID": patient.original_patient_id}, limit=200)
     for study in studies:
         study_uid = study.get("0020000D", {}).get("Value", [""])[0]
@@ -230,18 +229,14 @@ def origin_lookup(remote: RemotePacs, scan: Scan):
             series_uid = series.get("0020000E", {}).get("Value", [""])[0]
             if pseudo.remap_uid(series_uid, key) != scan.series_uid:
                 continue
-            instances = pacs._call(
-                remote, client.search_for_instances, study_uid, series_uid, get_remaining=True
-            )
+            instances = pacs.search_instances(remote, study_uid, series_uid)
             sops = {
                 pseudo.remap_uid(i["00080018"]["Value"][0], key): i["00080018"]["Value"][0] for i in instances
             }
             stored = list(scan.instances.order_by("index").values_list("sop_uid", flat=True))
             if not all(s in sops for s in stored):
                 return None
-            meta = pacs._call(
-                remote, client.retrieve_instance_metadata, study_uid, series_uid, sops[stored[0]]
-            )
+            meta = pacs.instance_metadata(remote, study_uid, series_uid, sops[stored[0]])
             header = {
                 keyword: str((study.get(tag, {}).get("Value") or [""])[0] or "")
                 for keyword, tag in (

@@ -111,7 +111,7 @@ def import_series(series: SpooledSeries, *, ingest: str, spool: Path) -> bool:
             future.cancel()
         job = intake.job_create(institution=institution, source=source)
         reason = series.tainted or "no instance of the series was committed"
-        report = intake._merge(intake.empty_report(), extra)
+        report = intake.merge_report(intake.empty_report(), extra)
         report["error"] = reason
         report["rejected_series"] = [
             {
@@ -141,7 +141,7 @@ def import_series(series: SpooledSeries, *, ingest: str, spool: Path) -> bool:
         results = [future.result() for name, future in series.prepared.items() if name in series.committed]
     except Exception as exc:  # a worker process died (out of memory?)
         report = {
-            **intake._merge(intake.empty_report(), extra),
+            **intake.merge_report(intake.empty_report(), extra),
             "error": f"preparing the instances failed: {exc}",
         }
         intake.job_finish(job, status="failed", report=report)
@@ -166,4 +166,4 @@ def report_refused_delivery(
     }
     institution = Institution.objects.get(pk=institution_id)
     job = intake.job_create(institution=institution, source=f"DICOM C-STORE from {sender}")
-    intake.job_finish(job, status="done", report=intake._merge(intake.empty_report(), extra))
+    intake.job_finish(job, status="done", report=intake.merge_report(intake.empty_report(), extra))

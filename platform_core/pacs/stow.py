@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -188,8 +189,6 @@ def store(request: HttpRequest, user: User, study: str | None = None) -> HttpRes
         try:
             parts = split_parts(_body_stream(request), boundary, folder)
         except BaseException:
-            import shutil
-
             shutil.rmtree(folder, ignore_errors=True)
             raise
     except BadRequest as exc:

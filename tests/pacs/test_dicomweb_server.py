@@ -287,3 +287,13 @@ def multipart(datasets) -> tuple[bytes, str]:
         )
     body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
     return body, f'multipart/related; type="application/dicom"; boundary={boundary}'
+
+
+def test_standard_clients_may_send_the_api_token_as_a_bearer_token(live_server, cast, scans):
+    token = Token.objects.create(user=cast.manager).key
+
+    bearer = requests.get(f"{live_server.url}/dicomweb/studies", headers={"Authorization": f"Bearer {token}"})
+    bad = requests.get(f"{live_server.url}/dicomweb/studies", headers={"Authorization": "Bearer nope"})
+
+    assert bearer.status_code == 200 and len(bearer.json()) == 2
+    assert bad.status_code == 401

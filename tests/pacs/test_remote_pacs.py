@@ -381,3 +381,17 @@ def test_a_scan_without_curated_labels_is_not_sent(cast, remote, orthanc, tmp_pa
 
     assert send.status == "failed" and "no curated labels" in send.detail
     assert segs_in_orthanc(orthanc) == []
+
+
+def test_labels_without_any_lesion_are_sent_too(cast, remote, orthanc, tmp_path):
+    """ "No imaging signs of infection" is a finding: the SEG keeps every class, all empty."""
+    scan, folder = pulled_scan(cast, remote, orthanc, tmp_path)
+    labels = np.zeros(scan.shape, dtype=np.uint8)
+    curate(cast, scan, labels, {"diagnosis": "no imaging signs of infection"})
+    from modelassist.pacs_send import send_run
+
+    send = send_run(services.send_request(actor=cast.manager, scan=scan).pk)
+
+    assert send.status == "sent", send.detail
+    (seg,) = segs_in_orthanc(orthanc)
+    assert_seg_matches(seg, folder, labels, tmp_path)

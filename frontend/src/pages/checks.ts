@@ -99,20 +99,25 @@ function renderQueue(root: HTMLElement, checks: CheckQueueItem[]): void {
 }
 
 async function queuePage(root: HTMLElement): Promise<void> {
-  const refresh = async (focus: boolean) => {
+  const refresh = async () => {
+    // Keep the keyboard where it was: the same link (by address) gets the focus back.
+    const focused = root.contains(document.activeElement)
+      ? (document.activeElement as HTMLAnchorElement).getAttribute("href")
+      : null;
     try {
       renderQueue(root, await qcApi.checks());
-      if (focus) root.querySelector<HTMLElement>("#open-next")?.focus();
+      if (focused) root.querySelector<HTMLElement>(`a[href="${CSS.escape(focused)}"]`)?.focus();
     } catch (error) {
       showLoadError(root, "Could not load your checks", error);
     } finally {
       root.setAttribute("aria-busy", "false");
     }
   };
-  await refresh(true);
+  await refresh();
+  root.querySelector<HTMLElement>("#open-next")?.focus();
   // New submissions arrive while the checker works: refresh quietly every half minute.
   window.setInterval(() => {
-    if (!document.hidden && !root.contains(document.activeElement)) void refresh(false);
+    if (!document.hidden) void refresh();
   }, 30_000);
   onKey("n", () => {
     const next = document.querySelector<HTMLAnchorElement>("#open-next");

@@ -30,8 +30,20 @@ async function main(root: HTMLElement): Promise<void> {
       result.source === "spot_check"
         ? "The senior's spot check failed this scan."
         : `Round ${result.round} of the back-to-back check did not pass.`;
+    // The API reports the last failed review even after later rounds passed.
+    const addressed =
+      result.state === "needs_revision"
+        ? []
+        : [
+            el(
+              "p",
+              { className: "notice notice-info" },
+              "A later revision has been submitted since; these findings are shown for reference.",
+            ),
+          ];
     root.replaceChildren(
       state,
+      ...addressed,
       el(
         "p",
         {},

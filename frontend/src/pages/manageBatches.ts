@@ -7,7 +7,7 @@ import "../styles/pages.css";
 import { errorMessage } from "../api/http";
 import { manageApi, type BatchBuildIn, type BatchOut, type PresegProgress } from "../api/manage";
 import { qcApi, type BatchBoard, type BoardItem } from "../api/qc";
-import { batchControls, presegWatch, type Person } from "../panels/batchActions";
+import { batchControls, presegScanCell, presegWatch, type Person } from "../panels/batchActions";
 import {
   badge,
   busy,
@@ -48,7 +48,7 @@ function listPage(): void {
   const showClosed = byId<HTMLInputElement>("show-closed");
   const form = byId<HTMLFormElement>("build-batch");
   const buildNotice = byId("build-notice");
-  byId("batch-campaign-field").hidden = campaigns.length < 2;
+  byId("batch-campaign-field").closest<HTMLElement>(".card")!.hidden = campaigns.length < 2;
 
   const campaign = () => campaigns.find((c) => c.id === Number(select.value)) ?? campaigns[0];
 
@@ -280,7 +280,7 @@ function boardPage(root: HTMLElement): void {
   const campaignId = Number(root.dataset.campaignId);
   const campaign = pageData<CampaignChoice | null>("board-campaign", null);
   const notice = byId("board-notice");
-  const presegByScan = new Map<number, string>();
+  const presegByScan = new Map<number, PresegProgress["scans"][number]>();
 
   const render = (board: BatchBoard) => {
     stopWatches();
@@ -295,14 +295,9 @@ function boardPage(root: HTMLElement): void {
       "Retry failed pre-segmentation",
     );
     const { view, watch } = presegWatch(batchId, (p) => {
-      p.scans.forEach((s) =>
-        presegByScan.set(
-          s.scan_id,
-          `${STATE_LABELS[s.status] ?? s.status}${s.model_label ? ` (${s.model_label})` : ""}${s.error ? `: ${s.error}` : ""}`,
-        ),
-      );
+      p.scans.forEach((s) => presegByScan.set(s.scan_id, s));
       root.querySelectorAll<HTMLElement>("[data-preseg-scan]").forEach((cell) => {
-        cell.textContent = presegByScan.get(Number(cell.dataset.presegScan)) ?? "—";
+        cell.replaceChildren(presegScanCell(presegByScan.get(Number(cell.dataset.presegScan))));
       });
       rerun.hidden = !(p.status === "done_with_failures");
     });
@@ -334,7 +329,9 @@ function boardPage(root: HTMLElement): void {
           "dd",
           {},
           badge(board.review.state),
-          board.review.approved_at ? el("span", {}, " on ", when(board.review.approved_at)) : "",
+          board.review.state === "approved" && board.review.approved_at
+            ? el("span", {}, " on ", when(board.review.approved_at))
+            : "",
         ),
         el("dt", {}, "Spot check"),
         el("dd", {}, drawText(board)),
@@ -382,7 +379,11 @@ function boardPage(root: HTMLElement): void {
       item.spot_check
         ? el("span", {}, `${item.spot_check.senior ?? "—"}: `, badge(item.spot_check.verdict))
         : "—",
-      el("span", { dataset: { presegScan: item.scan_id } }, presegByScan.get(item.scan_id) ?? "…"),
+      el(
+        "span",
+        { dataset: { presegScan: item.scan_id } },
+        presegScanCell(presegByScan.get(item.scan_id)),
+      ),
       el(
         "span",
         { className: "row-actions" },

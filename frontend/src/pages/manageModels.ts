@@ -184,7 +184,9 @@ async function loadModels(): Promise<void> {
           "span",
           {},
           el("strong", {}, v.label),
-          v.name && v.name !== v.label ? el("span", { className: "muted" }, ` ${v.name}`) : null,
+          v.name && !v.label.includes(v.name)
+            ? el("span", { className: "muted" }, ` ${v.name}`)
+            : null,
         ),
         v.architecture,
         v.trained_on ? `export v${v.trained_on.version}` : "uploaded",
@@ -260,20 +262,18 @@ function runOutcome(run: TrainingRun): HTMLElement | null {
     );
   if (run.status !== "done") return null;
   const m = run.metrics ?? {};
+  const headline = run.promoted ? "Promoted: the new version is now active." : "Not promoted.";
   return el(
     "div",
     { className: "notice notice-ok", attrs: { role: "status" }, id: "run-outcome" },
-    el(
-      "p",
-      {},
-      run.promoted ? "Promoted: the new version is now active. " : "Not promoted. ",
-      run.decision,
-    ),
-    el(
-      "p",
-      {},
-      `Test Dice of the new version ${num(m.candidate?.mean ?? null, 3)} vs ${m.incumbent?.label ?? "the active one"} ${num(m.incumbent?.mean ?? null, 3)} on ${m.test_cases ?? "?"} test cases.`,
-    ),
+    el("p", {}, el("strong", {}, headline), " ", run.decision),
+    m.test_cases
+      ? el(
+          "p",
+          {},
+          `Test Dice of the new version ${num(m.candidate?.mean ?? null, 3)} vs ${m.incumbent?.label ?? "the active one"} ${num(m.incumbent?.mean ?? null, 3)} on ${m.test_cases} test cases.`,
+        )
+      : null,
   );
 }
 
@@ -338,6 +338,7 @@ function watchRun(runId: number): void {
     () => {
       void loadModels();
       void loadRuns(false);
+      void loadExports(); // a run without an export made one
     },
     (error) => view.finish("error", `cannot follow the run: ${errorMessage(error)}`),
   );

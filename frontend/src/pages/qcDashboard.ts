@@ -79,9 +79,9 @@ function overview(f: Figures): HTMLElement {
       "tile-dice",
     ),
     tile(
-      "Time per scan",
+      "Annotator time per scan",
       duration(t.annotator.mean_s_per_scan),
-      `annotator · checkers ${duration(t.checker.mean_s_per_scan)} · senior ${duration(t.senior.mean_s_per_scan)}`,
+      `checkers ${duration(t.checker.mean_s_per_scan)} · senior ${duration(t.senior.mean_s_per_scan)} per scan`,
       "tile-time",
     ),
   );
@@ -162,7 +162,7 @@ function batchSection(m: QcMetrics): HTMLElement {
     format: (v) => num(v, 2),
     datasetExtras: [
       { type: "bar", yAxisID: "y" },
-      { type: "line", yAxisID: "y1" },
+      { type: "line", yAxisID: "y1", pointRadius: 5 },
     ],
     options: {
       scales: {

@@ -219,8 +219,11 @@ async function load(): Promise<void> {
 
 revisionSelect.addEventListener("change", () => void load());
 byId("print-report").addEventListener("click", () => window.print());
-// The numbers behind the charts are in closed <details>; print them open.
-window.addEventListener("beforeprint", () =>
-  document.querySelectorAll("details").forEach((d) => (d.open = true)),
-);
+// The numbers behind the charts are in closed <details>; print them open, and draw the chart
+// at its print size without animation.
+window.addEventListener("beforeprint", () => {
+  document.querySelectorAll("details").forEach((d) => (d.open = true));
+  trend?.chart.resize();
+  trend?.chart.update("none");
+});
 void load();

@@ -2,7 +2,7 @@
 // used by the batch list and by a batch's board.
 import { errorMessage } from "../api/http";
 import { manageApi, PRESEG_FINISHED, type BatchOut, type PresegProgress } from "../api/manage";
-import { busy, el, say } from "./dom";
+import { badge, busy, el, say, STATE_LABELS } from "./dom";
 import { poll, ProgressView, type Poll } from "./jobProgress";
 
 export interface Person {
@@ -81,13 +81,27 @@ export function batchControls(
 
 export function presegText(p: PresegProgress): string {
   if (p.status === "not_started") return "not started (starts when the batch is assigned)";
-  const c = p.counts;
-  const parts = [`${c.done ?? 0} of ${p.total ?? 0} done`];
-  if (c.running) parts.push(`${c.running} running`);
-  if (c.queued) parts.push(`${c.queued} queued`);
-  if (c.failed) parts.push(`${c.failed} failed`);
-  if (c.lost) parts.push(`${c.lost} lost`);
-  return parts.join(", ");
+  const total = p.total ?? 0;
+  const finished = ["done", "skipped", "failed"].reduce((n, s) => n + (p.counts[s] ?? 0), 0);
+  const parts = Object.entries(p.counts)
+    .filter(([, n]) => n > 0)
+    .map(([status, n]) => `${n} ${(STATE_LABELS[status] ?? status).toLowerCase()}`);
+  return `${finished} of ${total} finished${parts.length ? ` (${parts.join(", ")})` : ""}`;
+}
+
+/** One scan's pre-segmentation in a few words; the full error goes into a tooltip. */
+export function presegScanCell(scan: PresegProgress["scans"][number] | undefined): HTMLElement {
+  if (!scan) return el("span", { className: "muted" }, "—");
+  const label = `${STATE_LABELS[scan.status] ?? scan.status}${scan.model_label ? ` · ${scan.model_label}` : ""}`;
+  const short = scan.error.length > 60 ? `${scan.error.slice(0, 57)}…` : scan.error;
+  return el(
+    "span",
+    { className: "stack", title: scan.error },
+    badge(scan.status === "done" ? "done" : scan.status),
+    scan.model_label ? el("span", { className: "muted" }, scan.model_label) : null,
+    short ? el("span", { className: "muted small-text" }, short) : null,
+    el("span", { className: "visually-hidden" }, label),
+  );
 }
 
 /** A pre-segmentation bar that polls GET /api/batches/{id}/presegmentation/ until finished. */

@@ -154,6 +154,7 @@ export const STATE_LABELS: Record<string, string> = {
   done: "Done",
   failed: "Failed",
   lost: "Lost",
+  skipped: "Skipped",
   done_with_failures: "Done, some failed",
   pending: "Pending",
   pass: "Pass",

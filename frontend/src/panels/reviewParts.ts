@@ -20,6 +20,7 @@ export function scanLabelsTable(labels: Record<string, string>): HTMLElement {
     "Scan-level labels",
     ["Label", "Value"],
     entries.map(([k, v]) => [k, String(v)]),
+    { captionHidden: true },
   );
 }
 
@@ -36,6 +37,7 @@ export function voxelCountsTable(
     "Labelled voxels by class",
     ["Class", "Voxels"],
     entries.map(([value, n]) => [names.get(value) ?? `class ${value}`, n.toLocaleString()]),
+    { captionHidden: true },
   );
 }
 
