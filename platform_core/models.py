@@ -258,3 +258,8 @@ class ImportJob(models.Model):
     report = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+
+
+# PACS integration models live in their own module; importing them here registers them with
+# the platform_core app (one app, one migration history).
+from platform_core.pacs.models import *  # noqa: E402, F403

@@ -196,6 +196,14 @@ CELERY_TASK_ROUTES = {
     "modelassist.tasks.export*": {"queue": "train"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BEAT_SCHEDULE = {
+    # Query each institution's PACS for new CT studies matching its filter.
+    "pacs-pull": {"task": "platform_core.pacs.tasks.pull_periodic", "schedule": 300.0},
+    # Send curated labels of newly approved batches back where the institution asked for it.
+    "pacs-send-approved": {"task": "modelassist.pacs_send.send_approved_sweep", "schedule": 120.0},
+}
+# The AE title CurateCT sends from (C-STORE of SEGs back to a PACS).
+CURATECT_AE_TITLE = os.environ.get("CURATECT_AE_TITLE", "CURATECT")
 
 # Ingest limits: archives larger than this are refused before unpacking.
 INGEST_MAX_ARCHIVE_BYTES = env_int("CURATECT_INGEST_MAX_ARCHIVE_BYTES", 4 * 1024**3)

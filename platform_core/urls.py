@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/", include("qc.urls")),
     path("api/", include("modelassist.urls")),
     path("dicomweb/", include("platform_core.dicomweb_urls")),
+    path("dicomweb/", include("platform_core.pacs.urls")),
+    path("api/pacs/", include("platform_core.pacs.api_urls")),
     path("", include("platform_core.page_urls")),
     path("", include("platform_core.manage_page_urls")),
     path("", include("qc.page_urls")),

@@ -91,9 +91,13 @@ function updateViewerStatus(): void {
   if (!scene) return;
   // Slices count like the API's z, from 1: slice 1 is the lowest (feet side).
   const { center, width } = scene.currentWindow();
-  $("#viewer-status").textContent =
-    `Slice ${scene.currentZ() + 1} / ${scene.kToZ.length} · ${lastHu} · ` +
-    `W ${Math.round(width)} L ${Math.round(center)}`;
+  $("#viewer-status").textContent = [
+    `Slice ${scene.currentZ() + 1} / ${scene.kToZ.length}`,
+    lastHu,
+    `W ${Math.round(width)} L ${Math.round(center)}`,
+  ]
+    .filter(Boolean)
+    .join(" · ");
 }
 
 /** An edit happened: a brush or eraser stroke, a grow, an undo or a redo. */
@@ -425,8 +429,7 @@ function showStartingPoint(annotation: Annotation): void {
   }
   if (annotation.head?.source === "model") {
     $("#preseg-banner").hidden = false;
-    $("#preseg-text").textContent =
-      "Starting point: the pre-segmentation. Edit it, or accept it as it is.";
+    $("#preseg-text").textContent = "Starting point: the pre-segmentation. Edit it, or:";
   }
   setTool("brush");
 }
@@ -471,10 +474,22 @@ async function main(): Promise<void> {
   // Open at the middle of the scan, where the lungs are (and where the prefetch starts).
   scene.jumpToZ(Math.floor(scan.slices / 2), "axial", false);
   const bar = $("#loading-bar");
-  const loaded = scene.load((done, total) => {
+  // A load that stops making progress says so, instead of spinning for ever.
+  let stallTimer: number | undefined;
+  let failStalled: (error: Error) => void = () => undefined;
+  const stalled = new Promise<never>((_, reject) => (failStalled = reject));
+  const armStallTimer = () => {
+    clearTimeout(stallTimer);
+    const error = new Error("the images stopped loading; reload the page");
+    stallTimer = window.setTimeout(() => failStalled(error), 60000);
+  };
+  armStallTimer();
+  const loading = scene.load((done, total) => {
     bar.style.width = `${(100 * done) / total}%`;
     hook.progress.push([Math.round(performance.now()), done]);
+    armStallTimer();
   });
+  const loaded = Promise.race([loading, stalled]).finally(() => clearTimeout(stallTimer));
 
   const [campaign, annotation] = await Promise.all([campaignP, annotationP]);
   scene.createLabelmap(campaign.label_schema.classes);
@@ -489,7 +504,7 @@ async function main(): Promise<void> {
   const placeP = batchNav();
   void placeP.then(({ next }) => {
     // Once this scan is on screen, get the next one's metadata ready.
-    if (next !== null) void loaded.then(() => warmScanMetadata(next));
+    if (next !== null) loaded.then(() => warmScanMetadata(next)).catch(() => undefined);
   });
 
   const labelVolume = await labelsP;
