@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 from django.conf import settings
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from rest_framework import serializers, status
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -20,7 +22,7 @@ from annotation.models import Annotation, Revision
 from annotation.selectors import worklist_for
 from annotation.services import Box, revision_save
 from platform_core import volume_cache
-from platform_core.api_errors import DomainError, PreconditionRequired
+from platform_core.api_errors import DomainError, NotFound, PreconditionRequired
 from platform_core.ingest.store import VOLUME_FILE
 from platform_core.models import Campaign, Scan
 from platform_core.selectors import campaigns_visible_to, scans_visible_to
@@ -71,8 +73,21 @@ class AnnotationApi(APIView):
         return response
 
 
+class OctetStreamRenderer(BaseRenderer):
+    """Lets clients ask for application/octet-stream; errors still go out as JSON text."""
+
+    media_type = "application/octet-stream"
+    format = "bin"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None) -> bytes:
+        return data if isinstance(data, bytes) else json.dumps(data, default=str).encode()
+
+
 class LabelsApi(APIView):
     """The label volume of a revision (default: the head), as stored: one zstd frame."""
+
+    renderer_classes = [JSONRenderer, OctetStreamRenderer]
 
     def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
@@ -83,7 +98,7 @@ class LabelsApi(APIView):
             annotation = Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head").first()
             rev = annotation.head if annotation else None
             if rev is None:
-                raise Http404("this scan has no revision yet")
+                raise NotFound("this scan has no revision yet", code="no_revision")
         response = HttpResponse(storage.load_blob(rev.label_sha256), content_type="application/octet-stream")
         response["X-Label-Shape"] = ",".join(str(n) for n in scan.shape)
         response["X-Label-Encoding"] = "zstd"
@@ -183,7 +198,7 @@ def scan_volume(scan: Scan) -> np.ndarray:
 class RegionGrowApi(APIView):
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         started = time.perf_counter()
-        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        _campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         body = RegionGrowIn(data=request.data)
         body.is_valid(raise_exception=True)
         v = body.validated_data

@@ -146,3 +146,13 @@ def test_region_grow_seed_outside_the_scan_is_a_400(cast, api, assigned):
     response = api.post(url(cast, assigned, "region-grow/"), {"seed": [99, 0, 0], "tolerance": 10}, format="json")
     assert response.status_code == 400
     assert response.json()["code"] == "bad_seed"
+
+
+def test_labels_answer_octet_stream_clients_and_say_when_there_is_no_revision(cast, api, assigned):
+    api.force_authenticate(cast.annotator)
+    missing = api.get(url(cast, assigned, "annotation/labels/"), HTTP_ACCEPT="application/octet-stream")
+    assert missing.status_code == 404
+    assert b"no_revision" in missing.content
+    save(api, cast, assigned, {"parent_id": None, "boxes": []})
+    found = api.get(url(cast, assigned, "annotation/labels/"), HTTP_ACCEPT="application/octet-stream")
+    assert found.status_code == 200 and found["X-Label-Encoding"] == "zstd"
