@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from django.conf import settings as django_settings
 
 from platform_core import volume_cache
 from platform_core.volume_cache import cache_clear, cache_info, load_volume
@@ -167,13 +166,12 @@ def test_threads_under_a_small_cap_keep_the_byte_count_right(tmp_path: Path, mon
     assert info["entries"] <= 2 and info["bytes"] == 800 * info["entries"]
 
 
-@pytest.mark.skipif(not django_settings.configured, reason="needs Django settings to override")
 def test_the_cap_comes_from_settings(settings) -> None:
     settings.VOLUME_CACHE_BYTES = 12345
 
     assert volume_cache.max_bytes() == 12345
 
 
-@pytest.mark.skipif(django_settings.configured, reason="only without Django settings")
-def test_the_cap_defaults_to_one_gib_without_settings() -> None:
+def test_the_cap_defaults_to_one_gib(settings) -> None:
+    del settings.VOLUME_CACHE_BYTES
     assert volume_cache.max_bytes() == 1024**3
