@@ -64,7 +64,8 @@ def main() -> None:
     lesion_ms = []
     for idx in rng.choice(len(lesion_voxels), 50, replace=False):
         seed = [int(v) for v in lesion_voxels[idx]]
-        ms, _ = timed_grow(client, url, {"seed": seed, "tolerance": 120, "connectivity": 6})
+        ms, _ = timed_grow(client, url, {"seed": seed, "tolerance": 120, "connectivity": 6,
+                                                 "radius_mm": 40})
         lesion_ms.append(ms)
     lung_voxels = np.argwhere((truth.lungs > 0) & (truth.lesions == 0) & (volume < -700))
     lung_ms = []

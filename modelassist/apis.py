@@ -17,7 +17,7 @@ from annotation.apis import campaign_and_scan
 from modelassist import selectors
 from modelassist.models import DatasetExport, JobStatus, ModelVersion, TrainingRun
 from modelassist.services import export as exports
-from modelassist.services import model_versions, preseg, quantification, training
+from modelassist.services import export_archive, model_versions, preseg, quantification, training
 from platform_core.api_errors import Conflict, DomainError, NotFound
 from platform_core.selectors import campaigns_visible_to, scans_visible_to
 
@@ -207,8 +207,12 @@ class ExportDownloadApi(APIView):
             raise Conflict(
                 f"this export is {export.status}; download it once it is done", code="export_not_ready"
             )
-        response = StreamingHttpResponse(exports.export_zip_stream(export), content_type="application/zip")
-        response["Content-Disposition"] = f'attachment; filename="{exports.export_archive_name(export)}.zip"'
+        response = StreamingHttpResponse(
+            export_archive.export_zip_stream(export), content_type="application/zip"
+        )
+        response["Content-Disposition"] = (
+            f'attachment; filename="{export_archive.export_archive_name(export)}.zip"'
+        )
         response["X-Content-SHA256"] = export.content_sha256
         return response
 

@@ -49,6 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--no-worker", action="store_true", help="start only the web server")
     parser.add_argument(
+        "--dicom-port",
+        type=int,
+        default=int(os.environ.get("DICOM_PORT", "11112")),
+        help="port of the DICOM C-STORE listener (AE title CURATECT); 0 turns it off",
+    )
+    parser.add_argument(
         "--notice", type=Path, help="a text file (e.g. the demo logins) to print once the web server answers"
     )
     return parser.parse_args(argv)
@@ -105,6 +111,13 @@ def worker_command() -> list[str]:
         "-c", "2",
         "-B", "--scheduler", "django_celery_beat.schedulers:DatabaseScheduler",
         "--loglevel", "INFO",
+    ]  # fmt: skip
+
+
+def listener_command(host: str, port: int) -> list[str]:
+    return [
+        sys.executable, "manage.py", "dicom_listener",
+        f"--host={host}", f"--port={port}", "--ae-title=CURATECT", "--quiet-seconds=5",
     ]  # fmt: skip
 
 
@@ -206,6 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     sup.start("web", web_command(args.host, args.port))
     if not args.no_worker:
         sup.start("worker", worker_command(), env=worker_env())
+    if args.dicom_port:
+        if port_is_free(args.host, args.dicom_port):
+            sup.start("dicom-listener", listener_command(args.host, args.dicom_port))
+            print(f"runner: DICOM C-STORE listener on {args.host}:{args.dicom_port}, AE title CURATECT")
+        else:
+            print(f"runner: port {args.dicom_port} is in use; no DICOM listener (set DICOM_PORT)", file=sys.stderr)
 
     ready = False
     started = time.monotonic()

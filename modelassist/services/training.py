@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,6 @@ from django.db import transaction
 from django.utils import timezone
 
 from modelassist import network
-from modelassist.baseline import baseline_presegment
 from modelassist.models import (
     BASELINE_LABEL,
     DatasetExport,
@@ -29,8 +28,8 @@ from modelassist.models import (
     TrainingTrigger,
 )
 from modelassist.selectors import active_model_version, media_path, require_manager
+from modelassist.services import evaluation, export_files, model_versions
 from modelassist.services import export as exports
-from modelassist.services import export_files, model_versions
 from platform_core.api_errors import DomainError
 from platform_core.models import Campaign, User
 from platform_core.services.audit import audit_record
@@ -227,9 +226,11 @@ def _execute(run: TrainingRun, report: Progress) -> None:
 
     report(0.9, f"evaluating on {len(cases[Split.TEST])} test cases")
     test = cases[Split.TEST]
-    candidate = pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+    candidate = evaluation.pooled_dice(
+        [(network.predict_volume(model, hu), labels) for hu, labels, _ in test]
+    )
     incumbent_version = active_model_version(run.campaign)
-    incumbent = evaluate_incumbent(incumbent_version, test)
+    incumbent = evaluation.evaluate_incumbent(incumbent_version, test)
     metrics = {
         "test_cases": len(test),
         "train_cases": len(cases[Split.TRAIN]),
@@ -328,37 +329,6 @@ def _train(run: TrainingRun, cases: dict, report: Progress) -> tuple[network.Sli
         patience=params["patience"],
     )
     return model, history
-
-
-def pooled_dice(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int] = network.LESION_CLASSES
-) -> dict[str, Any]:
-    """Dice per lesion class over all cases pooled (sums of voxel counts), their mean, and the
-    lesion-vs-background Dice. Without cases there is nothing to measure: None."""
-    if not pairs:
-        return {"mean": None, "foreground": None, "per_class": {}}
-    inter = np.zeros(len(classes) + 1)
-    total = np.zeros(len(classes) + 1)
-    for pred, truth in pairs:
-        for i, (p, t) in enumerate([(pred == c, truth == c) for c in classes] + [(pred > 0, truth > 0)]):
-            inter[i] += np.count_nonzero(p & t)
-            total[i] += np.count_nonzero(p) + np.count_nonzero(t)
-    dice = [1.0 if t == 0 else float(2 * n / t) for n, t in zip(inter, total, strict=True)]
-    return {
-        "mean": float(np.mean(dice[:-1])),
-        "foreground": dice[-1],
-        "per_class": {str(c): d for c, d in zip(classes, dice[:-1], strict=True)},
-    }
-
-
-def evaluate_incumbent(
-    version: ModelVersion | None, test: list[tuple[np.ndarray, np.ndarray, tuple]]
-) -> dict[str, Any]:
-    """Dice of the active version (or the baseline) on the same test cases."""
-    if version is None:
-        return pooled_dice([(baseline_presegment(hu, spacing)[0], labels) for hu, labels, spacing in test])
-    model = model_versions.load_version_model(version)
-    return pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
 
 
 def _register(

@@ -83,12 +83,12 @@ def test_a_run_trains_tests_registers_and_states_its_promotion(
 
 def test_promotion_needs_a_strict_improvement_on_the_same_test_cases(cast, approved, monkeypatch, sent):
     from modelassist.models import ModelVersion
-    from modelassist.services import training
+    from modelassist.services import evaluation, training
 
     def incumbent_scores(mean):
         return lambda version, test: {"mean": mean, "foreground": mean, "per_class": {}}
 
-    monkeypatch.setattr(training, "evaluate_incumbent", incumbent_scores(1.0))  # unbeatable
+    monkeypatch.setattr(evaluation, "evaluate_incumbent", incumbent_scores(1.0))  # unbeatable
     first = training.training_request(
         actor=cast.manager, campaign=cast.campaign, architecture="unet2d-tiny", params=TINY
     )
@@ -97,7 +97,7 @@ def test_promotion_needs_a_strict_improvement_on_the_same_test_cases(cast, appro
     assert "does not beat the baseline" in first.decision and "(1.000)" in first.decision
     assert not ModelVersion.objects.filter(is_active=True).exists()
 
-    monkeypatch.setattr(training, "evaluate_incumbent", incumbent_scores(-1.0))  # anything beats it
+    monkeypatch.setattr(evaluation, "evaluate_incumbent", incumbent_scores(-1.0))  # anything beats it
     second = training.training_request(
         actor=cast.manager,
         campaign=cast.campaign,

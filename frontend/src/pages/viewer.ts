@@ -9,11 +9,19 @@ import { Enums as ToolEnums } from "@cornerstonejs/tools";
 
 import { api, ApiError } from "../api/client";
 import { zstd } from "../api/encoding";
+import { qcApi } from "../api/qc";
 import type { Annotation, Campaign } from "../api/types";
 import { showBatchNav } from "../panels/batchNav";
 import { ClassPicker } from "../panels/classPicker";
 import { HelpOverlay } from "../panels/help";
 import { viewerKeydown } from "../panels/keyboard";
+import {
+  FindingMarkers,
+  ReviewPanel,
+  showAnnotatorFindings,
+  type MarkedFinding,
+  type ReviewTarget,
+} from "../panels/review";
 import { ScanLabelsPanel } from "../panels/scanLabels";
 import { History } from "../tools/history";
 import { attachRegionGrow, type GrowOptions } from "../tools/regionGrow";
@@ -65,6 +73,15 @@ let presetIndex = 0;
 let leaving = false; // a reload the person asked for: no "unsaved changes" prompt
 let ready = false;
 
+// Check mode: ?check=<id> (a checker) or ?spot_check=<id> (a senior) reviews a revision.
+const params = new URLSearchParams(window.location.search);
+const checkId = Number(params.get("check")) || null;
+const spotCheckId = checkId ? null : Number(params.get("spot_check")) || null;
+const reviewing = checkId !== null || spotCheckId !== null;
+let markers: FindingMarkers | null = null;
+let review: ReviewPanel | null = null;
+let annotatorFindings: MarkedFinding[] = [];
+
 const hook = installDebugHook({
   labelVoxelCount: () => labels?.voxelCount() ?? 0,
   classCounts: () => labels?.classCounts() ?? {},
@@ -75,6 +92,10 @@ const hook = installDebugHook({
   tool: () => viewerTools?.mode ?? "windowLevel",
   canvasPointOf: (z, y, x) => scene.canvasPointOf(z, y, x),
 });
+hook.reviewing = reviewing;
+hook.findings = () =>
+  review ? review.findings.map((f) => ({ ...f })) : annotatorFindings.map((m) => m.finding);
+hook.markers = () => markers?.visible() ?? [];
 
 // --- Status lines ----------------------------------------------------------------------------
 
@@ -123,8 +144,11 @@ function refreshUndo(): void {
 // --- Tools and view --------------------------------------------------------------------------
 
 function setTool(mode: ToolMode): void {
-  if (!session?.editable && mode !== "windowLevel") return;
+  const allowed =
+    mode === "windowLevel" || (mode === "finding" ? reviewOpen() : !!session?.editable);
+  if (!allowed) return;
   viewerTools.setMode(mode);
+  review?.toolChanged(mode === "finding");
   for (const button of document.querySelectorAll<HTMLButtonElement>("[data-tool]")) {
     button.setAttribute("aria-pressed", String(button.dataset.tool === mode));
   }
@@ -248,6 +272,14 @@ async function submit(): Promise<void> {
   }
 }
 
+const reviewOpen = (): boolean => review?.open ?? false;
+
+function jumpTo(z: number): void {
+  if (!scene || z < 0 || z >= scene.kToZ.length) return;
+  scene.jumpToZ(z);
+  updateViewerStatus();
+}
+
 function setReadOnly(reason: string): void {
   viewerTools.setReadOnly();
   setTool("windowLevel");
@@ -341,7 +373,8 @@ function wireControls(campaign: Campaign): void {
   );
   document.addEventListener("keydown", keydown);
   window.addEventListener("beforeunload", (evt) => {
-    if (!leaving && session?.editable && session.isDirty(scanLabels.values)) {
+    const unsentFindings = review?.open && review.findings.length > 0;
+    if (!leaving && (unsentFindings || (session?.editable && session.isDirty(scanLabels.values)))) {
       evt.preventDefault();
       evt.returnValue = "";
     }
@@ -376,6 +409,20 @@ function wireViewport(): void {
   new ResizeObserver(() => scene.resize(ready)).observe($("#viewport-grid"));
   eventTarget.addEventListener(ToolEnums.Events.SEGMENTATION_DATA_MODIFIED, refreshUndo);
   attachRegionGrow(element, growOptions());
+  // The finding tool (check mode): a click records the voxel under it, in the API's (z, y, x).
+  element.addEventListener(ToolEnums.Events.MOUSE_CLICK, (evt) => {
+    if (viewerTools.mode !== "finding" || !review?.open) return;
+    const detail = (evt as CustomEvent).detail as {
+      event?: MouseEvent;
+      currentPoints: { world: Types.Point3 };
+    };
+    const mouse = detail.event;
+    if (mouse && (mouse.button !== 0 || mouse.shiftKey || mouse.ctrlKey)) return;
+    const ijk = scene.worldToIJK(detail.currentPoints.world);
+    if (!ijk) return;
+    const [i, j, k] = ijk;
+    review.place(scene.kToZ[k], j, i);
+  });
 }
 
 function growOptions(): GrowOptions {
@@ -417,7 +464,19 @@ function destroy(): void {
 }
 
 /** The starting point: the head revision (a person's, or the model's pre-segmentation). */
-function showStartingPoint(annotation: Annotation): void {
+function showStartingPoint(annotation: Annotation, target: ReviewTarget | null): void {
+  if (target) {
+    setReadOnly(`Revision ${target.revisionNumber} under review: read-only.`);
+    review = new ReviewPanel($("#review-panel"), {
+      target,
+      markers: markers!,
+      jumpTo,
+      setFindingTool: (on) => setTool(on ? "finding" : "windowLevel"),
+      findingToolOn: () => viewerTools.mode === "finding",
+    });
+    if (review.open) setTool("finding");
+    return;
+  }
   if (session.state === "viewing") {
     setReadOnly("Read-only: this scan is not in one of your batches.");
     return;
@@ -434,19 +493,78 @@ function showStartingPoint(annotation: Annotation): void {
   setTool("brush");
 }
 
+/** The check or spot check of check mode, from the QC API (only what it shows this person). */
+async function loadReviewTarget(): Promise<ReviewTarget> {
+  let target: ReviewTarget;
+  if (checkId !== null) {
+    const c = await qcApi.check(checkId);
+    target = {
+      kind: "check",
+      id: c.id,
+      campaignId: c.campaign.id,
+      scanId: c.scan_id,
+      revisionId: c.revision.id,
+      revisionNumber: c.revision.number,
+      scanLabels: c.revision.scan_labels,
+      open: c.mine && c.verdict === "pending",
+      closedReason: c.mine
+        ? `Your verdict: ${c.verdict}. Read-only.`
+        : "This check is not assigned to you: read-only.",
+      findings: c.findings,
+      queueUrl: "/qc/checks/",
+      submit: (body) => qcApi.checkVerdict(c.id, body),
+    };
+  } else {
+    const s = await qcApi.spotCheck(spotCheckId!);
+    target = {
+      kind: "spot_check",
+      id: s.id,
+      campaignId: s.campaign.id,
+      scanId: s.scan_id,
+      revisionId: s.revision.id,
+      revisionNumber: s.revision.number,
+      scanLabels: s.revision.scan_labels,
+      open: s.verdict === "pending",
+      closedReason: `Verdict: ${s.verdict}. Read-only.`,
+      findings: s.findings,
+      queueUrl: "/qc/spot-checks/",
+      submit: (body) => qcApi.spotCheckVerdict(s.id, body),
+    };
+  }
+  if (target.campaignId !== campaignId || target.scanId !== scanId) {
+    throw new Error(`this ${target.kind.replace("_", " ")} is about another scan`);
+  }
+  return target;
+}
+
 async function main(): Promise<void> {
   // Every independent request at once; the frames stream in while Cornerstone starts.
   const scanP = api.scan(scanId);
   const campaignP = api.campaign(campaignId);
-  const annotationP = api.annotation(campaignId, scanId);
-  const labelsP = annotationP.then((a) => (a.head ? api.labels(campaignId, scanId) : null));
+  const reviewP = reviewing ? loadReviewTarget() : null;
+  reviewP?.catch(() => undefined);
+  // Check mode shows the revision under review, never the annotation's head.
+  const annotationP: Promise<Annotation> = reviewP
+    ? reviewP.then(() => ({ id: null, state: "reviewing", head: null }))
+    : api.annotation(campaignId, scanId);
+  const labelsP = reviewP
+    ? reviewP.then((t) => api.labels(campaignId, scanId, t.revisionId))
+    : annotationP.then((a) => (a.head ? api.labels(campaignId, scanId) : null));
   labelsP.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
+  // The annotator's findings to fix, when the scan came back from QC.
+  const findingsP = reviewP
+    ? Promise.resolve(null)
+    : annotationP
+        .then((a) => (a.state === "needs_revision" ? qcApi.findings(campaignId, scanId) : null))
+        .catch((error) => {
+          console.warn("curatect: findings not loaded", error);
+          return null;
+        });
   const metadataP = fetchSeriesMetadata(ref);
   const scan = await scanP;
   mark(hook, "scan");
   const imageIds = scan.instances.map((sop) => frameImageId(ref, sop));
   // ?prefetch=0 (one request per frame), ?chunk=, ?parallel=: for measuring the loader.
-  const params = new URLSearchParams(window.location.search);
   if (params.get("prefetch") !== "0") {
     const options = {
       chunk: Number(params.get("chunk") ?? 32),
@@ -501,7 +619,9 @@ async function main(): Promise<void> {
   brushSize();
   tolerance();
   growRadius();
-  const placeP = batchNav();
+  markers = new FindingMarkers(scene, $("#view-axial"));
+  if (reviewing) root.classList.add("reviewing");
+  const placeP = reviewing ? Promise.resolve({ inMyBatch: false, next: null }) : batchNav();
   void placeP.then(({ next }) => {
     // Once this scan is on screen, get the next one's metadata ready.
     if (next !== null) loaded.then(() => warmScanMetadata(next)).catch(() => undefined);
@@ -513,13 +633,15 @@ async function main(): Promise<void> {
     labels.loadVolume(zstd(labelVolume.compressed), labelVolume.shape);
     scanLabels.values = annotation.head?.scan_labels ?? {};
   }
+  const target = reviewP ? await reviewP : null;
+  if (target) scanLabels.values = target.scanLabels;
   const { inMyBatch } = await placeP;
   if (!inMyBatch) session.state = "viewing";
 
   await loaded;
   mark(hook, "frames");
   // Choosing a tool re-renders the tool group's viewports: chosen before the viewport joins.
-  showStartingPoint(annotation);
+  showStartingPoint(annotation, target);
   viewerTools.addViewport(scene.viewportId("axial"), scene.engine.id);
   // One render for what is left: the CT texture and the labelmap, added only now (earlier,
   // each change to it re-rendered the loading volume). "Loaded" means that render is done.
@@ -530,6 +652,14 @@ async function main(): Promise<void> {
   hook.loadTimeMs = performance.now();
   $("#loading").hidden = true;
   setSaveStatus(annotation.head ? `Revision ${annotation.head.number} loaded` : "No revision yet");
+  const findings = await findingsP;
+  if (findings && findings.reviews.length) {
+    annotatorFindings = showAnnotatorFindings($("#findings-panel"), findings, markers, jumpTo);
+  }
+  // ?slice=<z>: open at that slice (a finding's, from the QC pages).
+  const slice = params.get("slice");
+  if (slice !== null && /^\d+$/.test(slice)) jumpTo(Number(slice));
+  markers.update();
   updateViewerStatus();
   ready = true;
   refreshDirty();

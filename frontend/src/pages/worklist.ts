@@ -94,6 +94,20 @@ function renderBatch(batch: WorklistBatch): HTMLElement {
           el("a", { href: viewerUrl(batch.campaign.id, item.scan_id) }, `Scan ${item.scan_id}`),
         ),
         el("td", {}, stateBadge(item.state)),
+        el(
+          "td",
+          {},
+          item.state === "needs_revision"
+            ? el(
+                "a",
+                {
+                  className: "findings-link",
+                  href: `/qc/findings/${batch.campaign.id}/${item.scan_id}/`,
+                },
+                "Findings",
+              )
+            : "",
+        ),
       ),
     );
   const table = el(
@@ -109,6 +123,7 @@ function renderBatch(batch: WorklistBatch): HTMLElement {
         el("th", { scope: "col" }, "#"),
         el("th", { scope: "col" }, "Scan"),
         el("th", { scope: "col" }, "State"),
+        el("th", { scope: "col" }, "QC"),
       ),
     ),
     el("tbody", {}, ...rows),

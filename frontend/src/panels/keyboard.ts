@@ -25,6 +25,7 @@ export function viewerKeydown(keys: ViewerKeys, help: HelpOverlay): (evt: Keyboa
     e: () => keys.tool("eraser"),
     g: () => keys.tool("grow"),
     l: () => keys.tool("windowLevel"),
+    f: () => keys.tool("finding"),
     w: keys.nextWindowPreset,
     h: keys.toggleLabels,
     m: keys.toggleMpr,

@@ -11,7 +11,7 @@ import {
 } from "@cornerstonejs/tools";
 import type { Types as ToolTypes } from "@cornerstonejs/tools";
 
-export type ToolMode = "brush" | "eraser" | "grow" | "windowLevel";
+export type ToolMode = "brush" | "eraser" | "grow" | "windowLevel" | "finding";
 
 const BRUSH = "CurateBrush";
 const ERASER = "CurateEraser";
@@ -22,6 +22,7 @@ const PRIMARY_TOOL: Record<ToolMode, string | null> = {
   eraser: ERASER,
   grow: null, // the region-growing brush is a click, handled by tools/regionGrow.ts
   windowLevel: WindowLevelTool.toolName,
+  finding: null, // a reviewer's finding is a click, handled by panels/review.ts
 };
 
 export class ViewerTools {

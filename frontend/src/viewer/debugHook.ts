@@ -1,5 +1,6 @@
 // `window.curatect`: a small read-only view of the viewer for browser tests (tests/browser/):
 // wait for `ready`, compare the client's mask with the API's, find a voxel on screen.
+import type { Finding } from "../api/qc";
 import type { RegionGrowResult } from "../api/types";
 import type { ToolMode } from "../tools/toolGroup";
 
@@ -29,6 +30,12 @@ export interface DebugHook {
   tool(): ToolMode;
   /** CSS-pixel position of voxel (z, y, x) in the axial view; shows that slice first. */
   canvasPointOf(z: number, y: number, x: number): [number, number];
+  /** Check mode (?check= or ?spot_check=). */
+  reviewing?: boolean;
+  /** Check mode: the findings placed so far; otherwise the annotator's findings to fix. */
+  findings?: () => Finding[];
+  /** Finding markers drawn on the slice shown. */
+  markers?: () => { slice: number; x: number; y: number; label: string }[];
 }
 
 declare global {

@@ -363,6 +363,11 @@ export class Scene {
   /** Canvas position (CSS pixels) of voxel (z, y, x) in the axial view; jumps there first. */
   canvasPointOf(z: number, y: number, x: number): [number, number] {
     this.jumpToZ(z);
+    return this.canvasOf(z, y, x);
+  }
+
+  /** Canvas position (CSS pixels) of voxel (z, y, x) in the axial view, without moving it. */
+  canvasOf(z: number, y: number, x: number): [number, number] {
     const world = csUtils.transformIndexToWorld(this.volume.imageData!, [x, y, this.zToK[z]]);
     const [cx, cy] = this.viewport("axial").worldToCanvas(world);
     return [cx, cy];

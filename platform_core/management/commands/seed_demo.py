@@ -14,7 +14,16 @@ from django.db import transaction
 
 from platform_core.ingest.service import ingest_path
 from platform_core.label_schema import COVID19_SCHEMA
-from platform_core.models import Batch, Campaign, CampaignMember, CampaignScan, Institution, Membership, Role, User
+from platform_core.models import (
+    Batch,
+    Campaign,
+    CampaignMember,
+    CampaignScan,
+    Institution,
+    Membership,
+    Role,
+    User,
+)
 from platform_core.phantom import GROUND_TRUTH_FILE, write_phantom_study
 from platform_core.services.batches import batch_build
 
@@ -40,7 +49,11 @@ class Command(BaseCommand):
     def handle(self, *args, scans: int, slices: int, size: int, no_batch: bool, **opts):
         password = os.environ.get("CURATECT_DEMO_PASSWORD", "curatect-demo")
         with transaction.atomic():
-            institution, _ = Institution.objects.get_or_create(slug="demo", defaults={"name": "Demo Hospital"})
+            institution, _ = Institution.objects.get_or_create(
+                slug="demo",
+                # storescu's default calling AE title, so `storescu -aec CURATECT localhost 11112 …` works.
+                defaults={"name": "Demo Hospital", "allowed_ae_titles": ["STORESCU", "DEMO_PACS"]},
+            )
             manager = self._users(institution, password)["manager"]
             campaign, _ = Campaign.objects.get_or_create(
                 slug="covid19",
@@ -57,7 +70,7 @@ class Command(BaseCommand):
             annotator = User.objects.get(username="annotator")
             batch = batch_build(actor=manager, campaign=campaign, size=max(1, scans // 2), annotator=annotator)
             self.stdout.write(f"Batch {batch.name} of {batch.items.count()} scans assigned to annotator")
-        self.stdout.write(self.style.SUCCESS("Demo logins (password for all: %s):" % password))
+        self.stdout.write(self.style.SUCCESS(f"Demo logins (password for all: {password}):"))
         for username, roles in DEMO_USERS:
             self.stdout.write(f"  {username:<11} {', '.join(r.label for r in roles)}")
 
