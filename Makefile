@@ -84,9 +84,10 @@ setup: venv frontend ## install everything and migrate the database
 
 # ---------------------------------------------------------------- run
 
-run: setup ## start web server + Celery worker on http://$HOST:$PORT/ with demo data
+run: setup ## start web server + Celery worker + DICOM listener (port 11112) with demo data
 	$(PY) manage.py seed_demo | tee "$(DATA_DIR)/demo-logins.txt"
-	exec $(PY) -m platform_core.runner --host "$(HOST)" --port "$(PORT)" --notice "$(DATA_DIR)/demo-logins.txt"
+	# Scans received from a PACS land in the demo campaign, ready to batch.
+	CURATECT_INTAKE_CAMPAIGN=$${CURATECT_INTAKE_CAMPAIGN-covid19} exec $(PY) -m platform_core.runner --host "$(HOST)" --port "$(PORT)" --notice "$(DATA_DIR)/demo-logins.txt"
 
 # ---------------------------------------------------------------- checks
 

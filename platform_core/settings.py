@@ -202,6 +202,9 @@ CELERY_BEAT_SCHEDULE = {
     # Send curated labels of newly approved batches back where the institution asked for it.
     "pacs-send-approved": {"task": "modelassist.pacs_send.send_approved_sweep", "schedule": 120.0},
 }
+# Campaign (slug) that scans arriving from a PACS (C-STORE, STOW-RS, pulls) without one join,
+# when the receiving institution owns it or shares in it. Empty: they wait unassigned.
+CURATECT_INTAKE_CAMPAIGN = os.environ.get("CURATECT_INTAKE_CAMPAIGN", "")
 # The AE title CurateCT sends from (C-STORE of SEGs back to a PACS).
 CURATECT_AE_TITLE = os.environ.get("CURATECT_AE_TITLE", "CURATECT")
 

@@ -18,13 +18,14 @@ from pathlib import Path
 import pydicom
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from platform_core import pseudonymise as pseudo
 from platform_core.ingest.collect import ArchiveRejected
 from platform_core.ingest.service import ingest_path
 from platform_core.ingest.store import pseudonym_key
-from platform_core.models import ImportJob, Institution, Scan, User
+from platform_core.models import Campaign, ImportJob, Institution, Scan, User
 from platform_core.pacs.models import SeriesOrigin
 from platform_core.services.audit import audit_record
 
@@ -132,6 +133,19 @@ def record_origins(origins: dict[str, OriginalSeries], scan_ids: list[int], sour
         )
 
 
+def intake_campaign_id(institution: Institution) -> int | None:
+    """The campaign PACS arrivals join when none is named (settings.CURATECT_INTAKE_CAMPAIGN)."""
+    slug = settings.CURATECT_INTAKE_CAMPAIGN
+    if not slug:
+        return None
+    return (
+        Campaign.objects.filter(slug=slug)
+        .filter(Q(institution=institution) | Q(shared_with=institution))
+        .values_list("pk", flat=True)
+        .first()
+    )
+
+
 def job_create(
     *,
     institution: Institution,
@@ -142,7 +156,7 @@ def job_create(
 ) -> ImportJob:
     return ImportJob.objects.create(
         institution=institution,
-        campaign_id=campaign_id,
+        campaign_id=campaign_id or intake_campaign_id(institution),
         created_by=actor,
         source=source[:500],
         report=report or {},

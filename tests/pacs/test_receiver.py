@@ -379,3 +379,12 @@ def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_arrivals_join_the_intake_campaign_when_one_is_configured(cast, settings):
+    from platform_core.pacs.intake import intake_campaign_id
+
+    assert intake_campaign_id(cast.institution) is None
+    settings.CURATECT_INTAKE_CAMPAIGN = "covid19"
+    assert intake_campaign_id(cast.institution) == cast.campaign.pk
+    assert intake_campaign_id(cast.other_institution) is None  # not theirs, not shared with them
