@@ -32,7 +32,9 @@ ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d+)"$')
 
 def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan]:
     campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
-    scan = get_object_or_404(scans_visible_to(request.user).filter(campaign_scans__campaign=campaign), pk=scan_id)
+    scan = get_object_or_404(
+        scans_visible_to(request.user).filter(campaign_scans__campaign=campaign), pk=scan_id
+    )
     return campaign, scan
 
 
@@ -61,13 +63,17 @@ class WorklistApi(APIView):
 class AnnotationApi(APIView):
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
-        annotation = Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head__author").first()
+        annotation = (
+            Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head__author").first()
+        )
         head = annotation.head if annotation else None
-        response = Response({
-            "id": annotation.pk if annotation else None,
-            "state": annotation.state if annotation else "not_started",
-            "head": revision_out(head),
-        })
+        response = Response(
+            {
+                "id": annotation.pk if annotation else None,
+                "state": annotation.state if annotation else "not_started",
+                "head": revision_out(head),
+            }
+        )
         if head is not None:
             response["ETag"] = head.etag
         return response
@@ -95,7 +101,9 @@ class LabelsApi(APIView):
         if "revision" in request.query_params:
             rev = get_object_or_404(revisions, pk=request.query_params["revision"])
         else:
-            annotation = Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head").first()
+            annotation = (
+                Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head").first()
+            )
             rev = annotation.head if annotation else None
             if rev is None:
                 raise NotFound("this scan has no revision yet", code="no_revision")
@@ -205,21 +213,28 @@ class RegionGrowApi(APIView):
         kwargs = {k: v[k] for k in ("lower", "upper", "tolerance", "radius_mm", "max_voxels") if k in v}
         try:
             result = region_grow.grow_region(
-                scan_volume(scan), tuple(v["seed"]), connectivity=v["connectivity"],
-                spacing=tuple(scan.spacing), **kwargs,
+                scan_volume(scan),
+                tuple(v["seed"]),
+                connectivity=v["connectivity"],
+                spacing=tuple(scan.spacing),
+                **kwargs,
             )
         except region_grow.RegionGrowError as exc:
             raise DomainError(str(exc), code="bad_seed") from exc
-        return Response({
-            "offset": list(result.offset),
-            "shape": list(result.mask.shape),
-            "encoding": "zstd",
-            "data": label_codec.encode_payload(np.ascontiguousarray(result.mask, dtype=np.uint8).tobytes()),
-            "voxels": result.voxels,
-            "capped": result.capped,
-            "message": result.message,
-            "seed_hu": result.seed_hu,
-            "lower": result.lower,
-            "upper": result.upper,
-            "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
-        })
+        return Response(
+            {
+                "offset": list(result.offset),
+                "shape": list(result.mask.shape),
+                "encoding": "zstd",
+                "data": label_codec.encode_payload(
+                    np.ascontiguousarray(result.mask, dtype=np.uint8).tobytes()
+                ),
+                "voxels": result.voxels,
+                "capped": result.capped,
+                "message": result.message,
+                "seed_hu": result.seed_hu,
+                "lower": result.lower,
+                "upper": result.upper,
+                "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        )

@@ -41,7 +41,9 @@ class Annotation(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="annotations")
     scan = models.ForeignKey(Scan, on_delete=models.PROTECT, related_name="annotations")
-    state = models.CharField(max_length=20, choices=AnnotationState.choices, default=AnnotationState.NOT_STARTED)
+    state = models.CharField(
+        max_length=20, choices=AnnotationState.choices, default=AnnotationState.NOT_STARTED
+    )
     head = models.ForeignKey("Revision", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -69,7 +71,9 @@ class Revision(models.Model):
     number = models.PositiveIntegerField()
     parent = models.ForeignKey("self", on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     source = models.CharField(max_length=10, choices=RevisionSource.choices, default=RevisionSource.HUMAN)
-    author = models.ForeignKey(User, on_delete=models.PROTECT, null=True, blank=True, related_name="revisions")
+    author = models.ForeignKey(
+        User, on_delete=models.PROTECT, null=True, blank=True, related_name="revisions"
+    )
     model_label = models.CharField(max_length=100, blank=True)  # e.g. "baseline" or "model-version 3"
     model_version_id = models.BigIntegerField(null=True, blank=True)
     label_sha256 = models.CharField(max_length=64)

@@ -14,8 +14,9 @@ DONE_STATES = {AnnotationState.CHECKED, AnnotationState.SPOT_CHECK, AnnotationSt
 def batch_items_with_state(batch: Batch) -> list[dict]:
     items = list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position"))
     states = dict(
-        Annotation.objects.filter(campaign_id=batch.campaign_id, scan_id__in=[i["scan_id"] for i in items])
-        .values_list("scan_id", "state")
+        Annotation.objects.filter(
+            campaign_id=batch.campaign_id, scan_id__in=[i["scan_id"] for i in items]
+        ).values_list("scan_id", "state")
     )
     for item in items:
         item["state"] = states.get(item["scan_id"], AnnotationState.NOT_STARTED)
@@ -41,12 +42,18 @@ def worklist_for(user: User) -> list[dict]:
         items = batch_items_with_state(batch)
         if items and all(i["state"] == AnnotationState.CURATED for i in items):
             continue  # approved: nothing left to do for the annotator
-        out.append({
-            "id": batch.pk,
-            "name": batch.name,
-            "status": batch.status,
-            "campaign": {"id": batch.campaign_id, "slug": batch.campaign.slug, "name": batch.campaign.name},
-            "progress": batch_progress(items),
-            "items": items,
-        })
+        out.append(
+            {
+                "id": batch.pk,
+                "name": batch.name,
+                "status": batch.status,
+                "campaign": {
+                    "id": batch.campaign_id,
+                    "slug": batch.campaign.slug,
+                    "name": batch.campaign.name,
+                },
+                "progress": batch_progress(items),
+                "items": items,
+            }
+        )
     return out

@@ -48,8 +48,10 @@ def annotation_transition(
     on a row the caller has locked."""
     current = annotation.state
     if to not in TRANSITIONS[current]:
-        raise IllegalTransition(f"an annotation that is {AnnotationState(current).label.lower()} cannot become "
-                                f"{AnnotationState(to).label.lower()}")
+        raise IllegalTransition(
+            f"an annotation that is {AnnotationState(current).label.lower()} cannot become "
+            f"{AnnotationState(to).label.lower()}"
+        )
     updated = Annotation.objects.filter(pk=annotation.pk, state=current).update(state=to)
     if updated != 1:  # compare-and-swap: someone moved it first
         raise Conflict("the annotation changed state meanwhile; reload and try again", code="state_changed")
@@ -100,7 +102,11 @@ def revision_save(
         raise DomainError("time_spent_s must be between 0 and 86400 seconds")
     annotation = annotation_get_or_create(campaign, scan)
     with transaction.atomic():
-        annotation = Annotation.objects.select_for_update(of=("self",)).select_related("head", "scan").get(pk=annotation.pk)
+        annotation = (
+            Annotation.objects.select_for_update(of=("self",))
+            .select_related("head", "scan")
+            .get(pk=annotation.pk)
+        )
         _check_parent(annotation, parent_id)
         if annotation.state not in EDITABLE_STATES:
             raise Conflict(
@@ -109,7 +115,12 @@ def revision_save(
             )
         volume, counts = _apply_edits(annotation, campaign, boxes, full)
         revision = _create_revision(
-            annotation, volume, counts, source=RevisionSource.HUMAN, author=actor, scan_labels=labels,
+            annotation,
+            volume,
+            counts,
+            source=RevisionSource.HUMAN,
+            author=actor,
+            scan_labels=labels,
             time_spent_s=time_spent_s,
         )
         if annotation.state == AnnotationState.NOT_STARTED:
@@ -123,13 +134,20 @@ def model_revision_save(
     """Pre-segmentation as revision 0. Never on top of people's work: returns None if any exists."""
     annotation = annotation_get_or_create(campaign, scan)
     with transaction.atomic():
-        annotation = Annotation.objects.select_for_update(of=("self",)).select_related("scan").get(pk=annotation.pk)
+        annotation = (
+            Annotation.objects.select_for_update(of=("self",)).select_related("scan").get(pk=annotation.pk)
+        )
         if annotation.revisions.exists():
             return None
         _check_volume(volume, scan, campaign)
         return _create_revision(
-            annotation, volume, label_codec.voxel_counts(volume), source=RevisionSource.MODEL, model_label=model_label,
-            model_version_id=model_version_id, scan_labels={},
+            annotation,
+            volume,
+            label_codec.voxel_counts(volume),
+            source=RevisionSource.MODEL,
+            model_label=model_label,
+            model_version_id=model_version_id,
+            scan_labels={},
         )
 
 
@@ -139,8 +157,14 @@ def _check_parent(annotation: Annotation, parent_id: int | None) -> None:
         raise Conflict(
             "this scan was saved since you loaded it (stale revision); reload to see the latest labels",
             code="stale_parent",
-            head=None if head is None else {"id": head.pk, "number": head.number, "author": head.author_display,
-                                            "created_at": head.created_at.isoformat()},
+            head=None
+            if head is None
+            else {
+                "id": head.pk,
+                "number": head.number,
+                "author": head.author_display,
+                "created_at": head.created_at.isoformat(),
+            },
         )
 
 
@@ -190,7 +214,9 @@ def _check_volume(volume: np.ndarray, scan: Scan, campaign: Campaign) -> None:
         raise DomainError(str(exc), code="bad_class") from exc
 
 
-def _create_revision(annotation: Annotation, volume: np.ndarray, counts: dict[int, int], **fields) -> Revision:
+def _create_revision(
+    annotation: Annotation, volume: np.ndarray, counts: dict[int, int], **fields
+) -> Revision:
     sha = storage.store_labels(volume)
     last = annotation.revisions.order_by("-number").values_list("number", flat=True).first()
     revision = Revision.objects.create(

@@ -32,7 +32,9 @@ def cast():
     from platform_core.models import Campaign, CampaignMember, Institution, Membership, Role, User
 
     inst = Institution.objects.create(slug="bench", name="Bench Hospital")
-    campaign = Campaign.objects.create(slug="bench", name="Bench", institution=inst, label_schema=COVID19_SCHEMA)
+    campaign = Campaign.objects.create(
+        slug="bench", name="Bench", institution=inst, label_schema=COVID19_SCHEMA
+    )
     people = {}
     for name, role in [("annotator", Role.ANNOTATOR), ("manager", Role.DATA_MANAGER)]:
         user = User.objects.create_user(username=name, password="x")

@@ -22,8 +22,15 @@ def main() -> None:
     from platform_core.ingest.service import ingest_path
 
     inst, campaign, _ = _django.cast()
-    folder, _ = _django.phantom_series(work / "series", slices=SLICES, rows=SIZE, cols=SIZE, seed=1,
-                                       patient_id="BENCH-1", patient_name="BENCH^ONE")
+    folder, _ = _django.phantom_series(
+        work / "series",
+        slices=SLICES,
+        rows=SIZE,
+        cols=SIZE,
+        seed=1,
+        patient_id="BENCH-1",
+        patient_name="BENCH^ONE",
+    )
     files = [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".npz"]
 
     t0 = time.perf_counter()
@@ -37,14 +44,18 @@ def main() -> None:
     assert len(report.scans_created) == 1, report.as_dict()
 
     shutil.rmtree(work, ignore_errors=True)
-    print(json.dumps({
-        "slices": len(files),
-        "ingest_s": round(ingest_s, 3),
-        "pydicom_s": round(pydicom_s, 3),
-        "slices_per_s": round(len(files) / ingest_s, 1),
-        "pydicom_slices_per_s": round(len(files) / pydicom_s, 1),
-        "ratio_to_pydicom": round(pydicom_s / ingest_s, 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "slices": len(files),
+                "ingest_s": round(ingest_s, 3),
+                "pydicom_s": round(pydicom_s, 3),
+                "slices_per_s": round(len(files) / ingest_s, 1),
+                "pydicom_slices_per_s": round(len(files) / pydicom_s, 1),
+                "ratio_to_pydicom": round(pydicom_s / ingest_s, 3),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -42,8 +42,9 @@ def main() -> None:
     from platform_core.services.batches import batch_build
 
     inst, campaign, people = _django.cast()
-    _django.phantom_series(work / "p", slices=SLICES, rows=SIZE, cols=SIZE, seed=3, patient_id="M-1",
-                           patient_name="M^1")
+    _django.phantom_series(
+        work / "p", slices=SLICES, rows=SIZE, cols=SIZE, seed=3, patient_id="M-1", patient_name="M^1"
+    )
     report = ingest_path(work / "p", institution=inst, campaign_id=campaign.pk)
     scan = Scan.objects.get(pk=report.scans_created[0])
     batch_build(actor=people["manager"], campaign=campaign, annotator=people["annotator"])
@@ -55,17 +56,25 @@ def main() -> None:
 
     payload = base64.b64encode(zstandard.ZstdCompressor(level=1).compress(mask.tobytes())).decode()
     t0 = time.perf_counter()
-    r = client.post(base + "revisions/", {"parent_id": None, "full": {"encoding": "zstd", "data": payload}},
-                    format="json")
+    r = client.post(
+        base + "revisions/", {"parent_id": None, "full": {"encoding": "zstd", "data": payload}}, format="json"
+    )
     full_save_ms = (time.perf_counter() - t0) * 1000
     assert r.status_code == 201, r.content[:300]
 
     box = np.ones((64, 64, 64), np.uint8)
     box_payload = base64.b64encode(zstandard.ZstdCompressor(level=1).compress(box.tobytes())).decode()
     t0 = time.perf_counter()
-    r = client.post(base + "revisions/", {"boxes": [{"offset": [100, 200, 200], "shape": [64, 64, 64],
-                                                      "encoding": "zstd", "data": box_payload}]},
-                    format="json", HTTP_IF_MATCH=r["ETag"])
+    r = client.post(
+        base + "revisions/",
+        {
+            "boxes": [
+                {"offset": [100, 200, 200], "shape": [64, 64, 64], "encoding": "zstd", "data": box_payload}
+            ]
+        },
+        format="json",
+        HTTP_IF_MATCH=r["ETag"],
+    )
     box_save_ms = (time.perf_counter() - t0) * 1000
     assert r.status_code == 201, r.content[:300]
 
@@ -75,13 +84,17 @@ def main() -> None:
     full_load_ms = (time.perf_counter() - t0) * 1000
     assert loaded[100, 200, 200] == 1
 
-    print(json.dumps({
-        "box_save_ms": round(box_save_ms, 1),
-        "full_save_ms": round(full_save_ms, 1),
-        "full_load_ms": round(full_load_ms, 1),
-        "full_bytes": len(r.content),
-        "lesion_share": round(float(np.count_nonzero(mask)) / mask.size, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "box_save_ms": round(box_save_ms, 1),
+                "full_save_ms": round(full_save_ms, 1),
+                "full_load_ms": round(full_load_ms, 1),
+                "full_bytes": len(r.content),
+                "lesion_share": round(float(np.count_nonzero(mask)) / mask.size, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

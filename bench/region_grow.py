@@ -32,7 +32,7 @@ def mask_of(body: dict, shape: tuple[int, ...]) -> np.ndarray:
     out = np.zeros(shape, np.uint8)
     oz, oy, ox = body["offset"]
     d, h, w = body["shape"]
-    out[oz:oz + d, oy:oy + h, ox:ox + w] = np.frombuffer(raw, np.uint8).reshape(d, h, w)
+    out[oz : oz + d, oy : oy + h, ox : ox + w] = np.frombuffer(raw, np.uint8).reshape(d, h, w)
     return out
 
 
@@ -46,8 +46,9 @@ def main() -> None:
     from platform_core.services.batches import batch_build
 
     inst, campaign, people = _django.cast()
-    _, truth = _django.phantom_series(work / "phantom", slices=SLICES, rows=SIZE, cols=SIZE, seed=7,
-                                      patient_id="B-1", patient_name="B^1")
+    _, truth = _django.phantom_series(
+        work / "phantom", slices=SLICES, rows=SIZE, cols=SIZE, seed=7, patient_id="B-1", patient_name="B^1"
+    )
     nrrd = _django.SHARED_DATA / "pyradiomics-lung1" / "lung1_image.nrrd"
     nrrd_to_dicom_series(nrrd, work / "lung1", patient_id="LUNG1", patient_name="LUNG^1")
     phantom_scan = _import(ingest_path, work / "phantom", inst, campaign)
@@ -64,29 +65,35 @@ def main() -> None:
     lesion_ms = []
     for idx in rng.choice(len(lesion_voxels), 50, replace=False):
         seed = [int(v) for v in lesion_voxels[idx]]
-        ms, _ = timed_grow(client, url, {"seed": seed, "tolerance": 120, "connectivity": 6,
-                                                 "radius_mm": 40})
+        ms, _ = timed_grow(client, url, {"seed": seed, "tolerance": 120, "connectivity": 6, "radius_mm": 40})
         lesion_ms.append(ms)
     lung_voxels = np.argwhere((truth.lungs > 0) & (truth.lesions == 0) & (volume < -700))
     lung_ms = []
     for idx in rng.choice(len(lung_voxels), 10, replace=False):
         seed = [int(v) for v in lung_voxels[idx]]
-        ms, _ = timed_grow(client, url, {"seed": seed, "lower": -1000, "upper": -500, "connectivity": 6,
-                                                "max_voxels": 20_000_000})
+        ms, _ = timed_grow(
+            client,
+            url,
+            {"seed": seed, "lower": -1000, "upper": -500, "connectivity": 6, "max_voxels": 20_000_000},
+        )
         lung_ms.append(ms)
 
     t0 = time.perf_counter()
     int(np.count_nonzero(volume > -500))
     pass_ms = (time.perf_counter() - t0) * 1000
 
-    print(json.dumps({
-        "lesion_p50_ms": round(float(np.percentile(lesion_ms, 50)), 1),
-        "lesion_p95_ms": round(float(np.percentile(lesion_ms, 95)), 1),
-        "lung_p50_ms": round(float(np.percentile(lung_ms, 50)), 1),
-        "lung_p95_ms": round(float(np.percentile(lung_ms, 95)), 1),
-        "pass_ms": round(pass_ms, 1),
-        "lung1_dice": round(lung1_dice(client, campaign, lung1_scan), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "lesion_p50_ms": round(float(np.percentile(lesion_ms, 50)), 1),
+                "lesion_p95_ms": round(float(np.percentile(lesion_ms, 95)), 1),
+                "lung_p50_ms": round(float(np.percentile(lung_ms, 50)), 1),
+                "lung_p95_ms": round(float(np.percentile(lung_ms, 95)), 1),
+                "pass_ms": round(pass_ms, 1),
+                "lung1_dice": round(lung1_dice(client, campaign, lung1_scan), 3),
+            }
+        )
+    )
 
 
 def _import(ingest_path, folder, inst, campaign):
@@ -99,13 +106,16 @@ def _import(ingest_path, folder, inst, campaign):
 def lung1_dice(client, campaign, scan) -> float:
     import SimpleITK as sitk
 
-    label = sitk.GetArrayFromImage(sitk.ReadImage(str(_django.SHARED_DATA / "pyradiomics-lung1" / "lung1_label.nrrd")))
+    label = sitk.GetArrayFromImage(
+        sitk.ReadImage(str(_django.SHARED_DATA / "pyradiomics-lung1" / "lung1_label.nrrd"))
+    )
     points = np.argwhere(label > 0)
     centre = points.mean(axis=0)
     seed = [int(v) for v in points[np.argmin(((points - centre) ** 2).sum(axis=1))]]
     # A solid tumour in aerated lung: soft-tissue HU, kept off the chest wall by a radius.
     _, body = timed_grow(
-        client, f"/api/campaigns/{campaign.pk}/scans/{scan.pk}/region-grow/",
+        client,
+        f"/api/campaigns/{campaign.pk}/scans/{scan.pk}/region-grow/",
         {"seed": seed, "lower": -400, "upper": 400, "connectivity": 6, "radius_mm": 30},
     )
     grown = mask_of(body, label.shape) > 0

@@ -29,20 +29,30 @@ from platform_core.services import batches as batch_services
 class CampaignOut(serializers.ModelSerializer):
     class Meta:
         model = Campaign
-        fields = ["id", "slug", "name", "label_schema", "batch_size", "checkers_per_annotation",
-                  "spot_check_share", "institution"]
+        fields = [
+            "id",
+            "slug",
+            "name",
+            "label_schema",
+            "batch_size",
+            "checkers_per_annotation",
+            "spot_check_share",
+            "institution",
+        ]
 
 
 class MeApi(APIView):
     def get(self, request: Request) -> Response:
         user: User = request.user
         roles = {str(c.pk): sorted(campaign_roles(user, c)) for c in campaigns_visible_to(user)}
-        return Response({
-            "id": user.pk,
-            "username": user.username,
-            "roles": roles,
-            "institutions": [{"id": i.pk, "slug": i.slug, "name": i.name} for i in institutions_of(user)],
-        })
+        return Response(
+            {
+                "id": user.pk,
+                "username": user.username,
+                "roles": roles,
+                "institutions": [{"id": i.pk, "slug": i.slug, "name": i.name} for i in institutions_of(user)],
+            }
+        )
 
 
 class CampaignListApi(APIView):
@@ -59,21 +69,23 @@ class CampaignDetailApi(APIView):
 class ScanDetailApi(APIView):
     def get(self, request: Request, scan_id: int) -> Response:
         scan = get_object_or_404(scans_visible_to(request.user).select_related("study__patient"), pk=scan_id)
-        return Response({
-            "id": scan.pk,
-            "study_uid": scan.study.study_uid,
-            "series_uid": scan.series_uid,
-            "patient": scan.study.patient.pseudonym,
-            "study_date": scan.study.study_date,
-            "rows": scan.rows,
-            "columns": scan.columns,
-            "slices": scan.slices,
-            "spacing": scan.spacing,
-            "origin": scan.origin,
-            "direction": scan.direction,
-            "gaps": scan.gaps,
-            "instances": list(scan.instances.order_by("index").values_list("sop_uid", flat=True)),
-        })
+        return Response(
+            {
+                "id": scan.pk,
+                "study_uid": scan.study.study_uid,
+                "series_uid": scan.series_uid,
+                "patient": scan.study.patient.pseudonym,
+                "study_date": scan.study.study_date,
+                "rows": scan.rows,
+                "columns": scan.columns,
+                "slices": scan.slices,
+                "spacing": scan.spacing,
+                "origin": scan.origin,
+                "direction": scan.direction,
+                "gaps": scan.gaps,
+                "instances": list(scan.instances.order_by("index").values_list("sop_uid", flat=True)),
+            }
+        )
 
 
 class BatchBuildIn(serializers.Serializer):
@@ -147,7 +159,9 @@ class BatchAssignApi(APIView):
             annotator = batch_services.annotator_least_loaded(batch.campaign)
         else:
             annotator = _user_or_400(int(annotator_id))
-        return Response(batch_out(batch_services.batch_assign(actor=request.user, batch=batch, annotator=annotator)))
+        return Response(
+            batch_out(batch_services.batch_assign(actor=request.user, batch=batch, annotator=annotator))
+        )
 
 
 class BatchCloseApi(APIView):
@@ -174,8 +188,11 @@ class ImportCreateApi(APIView):
 
     def post(self, request: Request) -> Response:
         inst_slug = request.data.get("institution")
-        institution = get_object_or_404(institutions_of(request.user, Role.DATA_MANAGER), slug=inst_slug) \
-            if inst_slug else institutions_of(request.user, Role.DATA_MANAGER).first()
+        institution = (
+            get_object_or_404(institutions_of(request.user, Role.DATA_MANAGER), slug=inst_slug)
+            if inst_slug
+            else institutions_of(request.user, Role.DATA_MANAGER).first()
+        )
         if institution is None:
             raise Forbidden("only a data manager of an institution can import DICOM")
         campaign = None
@@ -211,5 +228,9 @@ class ImportDetailApi(APIView):
 
 class InstitutionListApi(APIView):
     def get(self, request: Request) -> Response:
-        return Response([{"id": i.pk, "slug": i.slug, "name": i.name}
-                         for i in Institution.objects.filter(pk__in=institutions_of(request.user))])
+        return Response(
+            [
+                {"id": i.pk, "slug": i.slug, "name": i.name}
+                for i in Institution.objects.filter(pk__in=institutions_of(request.user))
+            ]
+        )

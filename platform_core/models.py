@@ -59,6 +59,14 @@ class Campaign(models.Model):
     retrain_after_approved = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs) -> None:
+        # The schema is an invariant every label volume is checked against: never store a bad one.
+        self.full_clean(exclude=["shared_with"])
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         try:
             validate_label_schema(self.label_schema)
@@ -70,14 +78,6 @@ class Campaign(models.Model):
             raise ValidationError({"batch_size": "must be between 1 and 500"})
         if self.checkers_per_annotation != 2:
             raise ValidationError({"checkers_per_annotation": "the back-to-back check needs exactly 2"})
-
-    def save(self, *args, **kwargs) -> None:
-        # The schema is an invariant every label volume is checked against: never store a bad one.
-        self.full_clean(exclude=["shared_with"])
-        super().save(*args, **kwargs)
-
-    def __str__(self) -> str:
-        return self.name
 
 
 class CampaignMember(models.Model):
@@ -147,6 +147,9 @@ class Scan(models.Model):
     volume_sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    def __str__(self) -> str:
+        return f"Scan {self.pk} ({self.slices}×{self.rows}×{self.columns})"
+
     @property
     def institution_id(self) -> int:
         return self.study.institution_id
@@ -155,9 +158,6 @@ class Scan(models.Model):
     def shape(self) -> tuple[int, int, int]:
         """(slices, rows, columns): the index order of the volume cache and label volumes."""
         return (self.slices, self.rows, self.columns)
-
-    def __str__(self) -> str:
-        return f"Scan {self.pk} ({self.slices}×{self.rows}×{self.columns})"
 
 
 class Instance(models.Model):

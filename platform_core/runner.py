@@ -224,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             sup.start("dicom-listener", listener_command(args.host, args.dicom_port))
             print(f"runner: DICOM C-STORE listener on {args.host}:{args.dicom_port}, AE title CURATECT")
         else:
-            print(f"runner: port {args.dicom_port} is in use; no DICOM listener (set DICOM_PORT)", file=sys.stderr)
+            print(
+                f"runner: port {args.dicom_port} is in use; no DICOM listener (set DICOM_PORT)",
+                file=sys.stderr,
+            )
 
     ready = False
     started = time.monotonic()

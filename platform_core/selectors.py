@@ -32,9 +32,7 @@ def campaigns_visible_to(user: User) -> QuerySet[Campaign]:
 
 
 def campaign_roles(user: User, campaign: Campaign) -> set[str]:
-    roles = set(
-        CampaignMember.objects.filter(campaign=campaign, user=user).values_list("role", flat=True)
-    )
+    roles = set(CampaignMember.objects.filter(campaign=campaign, user=user).values_list("role", flat=True))
     # A data manager of the owning institution manages all its campaigns.
     if user.memberships.filter(institution_id=campaign.institution_id, role=Role.DATA_MANAGER).exists():
         roles.add(Role.DATA_MANAGER)

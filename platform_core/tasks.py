@@ -8,7 +8,9 @@ from platform_core.ingest.service import import_job_run
 from platform_core.models import ImportJob
 
 
-@shared_task(bind=True, name="platform_core.tasks.import_run", acks_late=True, soft_time_limit=3600, time_limit=3700)
+@shared_task(
+    bind=True, name="platform_core.tasks.import_run", acks_late=True, soft_time_limit=3600, time_limit=3700
+)
 def import_run(self, job_id: int) -> dict:
     job = ImportJob.objects.select_related("institution", "created_by").get(pk=job_id)
     if job.status in (ImportJob.Status.DONE, ImportJob.Status.FAILED):

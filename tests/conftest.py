@@ -57,7 +57,9 @@ def cast(db) -> Cast:
 
     inst = Institution.objects.create(slug="demo", name="Demo Hospital")
     other = Institution.objects.create(slug="elsewhere", name="Elsewhere Clinic")
-    campaign = Campaign.objects.create(slug="covid19", name="COVID-19", institution=inst, label_schema=COVID19_SCHEMA)
+    campaign = Campaign.objects.create(
+        slug="covid19", name="COVID-19", institution=inst, label_schema=COVID19_SCHEMA
+    )
     people = {}
     for name, role, institution in [
         ("annotator", Role.ANNOTATOR, inst),
@@ -77,13 +79,23 @@ def cast(db) -> Cast:
     return Cast(institution=inst, other_institution=other, campaign=campaign, **people)
 
 
-def make_series(tmp: Path, *, slices: int = 24, size: int = 64, seed: int = 0, patient: str = "P-1", **kw) -> Path:
+def make_series(
+    tmp: Path, *, slices: int = 24, size: int = 64, seed: int = 0, patient: str = "P-1", **kw
+) -> Path:
     """A phantom series folder holding only DICOM; its ground truth goes to truth_of(folder)."""
     from platform_core.phantom import GROUND_TRUTH_FILE, write_phantom_study
 
     out = tmp / f"series-{seed}-{patient}"
-    folder = write_phantom_study(out, slices=slices, rows=size, cols=size, seed=seed, patient_id=patient,
-                                 patient_name=f"DOE^{patient}", **kw)
+    folder = write_phantom_study(
+        out,
+        slices=slices,
+        rows=size,
+        cols=size,
+        seed=seed,
+        patient_id=patient,
+        patient_name=f"DOE^{patient}",
+        **kw,
+    )
     truth_of(out).parent.mkdir(parents=True, exist_ok=True)
     shutil.move(folder / GROUND_TRUTH_FILE, truth_of(out))
     return out

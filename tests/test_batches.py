@@ -84,8 +84,14 @@ def test_batch_api_answers_404_to_other_institutions(cast, api, import_phantoms)
     assert response.status_code == 201, response.content
     api.force_authenticate(cast.annotator)
     worklist = api.get("/api/worklist/").json()
-    assert worklist[0]["progress"] == {"total": 1, "not_started": 1, "in_progress": 0, "needs_revision": 0,
-                                       "submitted": 0, "done": 0}
+    assert worklist[0]["progress"] == {
+        "total": 1,
+        "not_started": 1,
+        "in_progress": 0,
+        "needs_revision": 0,
+        "submitted": 0,
+        "done": 0,
+    }
 
 
 @pytest.mark.postgres

@@ -21,7 +21,9 @@ PYDICOM_DIRTESTS = Path(pydicom.data.__file__).parent / "test_files" / "dicomdir
 
 
 def stored_files(media: Path) -> list[Path]:
-    return sorted(p for p in (media / "scans").rglob("*") if p.is_file()) if (media / "scans").exists() else []
+    return (
+        sorted(p for p in (media / "scans").rglob("*") if p.is_file()) if (media / "scans").exists() else []
+    )
 
 
 def test_phantom_series_is_stored_sorted_with_its_volume(cast, tmp_path, settings):
@@ -40,7 +42,11 @@ def test_phantom_series_is_stored_sorted_with_its_volume(cast, tmp_path, setting
     assert np.median(volume[truth.lesions == 2]) > -300
     assert np.median(volume[truth.lungs > 0]) < -600
     positions = [
-        float(pydicom.dcmread(Path(settings.MEDIA_ROOT) / scan.storage_dir / i.file_name).ImagePositionPatient[2])
+        float(
+            pydicom.dcmread(Path(settings.MEDIA_ROOT) / scan.storage_dir / i.file_name).ImagePositionPatient[
+                2
+            ]
+        )
         for i in scan.instances.order_by("index")
     ]
     assert positions == sorted(positions)
@@ -63,8 +69,14 @@ def test_importing_the_same_files_again_creates_nothing(cast, tmp_path, settings
 def test_no_identifying_value_survives_in_stored_files(cast, tmp_path, settings):
     folder = make_series(tmp_path, slices=4, size=32, patient="MRN-998877", extra_phi=True)
     original = pydicom.dcmread(next(p for p in folder.rglob("*") if p.suffix != ".npz" and p.is_file()))
-    forbidden = ["MRN-998877", "DOE", str(original.StudyInstanceUID), str(original.SOPInstanceUID),
-                 str(original.StudyDate), str(original.PatientBirthDate)]
+    forbidden = [
+        "MRN-998877",
+        "DOE",
+        str(original.StudyInstanceUID),
+        str(original.SOPInstanceUID),
+        str(original.StudyDate),
+        str(original.PatientBirthDate),
+    ]
 
     ingest_path(folder, institution=cast.institution)
 
@@ -83,9 +95,15 @@ def test_no_identifying_value_survives_in_stored_files(cast, tmp_path, settings)
 
 
 def test_same_patient_gets_the_same_pseudonym_across_imports(cast, tmp_path):
-    ingest_path(make_series(tmp_path / "a", slices=4, size=32, seed=1, patient="P-7"), institution=cast.institution)
-    ingest_path(make_series(tmp_path / "b", slices=4, size=32, seed=2, patient="P-7"), institution=cast.institution)
-    ingest_path(make_series(tmp_path / "c", slices=4, size=32, seed=3, patient="P-8"), institution=cast.institution)
+    ingest_path(
+        make_series(tmp_path / "a", slices=4, size=32, seed=1, patient="P-7"), institution=cast.institution
+    )
+    ingest_path(
+        make_series(tmp_path / "b", slices=4, size=32, seed=2, patient="P-7"), institution=cast.institution
+    )
+    ingest_path(
+        make_series(tmp_path / "c", slices=4, size=32, seed=3, patient="P-8"), institution=cast.institution
+    )
 
     assert Scan.objects.count() == 3
     assert PatientPseudonym.objects.count() == 2

@@ -115,7 +115,9 @@ def _hu(ds: Dataset) -> np.ndarray:
     signed = int(ds.get("PixelRepresentation", 0)) == 1
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if ts is not None and not ts.is_transfer_syntax:
-        raise FileRejected(f"unsupported transfer syntax {ts}: not a DICOM transfer syntax this system can decode")
+        raise FileRejected(
+            f"unsupported transfer syntax {ts}: not a DICOM transfer syntax this system can decode"
+        )
     if ts is not None and not ts.is_compressed and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1:
         # Fast path: uncompressed 16-bit pixels are read straight from the bytes.
         data = ds.PixelData
@@ -158,7 +160,8 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
     ds = record.ds
     issuer = f"{issuer_prefix}/{record.issuer}"
     patient = pseudo.PatientKey(
-        pseudo.pseudonym_for(record.patient_id, issuer, key), pseudo.date_offset_for(record.patient_id, issuer, key)
+        pseudo.pseudonym_for(record.patient_id, issuer, key),
+        pseudo.date_offset_for(record.patient_id, issuer, key),
     )
     pseudo.pseudonymise(ds, patient, key)
     record.staged = staging / f"{record.sha256}.dcm"
@@ -168,8 +171,13 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
     record.sop_uid = str(ds.SOPInstanceUID)
     record.header = {
         keyword: str(ds.get(keyword, "") or "")
-        for keyword in ("StudyInstanceUID", "StudyDate", "StudyDescription", "SeriesDescription",
-                        "FrameOfReferenceUID")
+        for keyword in (
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyDescription",
+            "SeriesDescription",
+            "FrameOfReferenceUID",
+        )
     }
     record.ds = None
     return record

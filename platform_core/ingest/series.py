@@ -42,7 +42,9 @@ def sort_and_check(records: list[SliceRecord]) -> SortedSeries:
                 f"mixed geometry: pixel spacing {r.pixel_spacing} in {r.name} differs from {first.pixel_spacing}"
             )
         if np.max(np.abs(np.subtract(r.orientation, first.orientation))) > ORIENTATION_TOL:
-            raise SeriesRejected(f"mixed geometry: {r.name} has a different orientation; re-export one series")
+            raise SeriesRejected(
+                f"mixed geometry: {r.name} has a different orientation; re-export one series"
+            )
     normal = first.normal
     if np.linalg.norm(normal) < 0.99:
         raise SeriesRejected("image orientation is not two orthonormal directions")

@@ -63,9 +63,13 @@ def ingest_path(
     try:
         report.rejected_files.extend(collected.rejected)
         report.files_seen = len(collected.files) + len(collected.rejected)
-        prepare = partial(prepare_or_reason, staging=staging, key=pseudonym_key(), issuer_prefix=institution.slug)
+        prepare = partial(
+            prepare_or_reason, staging=staging, key=pseudonym_key(), issuer_prefix=institution.slug
+        )
         groups = _read_all(collected.files, collected.names, prepare, report, progress)
-        ingest_groups(groups, institution=institution, campaign_id=campaign_id, report=report, progress=progress)
+        ingest_groups(
+            groups, institution=institution, campaign_id=campaign_id, report=report, progress=progress
+        )
     finally:
         collected.cleanup()
         shutil.rmtree(staging, ignore_errors=True)
@@ -81,7 +85,7 @@ def ingest_groups(
     report: IngestReport,
     progress: Progress,
 ) -> None:
-    for n, ((_study, series_uid), records) in enumerate(groups.items(), start=1):
+    for n, records in enumerate(groups.values(), start=1):
         label = f"series {n} of {len(groups)} ({len(records)} files)"
         try:
             series = sort_and_check(records)
@@ -121,7 +125,9 @@ def _read_all(
             report.rejected_files.append(record)
             continue
         if record.sop_uid in seen_sops:
-            report.rejected_files.append({"file": record.name, "reason": "duplicate of another file in this import"})
+            report.rejected_files.append(
+                {"file": record.name, "reason": "duplicate of another file in this import"}
+            )
             continue
         seen_sops.add(record.sop_uid)
         groups[(record.study_uid, record.series_uid)].append(record)

@@ -19,7 +19,7 @@ from django.db import IntegrityError, transaction
 
 from platform_core import pseudonymise as pseudo
 from platform_core.ingest.series import SortedSeries
-from platform_core.models import CampaignScan, Institution, Instance, PatientPseudonym, Scan, Study
+from platform_core.models import CampaignScan, Instance, Institution, PatientPseudonym, Scan, Study
 
 VOLUME_FILE = "volume.npy"
 
@@ -93,7 +93,9 @@ def store_series(
                 volume_sha256=volume_sha,
             )
             Instance.objects.bulk_create(
-                Instance(scan=scan, sop_uid=r.sop_uid, index=i, file_name=f"{i:05d}.dcm", source_sha256=r.sha256)
+                Instance(
+                    scan=scan, sop_uid=r.sop_uid, index=i, file_name=f"{i:05d}.dcm", source_sha256=r.sha256
+                )
                 for i, r in enumerate(series.slices)
             )
             if campaign_id:

@@ -91,28 +91,42 @@ def batch_build(
                 created_by=actor,
             )
             BatchItem.objects.bulk_create(
-                BatchItem(batch=batch, scan_id=sid, campaign=campaign, position=i) for i, sid in enumerate(chosen)
+                BatchItem(batch=batch, scan_id=sid, campaign=campaign, position=i)
+                for i, sid in enumerate(chosen)
             )
-            audit_record(actor=actor, action="batch_build", obj=batch, campaign=campaign, to_state="open",
-                         scans=len(chosen))
+            audit_record(
+                actor=actor,
+                action="batch_build",
+                obj=batch,
+                campaign=campaign,
+                to_state="open",
+                scans=len(chosen),
+            )
             if annotator is None and auto_assign:
                 annotator = annotator_least_loaded(campaign)
             if annotator is not None:
                 _assign(actor, batch, annotator)
     except IntegrityError as exc:
         # The unique index caught a scan another request batched at the same instant.
-        raise Conflict("another request batched some of these scans at the same time; try again",
-                       code="scan_taken") from exc
+        raise Conflict(
+            "another request batched some of these scans at the same time; try again", code="scan_taken"
+        ) from exc
     return batch
 
 
 def annotator_least_loaded(campaign: Campaign) -> User:
     annotators = (
-        User.objects.filter(campaign_roles__campaign=campaign, campaign_roles__role=Role.ANNOTATOR, is_active=True)
+        User.objects.filter(
+            campaign_roles__campaign=campaign, campaign_roles__role=Role.ANNOTATOR, is_active=True
+        )
         .annotate(
             load=Count(
                 "batches__items",
-                filter=Q(batches__campaign=campaign, batches__status=Batch.Status.OPEN, batches__items__is_open=True),
+                filter=Q(
+                    batches__campaign=campaign,
+                    batches__status=Batch.Status.OPEN,
+                    batches__items__is_open=True,
+                ),
             )
         )
         .order_by("load", "pk")
@@ -135,7 +149,9 @@ def batch_assign(*, actor: User, batch: Batch, annotator: User) -> Batch:
 
 
 def _assign(actor: User, batch: Batch, annotator: User) -> None:
-    if not CampaignMember.objects.filter(campaign=batch.campaign, user=annotator, role=Role.ANNOTATOR).exists():
+    if not CampaignMember.objects.filter(
+        campaign=batch.campaign, user=annotator, role=Role.ANNOTATOR
+    ).exists():
         raise DomainError(f"{annotator.username} is not an annotator of this campaign", code="not_annotator")
     previous = batch.annotator
     first_assignment = batch.annotator_id is None
@@ -152,7 +168,9 @@ def _assign(actor: User, batch: Batch, annotator: User) -> None:
     )
     if first_assignment:
         batch_id = batch.pk
-        transaction.on_commit(lambda: celery_app.send_task(PRESEGMENT_BATCH_TASK, args=[batch_id], queue="assist"))
+        transaction.on_commit(
+            lambda: celery_app.send_task(PRESEGMENT_BATCH_TASK, args=[batch_id], queue="assist")
+        )
 
 
 def batch_close(*, actor: User, batch: Batch) -> Batch:
@@ -164,8 +182,14 @@ def batch_close(*, actor: User, batch: Batch) -> Batch:
         locked.status = Batch.Status.CLOSED
         locked.save(update_fields=["status"])
         BatchItem.objects.filter(batch=locked).update(is_open=False)
-        audit_record(actor=actor, action="batch_close", obj=locked, campaign=locked.campaign,
-                     from_state="open", to_state="closed")
+        audit_record(
+            actor=actor,
+            action="batch_close",
+            obj=locked,
+            campaign=locked.campaign,
+            from_state="open",
+            to_state="closed",
+        )
     return locked
 
 

@@ -38,13 +38,24 @@ def test_first_save_then_box_edit_builds_on_the_parent(cast, api, assigned):
     api.force_authenticate(cast.annotator)
     full = np.zeros(assigned.shape, np.uint8)
     full[2:4, 5:9, 5:9] = 1
-    r1 = save(api, cast, assigned, {"parent_id": None, "full": {"encoding": "gzip", "data": gz(full)},
-                                    "time_spent_s": 12.5})
+    r1 = save(
+        api,
+        cast,
+        assigned,
+        {"parent_id": None, "full": {"encoding": "gzip", "data": gz(full)}, "time_spent_s": 12.5},
+    )
     assert r1.status_code == 201, r1.content
     box = np.full((1, 2, 3), 2, np.uint8)
-    r2 = save(api, cast, assigned, {"boxes": [{"offset": [6, 10, 10], "shape": [1, 2, 3], "encoding": "gzip",
-                                               "data": gz(box)}], "scan_labels": {"diagnosis": "COVID-19"}},
-              etag=r1["ETag"])
+    r2 = save(
+        api,
+        cast,
+        assigned,
+        {
+            "boxes": [{"offset": [6, 10, 10], "shape": [1, 2, 3], "encoding": "gzip", "data": gz(box)}],
+            "scan_labels": {"diagnosis": "COVID-19"},
+        },
+        etag=r1["ETag"],
+    )
     assert r2.status_code == 201, r2.content
 
     labels = api.get(url(cast, assigned, "annotation/labels/"))
@@ -90,13 +101,53 @@ def test_revisions_are_immutable(cast, api, assigned):
     ("body", "status", "words"),
     [
         ({"full": {"encoding": "gzip", "data": gz(np.zeros((3, 3, 3), np.uint8))}}, 400, "bytes"),
-        ({"boxes": [{"offset": [11, 0, 0], "shape": [2, 1, 1], "encoding": "gzip", "data": gz(np.ones((2, 1, 1)))}]},
-         400, "slices"),
-        ({"boxes": [{"offset": [0, -1, 0], "shape": [1, 1, 1], "encoding": "gzip", "data": gz(np.ones((1, 1, 1)))}]},
-         400, "negative"),
-        ({"boxes": [{"offset": [0, 0, 0], "shape": [1, 1, 1], "encoding": "gzip",
-                     "data": gz(np.full((1, 1, 1), 9))}]}, 400, "9"),
-        ({"boxes": [{"offset": [0, 0, 0], "shape": [1, 1, 1], "encoding": "gzip", "data": "%%%"}]}, 400, "base64"),
+        (
+            {
+                "boxes": [
+                    {
+                        "offset": [11, 0, 0],
+                        "shape": [2, 1, 1],
+                        "encoding": "gzip",
+                        "data": gz(np.ones((2, 1, 1))),
+                    }
+                ]
+            },
+            400,
+            "slices",
+        ),
+        (
+            {
+                "boxes": [
+                    {
+                        "offset": [0, -1, 0],
+                        "shape": [1, 1, 1],
+                        "encoding": "gzip",
+                        "data": gz(np.ones((1, 1, 1))),
+                    }
+                ]
+            },
+            400,
+            "negative",
+        ),
+        (
+            {
+                "boxes": [
+                    {
+                        "offset": [0, 0, 0],
+                        "shape": [1, 1, 1],
+                        "encoding": "gzip",
+                        "data": gz(np.full((1, 1, 1), 9)),
+                    }
+                ]
+            },
+            400,
+            "9",
+        ),
+        (
+            {"boxes": [{"offset": [0, 0, 0], "shape": [1, 1, 1], "encoding": "gzip", "data": "%%%"}]},
+            400,
+            "base64",
+        ),
         ({"boxes": [], "scan_labels": {"diagnosis": "flu"}}, 400, "not a choice"),
     ],
 )
@@ -112,8 +163,12 @@ def test_scans_outside_the_callers_batches_answer_404(cast, api, assigned):
     api.force_authenticate(cast.annotator2)
     assert save(api, cast, assigned, {"parent_id": None, "boxes": []}).status_code == 404
     assert api.get(url(cast, assigned, "annotation/")).status_code == 404
-    assert api.post(url(cast, assigned, "region-grow/"), {"seed": [1, 1, 1], "tolerance": 50},
-                    format="json").status_code == 404
+    assert (
+        api.post(
+            url(cast, assigned, "region-grow/"), {"seed": [1, 1, 1], "tolerance": 50}, format="json"
+        ).status_code
+        == 404
+    )
     api.force_authenticate(cast.outsider)
     assert api.get(f"/api/scans/{assigned.pk}/").status_code == 404
     assert api.get(url(cast, assigned, "annotation/labels/")).status_code == 404
@@ -128,8 +183,11 @@ def test_region_grow_returns_a_box_mask_inside_a_lesion(cast, api, assigned, set
     api.force_authenticate(cast.annotator)
     volume = np.load(Path(settings.MEDIA_ROOT) / assigned.storage_dir / "volume.npy")
     z, y, x = np.argwhere(volume > -300)[len(np.argwhere(volume > -300)) // 2]  # any dense voxel
-    response = api.post(url(cast, assigned, "region-grow/"),
-                        {"seed": [int(z), int(y), int(x)], "tolerance": 100, "connectivity": 6}, format="json")
+    response = api.post(
+        url(cast, assigned, "region-grow/"),
+        {"seed": [int(z), int(y), int(x)], "tolerance": 100, "connectivity": 6},
+        format="json",
+    )
     assert response.status_code == 200, response.content
     body = response.json()
     raw = label_codec.decode_payload(body["encoding"], body["data"], int(np.prod(body["shape"])))
@@ -137,13 +195,15 @@ def test_region_grow_returns_a_box_mask_inside_a_lesion(cast, api, assigned, set
     assert mask.sum() == body["voxels"] >= 1
     oz, oy, ox = body["offset"]
     assert mask[z - oz, y - oy, x - ox] == 1
-    region_hu = volume[oz:oz + mask.shape[0], oy:oy + mask.shape[1], ox:ox + mask.shape[2]][mask == 1]
+    region_hu = volume[oz : oz + mask.shape[0], oy : oy + mask.shape[1], ox : ox + mask.shape[2]][mask == 1]
     assert region_hu.min() >= body["seed_hu"] - 100 and region_hu.max() <= body["seed_hu"] + 100
 
 
 def test_region_grow_seed_outside_the_scan_is_a_400(cast, api, assigned):
     api.force_authenticate(cast.annotator)
-    response = api.post(url(cast, assigned, "region-grow/"), {"seed": [99, 0, 0], "tolerance": 10}, format="json")
+    response = api.post(
+        url(cast, assigned, "region-grow/"), {"seed": [99, 0, 0], "tolerance": 10}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["code"] == "bad_seed"
 

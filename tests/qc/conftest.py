@@ -121,4 +121,3 @@ def sent_tasks(monkeypatch):
     sent = []
     monkeypatch.setattr(app, "send_task", lambda name, args=None, **kw: sent.append((name, args, kw)))
     return sent
-

@@ -57,7 +57,11 @@ class Command(BaseCommand):
             manager = self._users(institution, password)["manager"]
             campaign, _ = Campaign.objects.get_or_create(
                 slug="covid19",
-                defaults={"name": "COVID-19 lesions", "institution": institution, "label_schema": COVID19_SCHEMA},
+                defaults={
+                    "name": "COVID-19 lesions",
+                    "institution": institution,
+                    "label_schema": COVID19_SCHEMA,
+                },
             )
             for username, roles in DEMO_USERS:
                 user = User.objects.get(username=username)
@@ -68,7 +72,9 @@ class Command(BaseCommand):
             self._phantoms(institution, campaign, have, scans, slices, size)
         if not no_batch and not Batch.objects.filter(campaign=campaign).exists():
             annotator = User.objects.get(username="annotator")
-            batch = batch_build(actor=manager, campaign=campaign, size=max(1, scans // 2), annotator=annotator)
+            batch = batch_build(
+                actor=manager, campaign=campaign, size=max(1, scans // 2), annotator=annotator
+            )
             self.stdout.write(f"Batch {batch.name} of {batch.items.count()} scans assigned to annotator")
         self.stdout.write(self.style.SUCCESS(f"Demo logins (password for all: {password}):"))
         for username, roles in DEMO_USERS:
@@ -94,8 +100,13 @@ class Command(BaseCommand):
                 # Two scans per patient, a week apart, so serial reports have something to show.
                 patient = i // 2
                 folder = write_phantom_study(
-                    Path(tmp) / "series" / f"scan{i}", slices=slices, rows=size, cols=size, seed=i,
-                    patient_id=f"DEMO-{patient:03d}", patient_name=f"DEMO^PATIENT{patient}",
+                    Path(tmp) / "series" / f"scan{i}",
+                    slices=slices,
+                    rows=size,
+                    cols=size,
+                    seed=i,
+                    patient_id=f"DEMO-{patient:03d}",
+                    patient_name=f"DEMO^PATIENT{patient}",
                     study_date=f"202003{10 + 7 * (i % 2):02d}",
                 )
                 # Keep the ground truth out of the import folder: it is not DICOM.
