@@ -142,6 +142,12 @@ def _hu(ds: Dataset) -> np.ndarray:
     slope = float(ds.get("RescaleSlope", 1) or 1)
     intercept = float(ds.get("RescaleIntercept", 0) or 0)
     if slope == 1 and intercept == int(intercept):
+        lo, hi = int(stored.min()), int(stored.max())
+        if lo >= -32768 and hi <= 32767 and lo + intercept >= -32768 and hi + intercept <= 32767:
+            # The usual CT case (12-bit values, intercept -1024): exact in int16, no wide copies.
+            hu16 = stored.astype(np.int16)
+            hu16 += np.int16(intercept)
+            return hu16
         hu = stored.astype(np.int32) + int(intercept)
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -109,8 +110,10 @@ def _parallel_map(func: Callable, items: list) -> Iterator:
     if workers < 2 or len(items) < 64 or multiprocessing.current_process().daemon:
         yield from map(func, items)
         return
-    # spawn, not fork: the caller may hold database connections and threads.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # fork starts at once, but is only safe without other threads (a threaded web server or
+    # listener may hold locks a forked child would inherit locked); then spawn.
+    method = "fork" if threading.active_count() == 1 else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         yield from pool.map(func, items, chunksize=16)
 
 
