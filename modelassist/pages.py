@@ -11,7 +11,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
-from modelassist.network import ARCHITECTURES, DEFAULT_ARCHITECTURE
+from modelassist.lazy import network
 from platform_core.manage_pages import campaigns_with_role
 from platform_core.models import BatchItem, CampaignScan, Role
 from platform_core.selectors import campaigns_visible_to, scans_visible_to
@@ -27,8 +27,8 @@ def models(request: HttpRequest) -> HttpResponse:
         "modelassist/models.html",
         {
             "campaigns": [{"id": c.pk, "slug": c.slug, "name": c.name} for c in managed],
-            "architectures": sorted(ARCHITECTURES),
-            "default_architecture": DEFAULT_ARCHITECTURE,
+            "architectures": sorted(network.ARCHITECTURES),
+            "default_architecture": network.DEFAULT_ARCHITECTURE,
         },
     )
 

@@ -193,6 +193,7 @@ CELERY_TASK_ROUTES = {
     "qc.*": {"queue": "assist"},
     "modelassist.tasks.preseg*": {"queue": "assist"},
     "modelassist.tasks.train*": {"queue": "train"},
+    "modelassist.tasks.retrain*": {"queue": "train"},
     "modelassist.tasks.export*": {"queue": "train"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"

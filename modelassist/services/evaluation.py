@@ -8,16 +8,16 @@ from typing import Any
 
 import numpy as np
 
-from modelassist import network
 from modelassist.baseline import baseline_presegment
+from modelassist.lazy import network
 from modelassist.models import ModelVersion
 from modelassist.services import model_versions
 
 
 def pooled_dice(
-    pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int] = network.LESION_CLASSES
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int] = (1, 2)
 ) -> dict[str, Any]:
-    """Dice per lesion class over all cases pooled (sums of voxel counts), their mean, and the
+    """Dice per lesion class (ground-glass, consolidation) over all cases pooled (sums of voxel counts), their mean, and the
     lesion-vs-background Dice. Without cases there is nothing to measure: None."""
     if not pairs:
         return {"mean": None, "foreground": None, "per_class": {}}

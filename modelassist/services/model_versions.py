@@ -19,7 +19,7 @@ from typing import IO, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from modelassist import network
+from modelassist.lazy import network
 from modelassist.models import DatasetExport, ModelVersion
 from modelassist.selectors import media_path, require_manager
 from platform_core.api_errors import Conflict, DomainError

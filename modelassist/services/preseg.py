@@ -21,8 +21,8 @@ from django.utils import timezone
 
 from annotation.models import Annotation
 from annotation.services import model_revision_save
-from modelassist import network
 from modelassist.baseline import baseline_presegment
+from modelassist.lazy import network
 from modelassist.models import BASELINE_LABEL, ModelVersion, PresegRun, PresegScan, PresegStatus
 from modelassist.selectors import active_model_version, require_manager, scan_volume
 from modelassist.services import model_versions, quantification

@@ -17,7 +17,7 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
-from modelassist import network
+from modelassist.lazy import network
 from modelassist.models import (
     BASELINE_LABEL,
     DatasetExport,

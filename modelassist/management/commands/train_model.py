@@ -7,7 +7,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from modelassist import network
+from modelassist.lazy import network
 from modelassist.models import DatasetExport, JobStatus, TrainingTrigger
 from modelassist.services.training import training_request, training_run_execute
 from platform_core.api_errors import DomainError
