@@ -133,18 +133,26 @@ class RevisionIn(serializers.Serializer):
     full = PayloadIn(required=False)
 
 
-def parent_from(request: Request, body: dict) -> int | None:
+def revision_id_from(request: Request, body: dict, field: str, missing: str) -> int | None:
+    """The revision a request acts on: the If-Match ETag, else body[field]; 428 when neither."""
     if_match = request.headers.get("If-Match")
     if if_match:
         m = ETAG_RE.match(if_match.strip())
         if not m:
             raise DomainError('If-Match must be an ETag like "rev-12"', code="bad_if_match")
         return int(m.group(1))
-    if "parent_id" not in body:
-        raise PreconditionRequired(
-            "say which revision you edited: send If-Match with its ETag, or parent_id (null for the first)"
-        )
-    return body["parent_id"]
+    if field not in body:
+        raise PreconditionRequired(missing)
+    return body[field]
+
+
+def parent_from(request: Request, body: dict) -> int | None:
+    return revision_id_from(
+        request,
+        body,
+        "parent_id",
+        "say which revision you edited: send If-Match with its ETag, or parent_id (null for the first)",
+    )
 
 
 def _decode(payload: dict, shape: tuple[int, ...]) -> np.ndarray:

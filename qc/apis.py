@@ -16,9 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis import ETAG_RE, campaign_and_scan
+from annotation.apis import campaign_and_scan, revision_id_from
 from annotation.models import Annotation
-from platform_core.api_errors import DomainError, Forbidden, PreconditionRequired
+from platform_core.api_errors import DomainError, Forbidden
 from platform_core.models import AuditEvent, Batch, BatchItem, Role, User
 from platform_core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
 from platform_core.services.batches import open_batch_of
@@ -33,17 +33,12 @@ class SubmitIn(serializers.Serializer):
 
 
 def _revision_id_from(request: Request, body: dict) -> int:
-    if_match = request.headers.get("If-Match")
-    if if_match:
-        m = ETAG_RE.match(if_match.strip())
-        if not m:
-            raise DomainError('If-Match must be an ETag like "rev-12"', code="bad_if_match")
-        return int(m.group(1))
-    if "revision_id" not in body:
-        raise PreconditionRequired(
-            "say which revision you submit: send If-Match with its ETag, or revision_id"
-        )
-    return body["revision_id"]
+    return revision_id_from(
+        request,
+        body,
+        "revision_id",
+        "say which revision you submit: send If-Match with its ETag, or revision_id",
+    )
 
 
 class SubmitApi(APIView):
