@@ -99,7 +99,7 @@ def test_batch_api_answers_404_to_other_institutions(cast, api, import_phantoms)
 def test_concurrent_build_and_assign_never_double_assigns(cast, import_phantoms):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL row locks; SQLite serialises all writers, so there is no race to test")
-    import_phantoms(12, slices=2, size=16)
+    import_phantoms(12, slices=8, size=32)
     barrier = threading.Barrier(6)
     outcomes: list[str] = []
 
