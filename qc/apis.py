@@ -102,6 +102,14 @@ def _check_or_404(request: Request, check_id: int) -> Check:
         raise Http404("no such check among yours") from exc
 
 
+def _verdict_in(request: Request) -> dict:
+    """verdict, findings and time_spent_s of a check or spot-check verdict, validated."""
+    body = VerdictIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    v = body.validated_data
+    return {"verdict": v["verdict"], "findings": v["findings"], "time_spent_s": v["time_spent_s"]}
+
+
 class CheckDetailApi(APIView):
     @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_check_retrieve")
     def get(self, request: Request, check_id: int) -> Response:
@@ -113,16 +121,7 @@ class CheckVerdictApi(APIView):
     @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_check_verdict")
     def post(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
-        body = VerdictIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        v = body.validated_data
-        check = services.check_record(
-            actor=request.user,
-            check=check,
-            verdict=v["verdict"],
-            findings=v["findings"],
-            time_spent_s=v["time_spent_s"],
-        )
+        check = services.check_record(actor=request.user, check=check, **_verdict_in(request))
         return Response(
             selectors.check_detail(request.user, selectors.check_for_user(request.user, check.pk))
         )
@@ -187,15 +186,8 @@ class SpotCheckVerdictApi(APIView):
     @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_verdict")
     def post(self, request: Request, spot_check_id: int) -> Response:
         spot_check = _spot_check_or_404(request, spot_check_id)
-        body = VerdictIn(data=request.data)
-        body.is_valid(raise_exception=True)
-        v = body.validated_data
         spot_check = services.spot_check_record(
-            actor=request.user,
-            spot_check=spot_check,
-            verdict=v["verdict"],
-            findings=v["findings"],
-            time_spent_s=v["time_spent_s"],
+            actor=request.user, spot_check=spot_check, **_verdict_in(request)
         )
         return Response(
             selectors.spot_check_detail(selectors.spot_check_for_user(request.user, spot_check.pk))

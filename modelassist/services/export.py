@@ -31,6 +31,7 @@ from annotation.services import revision_labels
 from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split
 from modelassist.selectors import media_path, require_manager, scan_volume
 from modelassist.services import export_files, splits
+from modelassist.services.jobs import job_fail
 from platform_core.api_errors import Conflict, DomainError
 from platform_core.models import Campaign, User
 from platform_core.services.audit import audit_record
@@ -119,20 +120,7 @@ def export_run(export_id: int, progress: Progress | None = None) -> DatasetExpor
     except Exception as exc:  # recorded on the row for the data manager; nothing stays on disk
         log.exception("export %s failed", export.pk)
         shutil.rmtree(tmp, ignore_errors=True)
-        detail = exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
-        DatasetExport.objects.filter(pk=export.pk).update(
-            status=JobStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now(), message="failed"
-        )
-        audit_record(
-            actor=None,
-            actor_label="system",
-            action="export_failed",
-            obj=export,
-            campaign=export.campaign_id,
-            from_state=JobStatus.RUNNING,
-            to_state=JobStatus.FAILED,
-            error=str(detail)[:500],
-        )
+        job_fail(export, exc, action="export_failed")
     export.refresh_from_db()
     return export
 

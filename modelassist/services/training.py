@@ -30,6 +30,7 @@ from modelassist.models import (
 from modelassist.selectors import active_model_version, media_path, require_manager
 from modelassist.services import evaluation, export_files, model_versions
 from modelassist.services import export as exports
+from modelassist.services.jobs import job_fail
 from platform_core.api_errors import DomainError
 from platform_core.models import Campaign, User
 from platform_core.services.audit import audit_record
@@ -189,20 +190,7 @@ def training_run_execute(run_id: int, progress: Progress | None = None) -> Train
         _execute(run, report)
     except Exception as exc:  # recorded on the row; the data manager sees why
         log.exception("training run %s failed", run.pk)
-        detail = exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
-        TrainingRun.objects.filter(pk=run.pk).update(
-            status=JobStatus.FAILED, error=str(detail)[:4000], finished_at=timezone.now(), message="failed"
-        )
-        audit_record(
-            actor=None,
-            actor_label="system",
-            action="training_failed",
-            obj=run,
-            campaign=run.campaign_id,
-            from_state=JobStatus.RUNNING,
-            to_state=JobStatus.FAILED,
-            error=str(detail)[:500],
-        )
+        job_fail(run, exc, action="training_failed")
     run.refresh_from_db()
     return run
 
