@@ -133,8 +133,12 @@ typecheck: venv ## mypy on the service layer (optional: needs mypy + django-stub
 
 bench: setup ## run every bench/*.py and print their JSON
 	@# bench/_*.py are helpers, not benchmarks. One failing bench does not hide the others' numbers.
+	@# bench/train.py runs first: bench/preseg.py uses the model it leaves (else it trains a quick one).
 	@shopt -s nullglob; status=0; files=(); \
-	for f in bench/*.py; do case "$$(basename "$$f")" in _*) ;; *) files+=("$$f");; esac; done; \
+	for f in bench/train.py bench/*.py; do \
+	  case "$$(basename "$$f")" in _*) continue;; esac; \
+	  if [ -f "$$f" ] && [[ " $${files[*]-} " != *" $$f "* ]]; then files+=("$$f"); fi; \
+	done; \
 	if [ $${#files[@]} -eq 0 ]; then echo ">> no bench/*.py yet"; fi; \
 	for f in "$${files[@]}"; do \
 	  echo ">> $$f" >&2; \

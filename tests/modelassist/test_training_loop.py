@@ -180,8 +180,15 @@ def test_only_data_managers_train_and_parameters_are_checked(cast, approved, api
     assert bad.status_code == 400 and bad.json()["code"] == "bad_params"
     unknown = api.post(url, {"architecture": "resnet-9000"}, format="json")
     assert unknown.status_code == 400 and unknown.json()["code"] == "bad_architecture"
-    assert api.post(url, {}, format="json").status_code == 202
-    assert len(api.get(url).json()) == 1
+    for crop in (-1, 5000):
+        refused = api.post(url, {"params": {"crop": crop}}, format="json")
+        assert refused.status_code == 400 and refused.json()["code"] == "bad_params"
+        assert refused.json()["detail"] == "crop must be a number from 0 to 1024"
+    default = api.post(url, {}, format="json")
+    assert default.status_code == 202 and default.json()["params"]["crop"] == 128
+    whole_slices = api.post(url, {"params": {"crop": 0}}, format="json")  # 0: whole slices
+    assert whole_slices.status_code == 202 and whole_slices.json()["params"]["crop"] == 0
+    assert len(api.get(url).json()) == 2
     api.force_authenticate(cast.annotator)
     assert api.post(url, {}, format="json").status_code == 403
     api.force_authenticate(cast.outsider)
