@@ -2,7 +2,7 @@
 
 cstore_per_s: a phantom CT series sent by C-STORE (dcmtk's storescu, else pynetdicom) into our
   listener, from the first byte sent until the scan exists (receive, spool, quiet period,
-  pseudonymise, check, store).
+  pseudonymise, check, store); the median of three series (cstore_runs_per_s lists all three).
 wado_pull_per_s: the same kind of series pulled from a real Orthanc by WADO-RS through a pull job,
   from the job's start until the scan exists (retrieve, spool, ingest); wado_retrieve_per_s is
   the retrieval alone.
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import _django
 
+CSTORE_RUNS = 3
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -35,13 +37,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait(condition, timeout: float, what: str):
+def _wait(condition, timeout: float, what: str, every: float = 0.01):
     deadline = time.perf_counter() + timeout
     while time.perf_counter() < deadline:
         value = condition()
         if value:
             return value
-        time.sleep(0.01)
+        time.sleep(every)
     raise SystemExit(f"timed out waiting for {what}")
 
 
@@ -73,6 +75,7 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
         poll_seconds=0.02,
         workers=settings.INGEST_WORKERS,
     )
+    before = Scan.objects.filter(slices=n, study__institution=inst).count()
     receiver.start()  # starts its worker processes too
     workers = list(getattr(receiver._pool, "_processes", {}) or {})  # pids, to count their CPU
     try:
@@ -100,8 +103,13 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
             sender = "pynetdicom"
             _send_pynetdicom(folder, receiver.port)
         sent = time.perf_counter()
+        # Polled every 50 ms: the observer's own queries would otherwise take CPU from the
+        # listener on a small machine.
         _wait(
-            lambda: Scan.objects.filter(slices=n, study__institution=inst).exists(), 600, "the received scan"
+            lambda: Scan.objects.filter(slices=n, study__institution=inst).count() > before,
+            600,
+            "the received scan",
+            every=0.05,
         )
         done = time.perf_counter()
         cpu = _cpu() + sum(_proc_cpu(pid) for pid in workers) - cpu0
@@ -221,16 +229,24 @@ def main() -> None:
     inst.save()
     results = {"slices": args.slices, "size": args.size, "quiet_seconds": args.quiet_seconds}
     try:
-        a, _ = _django.phantom_series(
-            work / "a",
-            slices=args.slices,
-            rows=args.size,
-            cols=args.size,
-            seed=1,
-            patient_id="BENCH-1",
-            patient_name="BENCH^ONE",
-        )
-        results |= bench_cstore(a, args.slices, args.quiet_seconds, inst)
+        # Three series, each its own patient; the run with the median rate is reported (this
+        # machine's speed wanders by ±15 % from one run to the next).
+        runs = []
+        for i in range(CSTORE_RUNS):
+            a, _ = _django.phantom_series(
+                work / f"a{i}",
+                slices=args.slices,
+                rows=args.size,
+                cols=args.size,
+                seed=1 + 10 * i,
+                patient_id=f"BENCH-A{i}",
+                patient_name=f"BENCH^A{i}",
+            )
+            runs.append(bench_cstore(a, args.slices, args.quiet_seconds, inst))
+            shutil.rmtree(a, ignore_errors=True)
+        runs.sort(key=lambda r: r["cstore_per_s"])
+        results |= runs[len(runs) // 2]
+        results["cstore_runs_per_s"] = [r["cstore_per_s"] for r in runs]
         b, _ = _django.phantom_series(
             work / "b",
             slices=args.slices,

@@ -153,7 +153,7 @@ class StorageReceiver:
     def start(self) -> None:
         self.spool.mkdir(parents=True, exist_ok=True)
         if self.ingest == "inline":
-            self._pool = prepare_pool(self.workers)
+            self._pool = prepare_pool(self.workers, leave_core=True)
         self._recover()
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
