@@ -2,10 +2,11 @@
 
 cstore_per_s: a phantom CT series sent by C-STORE (dcmtk's storescu, else pynetdicom) into our
   listener, from the first byte sent until the scan exists (receive, spool, quiet period,
-  pseudonymise, check, store); the median of three series (cstore_runs_per_s lists all three).
+  pseudonymise, check, store).
 wado_pull_per_s: the same kind of series pulled from a real Orthanc by WADO-RS through a pull job,
   from the job's start until the scan exists (retrieve, spool, ingest); wado_retrieve_per_s is
   the retrieval alone.
+Each is the median of three series (cstore_runs_per_s and wado_pull_runs_per_s list all three).
 *_cpu_ms_per_instance: CPU of every process involved (sender or Orthanc, listener, its workers)
   per instance — what the rate would be limited by on a machine with free cores.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import _django
 
-CSTORE_RUNS = 3
+RUNS = 3
 
 
 def _free_port() -> int:
@@ -137,7 +138,8 @@ def _send_pynetdicom(folder: Path, port: int) -> None:
     assoc.release()
 
 
-def bench_pull(folder: Path, n: int, inst, manager) -> dict:
+def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
+    """Each folder's series stored into one Orthanc, then pulled one pull job at a time."""
     import pydicom
     import requests
 
@@ -145,11 +147,6 @@ def bench_pull(folder: Path, n: int, inst, manager) -> dict:
     from platform_core.pacs import pulls
     from platform_core.pacs.models import RemotePacs
 
-    if not shutil.which("Orthanc"):
-        return {
-            "wado_pull_per_s": None,
-            "wado_note": "Orthanc not installed (apt-get install orthanc orthanc-dicomweb)",
-        }
     root = Path(tempfile.mkdtemp(prefix="curatect-orthanc-"))
     http, dimse = _free_port(), _free_port()
     (root / "orthanc.json").write_text(
@@ -173,28 +170,35 @@ def bench_pull(folder: Path, n: int, inst, manager) -> dict:
     try:
         url = f"http://127.0.0.1:{http}"
         _wait(lambda: _up(url), 30, "Orthanc")
-        for path in sorted(folder.rglob("*.dcm")):
-            requests.post(f"{url}/instances", data=path.read_bytes(), timeout=60).raise_for_status()
-        study_uid = pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+        study_uids = []
+        for folder in folders:
+            for path in sorted(folder.rglob("*.dcm")):
+                requests.post(f"{url}/instances", data=path.read_bytes(), timeout=60).raise_for_status()
+            first = next(folder.rglob("*.dcm"))
+            study_uids.append(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
         remote = RemotePacs.objects.create(institution=inst, name="bench", dicomweb_url=f"{url}/dicom-web")
-        job = pulls.pull_start(actor=manager, remote=remote, study_uids=[study_uid])
-        marks = {}
-
-        def progress(fraction: float, message: str) -> None:
-            if fraction >= 0.5 and "retrieved" in message:
-                marks.setdefault("retrieved", time.perf_counter())
-
-        cpu0 = _cpu() + _proc_cpu(orthanc.pid)
-        t0 = time.perf_counter()
-        job = pulls.pull_run(job, progress)  # its worker processes end with it: their CPU counts
-        done = time.perf_counter()
-        cpu = _cpu() + _proc_cpu(orthanc.pid) - cpu0
-        assert job.status == "done" and job.report["scans_created"], job.report
-        assert Scan.objects.get(pk=job.report["scans_created"][0]).slices == n
+        return [_pull_one(pulls, Scan, remote, manager, uid, n, orthanc.pid) for uid in study_uids]
     finally:
         orthanc.terminate()
         orthanc.wait(30)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _pull_one(pulls, Scan, remote, manager, study_uid: str, n: int, orthanc_pid: int) -> dict:
+    job = pulls.pull_start(actor=manager, remote=remote, study_uids=[study_uid])
+    marks = {}
+
+    def progress(fraction: float, message: str) -> None:
+        if fraction >= 0.5 and "retrieved" in message:
+            marks.setdefault("retrieved", time.perf_counter())
+
+    cpu0 = _cpu() + _proc_cpu(orthanc_pid)
+    t0 = time.perf_counter()
+    job = pulls.pull_run(job, progress)  # its worker processes end with it: their CPU counts
+    done = time.perf_counter()
+    cpu = _cpu() + _proc_cpu(orthanc_pid) - cpu0
+    assert job.status == "done" and job.report["scans_created"], job.report
+    assert Scan.objects.get(pk=job.report["scans_created"][0]).slices == n
     retrieved = marks.get("retrieved", done) - t0
     return {
         "wado_retrieve_s": round(retrieved, 3),
@@ -203,6 +207,12 @@ def bench_pull(folder: Path, n: int, inst, manager) -> dict:
         "wado_pull_per_s": round(n / (done - t0), 1),
         "wado_cpu_ms_per_instance": round(1000 * cpu / n, 1),
     }
+
+
+def _median(runs: list[dict], key: str) -> dict:
+    """The run with the median `key`, plus every run's figure under <key without _per_s>_runs_per_s."""
+    ordered = sorted(runs, key=lambda r: r[key])
+    return {**ordered[len(ordered) // 2], key.replace("_per_s", "_runs_per_s"): [r[key] for r in ordered]}
 
 
 def _up(url: str) -> bool:
@@ -229,34 +239,34 @@ def main() -> None:
     inst.save()
     results = {"slices": args.slices, "size": args.size, "quiet_seconds": args.quiet_seconds}
     try:
-        # Three series, each its own patient; the run with the median rate is reported (this
-        # machine's speed wanders by ±15 % from one run to the next).
-        runs = []
-        for i in range(CSTORE_RUNS):
-            a, _ = _django.phantom_series(
-                work / f"a{i}",
+        # Three series each way, each series its own patient; the run with the median rate is
+        # reported (this machine's speed wanders by ±15 % from one run to the next).
+        def series(tag: str, i: int) -> Path:
+            folder, _ = _django.phantom_series(
+                work / f"{tag}{i}",
                 slices=args.slices,
                 rows=args.size,
                 cols=args.size,
-                seed=1 + 10 * i,
-                patient_id=f"BENCH-A{i}",
-                patient_name=f"BENCH^A{i}",
+                seed=(1 if tag == "a" else 2) + 10 * i,
+                patient_id=f"BENCH-{tag.upper()}{i}",
+                patient_name=f"BENCH^{tag.upper()}{i}",
             )
-            runs.append(bench_cstore(a, args.slices, args.quiet_seconds, inst))
-            shutil.rmtree(a, ignore_errors=True)
-        runs.sort(key=lambda r: r["cstore_per_s"])
-        results |= runs[len(runs) // 2]
-        results["cstore_runs_per_s"] = [r["cstore_per_s"] for r in runs]
-        b, _ = _django.phantom_series(
-            work / "b",
-            slices=args.slices,
-            rows=args.size,
-            cols=args.size,
-            seed=2,
-            patient_id="BENCH-2",
-            patient_name="BENCH^TWO",
-        )
-        results |= bench_pull(b, args.slices, inst, people["manager"])
+            return folder
+
+        runs = []
+        for i in range(RUNS):
+            folder = series("a", i)
+            runs.append(bench_cstore(folder, args.slices, args.quiet_seconds, inst))
+            shutil.rmtree(folder, ignore_errors=True)
+        results |= _median(runs, "cstore_per_s")
+        if shutil.which("Orthanc"):
+            pulled = bench_pull([series("b", i) for i in range(RUNS)], args.slices, inst, people["manager"])
+            results |= _median(pulled, "wado_pull_per_s")
+        else:
+            results |= {
+                "wado_pull_per_s": None,
+                "wado_note": "Orthanc not installed (apt-get install orthanc orthanc-dicomweb)",
+            }
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results))
