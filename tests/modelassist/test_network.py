@@ -99,22 +99,23 @@ def test_meta_that_cannot_be_stored_is_refused(tmp_path):
         save_model(model, tmp_path / "m.pt", {"bad": object()})
 
 
+# Four epochs of the tiny network: enough for the loss to fall on tiny_cases.
+SHORT_RUN = {
+    "epochs": 4,
+    "lr": 3e-3,
+    "batch_size": 8,
+    "slices_per_case": 8,
+    "seed": 0,
+    "device": CPU,
+    "architecture": "unet2d-tiny",
+}
+
+
 def test_a_short_training_run_lowers_the_loss_and_reports_progress():
     train, val = tiny_cases(4), tiny_cases(1, seed=10)
     seen = []
 
-    model, history = train_model(
-        train,
-        val,
-        epochs=4,
-        lr=3e-3,
-        batch_size=8,
-        slices_per_case=8,
-        seed=0,
-        progress=seen.append,
-        device=CPU,
-        architecture="unet2d-tiny",
-    )
+    model, history = train_model(train, val, progress=seen.append, **SHORT_RUN)
 
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert seen == history
@@ -194,18 +195,7 @@ def test_a_short_training_run_on_crops_lowers_the_loss(monkeypatch):
 
     monkeypatch.setattr(_SliceSet, "batch", recording_batch)
 
-    model, history = train_model(
-        train,
-        val,
-        epochs=4,
-        lr=3e-3,
-        batch_size=8,
-        slices_per_case=8,
-        seed=0,
-        device=CPU,
-        architecture="unet2d-tiny",
-        crop=32,
-    )
+    model, history = train_model(train, val, crop=32, **SHORT_RUN)
 
     assert sizes == {(32, 32)}
     assert len(history) == 4
