@@ -101,6 +101,7 @@ class _Association:
     received: int = 0
     notes: list[dict] = field(default_factory=list)  # refused instances without a series
     refused: list[dict] = field(default_factory=list)  # refused presentation contexts
+    folders: set[str] = field(default_factory=set)  # series keys whose folder exists
     closed: bool = False
 
     @property
@@ -292,9 +293,7 @@ class StorageReceiver:
         folder = self._association_folder(state, key, ds, series_uid, expected)
         name = file_name(sop_uid)
         try:
-            tmp = folder / f".{uuid.uuid4().hex}.part"
-            tmp.write_bytes(data)
-            os.replace(tmp, folder / name)
+            _spool_write(folder / name, data)
         except OSError as exc:
             logger.error("DICOM listener cannot spool %s: %s", sop_uid, exc)
             return STATUS_OUT_OF_RESOURCES
@@ -401,7 +400,10 @@ class StorageReceiver:
             with contextlib.suppress(TypeError, ValueError):  # a malformed count is no count
                 series.expected = int(expected) if expected not in (None, "") else series.expected  # type: ignore[arg-type]
             folder = series.folder / state.token
-        folder.mkdir(parents=True, exist_ok=True)
+            made = key in state.folders
+            state.folders.add(key)
+        if not made:  # once per association and series: each system call here delays the response
+            folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def _prepare(self, series: SpooledSeries, path: Path, label: str) -> None:
@@ -484,6 +486,24 @@ class StorageReceiver:
             if ready:
                 self._idle.set()
             self._stop.wait(self.poll_seconds)
+
+
+def _spool_write(path: Path, data: bytes) -> None:
+    """Write a received instance. A new file is written in place: if the listener dies
+    mid-write, the file belongs to a delivery that was never released, which recovery drops
+    (and a failed write removes its file). A re-sent instance replaces the old file
+    atomically, since a worker may be reading it."""
+    try:
+        with open(path, "xb") as f:
+            try:
+                f.write(data)
+            except OSError:  # disk full: leave no truncated file for a later recovery to find
+                path.unlink(missing_ok=True)
+                raise
+    except FileExistsError:
+        tmp = path.with_name(f".{uuid.uuid4().hex}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
 
 
 def institutions_for_ae(calling_ae: str) -> list[tuple[int, str]]:

@@ -227,6 +227,24 @@ def test_an_association_aborted_mid_series_leaves_nothing_half_imported(listener
     assert not any(listener.spool.rglob("*.dcm"))
 
 
+def test_an_instance_sent_twice_in_one_association_is_stored_once(listener, tmp_path):
+    folder = phantom(tmp_path, slices=10)
+    datasets = [pydicom.dcmread(p) for p in dicom_files(folder)]
+    ae = AE(ae_title=SENDER_AE)
+    ae.add_requested_context(CTImageStorage, datasets[0].file_meta.TransferSyntaxUID)
+    assoc = ae.associate("127.0.0.1", listener.port, ae_title="CURATECT")
+    assert assoc.is_established
+    for ds in [*datasets, datasets[3]]:  # a retry of one instance, as a sender may do
+        assert assoc.send_c_store(ds).Status == 0x0000
+    assoc.release()
+
+    (job,) = finished_jobs()
+    assert job.status == "done" and len(job.report["scans_created"]) == 1, job.report
+    scan = Scan.objects.get()
+    assert scan.slices == 10
+    assert scan.instances.count() == 10
+
+
 def test_a_series_split_over_two_associations_is_imported_once_whole(listener, tmp_path):
     folder = phantom(tmp_path, slices=16)
     files = dicom_files(folder)
