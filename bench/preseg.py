@@ -115,6 +115,7 @@ def main() -> None:
     import SimpleITK as sitk
 
     from modelassist import network
+    from modelassist.dice import dice, mean_dice
     from modelassist.services.quantification import scan_lungs
     from platform_core.models import CampaignMember, Role
     from platform_core.phantom import nrrd_to_dicom_series
@@ -144,8 +145,8 @@ def main() -> None:
 
     baseline_s, baseline_labels = presegment(base, scan, cast["manager"])
     torch_s, torch_labels = presegment(learned, scan, cast["manager"])
-    baseline_dice = network.mean_dice(baseline_labels, truth.lesions)
-    torch_dice = network.mean_dice(torch_labels, truth.lesions)
+    baseline_dice = mean_dice(baseline_labels, truth.lesions)
+    torch_dice = mean_dice(torch_labels, truth.lesions)
     log(
         f"phantom: baseline {baseline_s:.1f} s Dice {baseline_dice:.3f}; torch {torch_s:.1f} s Dice {torch_dice:.3f}"
     )
@@ -161,7 +162,7 @@ def main() -> None:
     _, lung1_torch = presegment(learned, lung1, cast["manager"])
     lungs, _ = scan_lungs(lung1)  # cached by the baseline's run
     lung_ml = np.count_nonzero(lungs) * float(np.prod(lung1.spacing)) / 1000
-    dices = {"baseline": network.dice(lung1_base > 0, tumour), "torch": network.dice(lung1_torch > 0, tumour)}
+    dices = {"baseline": dice(lung1_base > 0, tumour), "torch": dice(lung1_torch > 0, tumour)}
     log(f"lung1: lungs {lung_ml:.0f} ml; tumour Dice {dices}")
 
     shutil.rmtree(work, ignore_errors=True)

@@ -30,8 +30,9 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
+from modelassist.dice import pooled_dice
+
 NUM_CLASSES = 4
-LESION_CLASSES = (1, 2)  # classes scored by Dice: ground-glass and consolidation
 
 # Architecture name -> everything needed to rebuild the network; a model file stores the
 # name and this dict, so a model version stays loadable if the table changes later.
@@ -232,57 +233,15 @@ def predict_volume(model: SliceSegmenter, hu: np.ndarray, batch_slices: int = 16
     return out
 
 
-# ---------------------------------------------------------------------------- Dice
-
-
-def _dice_from_counts(intersection: int, total: int) -> float:
-    # Two empty masks agree perfectly: Dice 1.0 (a scan without lesions, none predicted).
-    return 1.0 if total == 0 else 2.0 * intersection / total
-
-
-def dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty."""
-    return _dice_from_counts(
-        int(np.count_nonzero(pred & truth)), int(np.count_nonzero(pred) + np.count_nonzero(truth))
-    )
-
-
-def dice_per_class(
-    pred: np.ndarray, truth: np.ndarray, classes: Sequence[int] = LESION_CLASSES
-) -> dict[int, float]:
-    """Dice of each class label; 1.0 for a class absent from both."""
-    return {int(c): dice(pred == c, truth == c) for c in classes}
-
-
-def foreground_dice(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Dice of lesion versus no lesion, whatever the class."""
-    return dice(pred > 0, truth > 0)
-
-
-def mean_dice(pred: np.ndarray, truth: np.ndarray, classes: Sequence[int] = LESION_CLASSES) -> float:
-    """Mean of the per-class Dice over the lesion classes (the validation figure)."""
-    return float(np.mean(list(dice_per_class(pred, truth, classes).values())))
-
-
-def _pooled_dice(pairs: Sequence[tuple[np.ndarray, np.ndarray]], classes: Sequence[int]) -> dict[str, float]:
-    """Dice over several volumes pooled as one (sums of counts), per class, mean, foreground."""
-    counts = np.zeros((len(classes) + 1, 2), dtype=np.int64)
-    for pred, truth in pairs:
-        for i, (p, t) in enumerate([(pred == c, truth == c) for c in classes] + [(pred > 0, truth > 0)]):
-            counts[i] += (np.count_nonzero(p & t), np.count_nonzero(p) + np.count_nonzero(t))
-    per_class = [_dice_from_counts(int(i), int(t)) for i, t in counts[:-1]]
-    result = {f"dice_{c}": d for c, d in zip(classes, per_class, strict=True)}
-    result["mean"] = float(np.mean(per_class))
-    result["foreground"] = _dice_from_counts(int(counts[-1, 0]), int(counts[-1, 1]))
-    return result
+# ---------------------------------------------------------------------------- evaluation
 
 
 def evaluate(
     model: SliceSegmenter, cases: Sequence[tuple[np.ndarray, np.ndarray]], batch_slices: int = 16
-) -> dict[str, float]:
-    """Pooled Dice of the model on (hu, labels) cases at full resolution."""
-    pairs = [(predict_volume(model, hu, batch_slices), labels) for hu, labels in cases]
-    return _pooled_dice(pairs, LESION_CLASSES)
+) -> dict[str, Any]:
+    """Pooled Dice (modelassist.dice.pooled_dice) of the model on (hu, labels) cases at full
+    resolution."""
+    return pooled_dice([(predict_volume(model, hu, batch_slices), labels) for hu, labels in cases])
 
 
 # ---------------------------------------------------------------------------- training

@@ -14,7 +14,7 @@ from modelassist.baseline import (
     segment_lesions,
     segment_lungs,
 )
-from modelassist.network import dice
+from modelassist.dice import dice
 from tests.modelassist.synthetic import make_chest
 
 

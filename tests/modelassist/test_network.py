@@ -8,11 +8,7 @@ from modelassist.network import (
     ARCHITECTURES,
     _SliceSet,
     build_model,
-    dice,
-    dice_per_class,
-    foreground_dice,
     load_model,
-    mean_dice,
     pick_device,
     predict_volume,
     save_model,
@@ -234,26 +230,3 @@ def test_training_stops_at_the_time_limit():
     )
 
     assert len(history) == 1
-
-
-def test_dice_of_two_empty_masks_is_one():
-    empty = np.zeros((2, 3, 3), dtype=np.uint8)
-
-    assert dice(empty > 0, empty > 0) == 1.0
-    assert dice_per_class(empty, empty) == {1: 1.0, 2: 1.0}
-    assert mean_dice(empty, empty) == 1.0
-
-
-def test_dice_per_class_foreground_and_mean():
-    truth = np.zeros((1, 1, 8), dtype=np.uint8)
-    truth[0, 0, :4] = 1
-    truth[0, 0, 4:6] = 2
-    pred = truth.copy()
-    pred[0, 0, 0:2] = 2  # two ground-glass voxels called consolidation
-
-    per_class = dice_per_class(pred, truth)
-
-    assert per_class[1] == pytest.approx(2 * 2 / (2 + 4))
-    assert per_class[2] == pytest.approx(2 * 2 / (4 + 2))
-    assert mean_dice(pred, truth) == pytest.approx(2 / 3)
-    assert foreground_dice(pred, truth) == 1.0
