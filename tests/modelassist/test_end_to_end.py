@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from tests.modelassist.test_export import eager_celery, import_scans
+from tests.modelassist.curated import eager_celery, import_scans
 
 LABELS = {"diagnosis": "COVID-19"}
 HOSPITALS = [("north", 3, 0), ("south", 1, 10), ("east", 1, 20), ("west", 1, 30)]

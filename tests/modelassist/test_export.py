@@ -1,13 +1,11 @@
 """Dataset export: nnU-Net layout, DICOM SEG, manifest, institution-level splits, atomic publish,
 streamed download. The QC workflow runs through the real qc services.
 
-The helpers here (scans of several institutions, a batch driven to approval) are also used by
-test_training_loop.py and test_end_to_end.py.
+Scans of several institutions and batches driven to approval come from curated.py.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -19,9 +17,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import make_series, truth_of
-
-LABELS = {"diagnosis": "COVID-19"}
+from tests.modelassist.curated import (
+    approve,
+    eager_celery,
+    import_scans,
+    institution,
+    label_volume,
+    run_export,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -29,119 +32,10 @@ def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
-@contextlib.contextmanager
-def eager_celery():
-    """Celery tasks run in-process; send_task by name (as the core and QC send) runs the task too."""
-    import modelassist.tasks  # noqa: F401 - registers the tasks (a worker autodiscovers them)
-    from platform_core.celery import app
-
-    real_send_task = app.send_task
-    app.conf.task_always_eager = True
-    app.send_task = lambda name, args=None, kwargs=None, **opts: app.tasks[name].apply_async(
-        args, kwargs, **opts
-    )
-    try:
-        yield app
-    finally:
-        app.conf.task_always_eager = False
-        app.send_task = real_send_task
-
-
 @pytest.fixture
 def eager():
     with eager_celery() as app:
         yield app
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def institution(slug: str):
-    from platform_core.models import Institution
-
-    return Institution.objects.get_or_create(slug=slug, defaults={"name": slug.title()})[0]
-
-
-def import_scans(
-    cast, tmp_path: Path, inst_slug: str, n: int, *, first_seed: int, slices: int = 8, size: int = 32
-):
-    """n phantom series of one institution imported into the campaign: [(scan, truth lesions)]."""
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
-    from platform_core.phantom import load_ground_truth
-
-    inst = institution(inst_slug)
-    cast.campaign.shared_with.add(inst)
-    folder = tmp_path / f"{inst_slug}-{first_seed}"
-    truths = {}
-    for i in range(n):
-        series = make_series(
-            folder, slices=slices, size=size, seed=first_seed + i, patient=f"{inst_slug}-{i}"
-        )
-        truths[f"{inst_slug}-{i}"] = load_ground_truth(truth_of(series)).lesions
-    report = ingest_path(folder, institution=inst, campaign_id=cast.campaign.pk)
-    assert not report.rejected_files and not report.rejected_series, report.as_dict()
-    scans = Scan.objects.filter(pk__in=report.scans_created).select_related("study__patient").order_by("pk")
-    # The re-identification table links each scan back to its phantom's truth.
-    return [(scan, truths[scan.study.patient.original_patient_id]) for scan in scans]
-
-
-def label_volume(truth: np.ndarray, shape) -> np.ndarray:
-    """The truth, with a small ground-glass block added where a tiny phantom has no lesion."""
-    labels = truth.astype(np.uint8).copy()
-    if not labels.any():
-        z, y, x = (n // 2 for n in shape)
-        labels[z, y - 1 : y + 2, x - 1 : x + 2] = 1
-    return labels
-
-
-def approve(cast, scans_and_labels, *, annotator=None) -> object:
-    """A batch of these scans annotated (labels as given), checked by two checkers, spot-checked
-    by the senior and approved, all through the real services. Returns the batch."""
-    from annotation.models import Annotation
-    from annotation.services import revision_save
-    from platform_core.services.batches import batch_build
-    from qc.models import Check, SpotCheck, Verdict
-    from qc.services import check_record, revision_submit, spot_check_record
-
-    annotator = annotator or cast.annotator
-    batch = batch_build(
-        actor=cast.manager,
-        campaign=cast.campaign,
-        annotator=annotator,
-        scan_ids=[s.pk for s, _ in scans_and_labels],
-    )
-    for scan, labels in scans_and_labels:
-        head = (
-            Annotation.objects.filter(campaign=cast.campaign, scan=scan)
-            .values_list("head_id", flat=True)
-            .first()
-        )
-        rev = revision_save(
-            actor=annotator,
-            campaign=cast.campaign,
-            scan=scan,
-            parent_id=head,
-            full=labels,
-            scan_labels=LABELS,
-            time_spent_s=60,
-        )
-        revision_submit(actor=annotator, campaign=cast.campaign, scan=scan, revision_id=rev.pk)
-    for check in Check.objects.filter(
-        annotation__scan__in=[s for s, _ in scans_and_labels], verdict=Verdict.PENDING
-    ).order_by("pk"):
-        check_record(actor=check.checker, check=check, verdict="pass", time_spent_s=30)
-    for sc in SpotCheck.objects.filter(review__batch=batch, verdict=Verdict.PENDING).order_by("pk"):
-        spot_check_record(actor=sc.senior, spot_check=sc, verdict="pass", time_spent_s=20)
-    assert batch.review.state == "approved", batch.review.state
-    return batch
-
-
-def run_export(cast):
-    from modelassist.services.export import export_request, export_run
-
-    export = export_request(actor=cast.manager, campaign=cast.campaign, enqueue=False)
-    return export_run(export.pk)
 
 
 def export_dir(export) -> Path:

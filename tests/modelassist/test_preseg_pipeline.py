@@ -12,7 +12,7 @@ import torch
 from django.db import IntegrityError, transaction
 
 from tests.conftest import make_series, truth_of
-from tests.modelassist.test_export import eager_celery
+from tests.modelassist.curated import eager_celery
 
 SMALL = {"slices": 12, "size": 64}
 

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.modelassist.test_export import approve, eager_celery, import_scans, label_volume
+from tests.modelassist.curated import approve, eager_celery, import_scans, label_volume
 
 TINY = {"epochs": 2, "slices_per_case": 4, "batch_size": 4, "patience": 2, "max_minutes": 2}
 
@@ -198,7 +198,7 @@ def test_only_data_managers_train_and_parameters_are_checked(cast, approved, api
 def test_management_command_trains_on_an_export(cast, approved, sent):
     from django.core.management import call_command
 
-    from tests.modelassist.test_export import run_export
+    from tests.modelassist.curated import run_export
 
     export = run_export(cast)
     out = io.StringIO()
