@@ -5,9 +5,12 @@ import "../styles/pages.css";
 
 import { qcApi, type CheckDetail, type CheckQueueItem } from "../api/qc";
 import type { Campaign } from "../api/types";
-import { age, badge, el, onKey, showLoadError, table, when } from "../panels/dom";
+import { badge, el, onKey, showLoadError, table, when } from "../panels/dom";
 import {
+  assignedCell,
   campaignOrNull,
+  recordedNotice,
+  roundsSection,
   scanBounds,
   scanLabelsTable,
   summaryList,
@@ -56,13 +59,7 @@ function renderQueue(root: HTMLElement, checks: CheckQueueItem[]): void {
     c.campaign.slug,
     `#${c.revision.number}`,
     String(c.round),
-    el(
-      "span",
-      {},
-      when(c.assigned_at),
-      " ",
-      el("span", { className: "muted" }, age(c.assigned_at)),
-    ),
+    assignedCell(c.assigned_at),
     el(
       "span",
       { className: "row-actions" },
@@ -165,28 +162,6 @@ function decidedPart(
   );
 }
 
-function historyPart(
-  check: CheckDetail,
-  linkOf: (slice: number | null) => string | null,
-): HTMLElement | null {
-  if (!check.history.length) return null;
-  return el(
-    "section",
-    { className: "card" },
-    el("h2", {}, "Earlier rounds"),
-    ...check.history.map((round) =>
-      el(
-        "div",
-        { className: "round" },
-        el("h3", {}, `Round ${round.round} (revision id ${round.revision_id})`),
-        ...round.checks.map((c) =>
-          reviewCard(c.label, c.verdict, c.findings, c.decided_at, (f) => linkOf(f.slice)),
-        ),
-      ),
-    ),
-  );
-}
-
 function renderCheck(
   root: HTMLElement,
   check: CheckDetail,
@@ -242,15 +217,13 @@ function renderCheck(
           const decided = await qcApi.checkVerdict(check.id, body);
           renderCheck(root, decided, campaign, bounds, time, viewer);
           const next = (await qcApi.checks().catch(() => [])).find((c) => c.id !== decided.id);
-          const done = el(
-            "p",
-            { className: "notice notice-ok", attrs: { role: "status" }, id: "verdict-recorded" },
-            `Recorded: ${decided.verdict}${decided.findings.length ? ` with ${decided.findings.length} finding(s)` : ""}. `,
-            next
-              ? el("a", { href: checkPageUrl(next.id) }, "Next check")
-              : "No other check is waiting for you.",
+          root.prepend(
+            recordedNotice(
+              `Recorded: ${decided.verdict}${decided.findings.length ? ` with ${decided.findings.length} finding(s)` : ""}. `,
+              next ? { href: checkPageUrl(next.id), label: "Next check" } : null,
+              "No other check is waiting for you.",
+            ),
           );
-          root.prepend(done);
           root.querySelector<HTMLElement>("#verdicts-heading")?.focus();
         },
       }),
@@ -260,7 +233,7 @@ function renderCheck(
   } else {
     parts.push(decidedPart(check, linkOf));
   }
-  parts.push(historyPart(check, linkOf));
+  parts.push(roundsSection("Earlier rounds", check.history, linkOf));
   root.replaceChildren(...parts.filter((p): p is HTMLElement => p !== null));
   root.setAttribute("aria-busy", "false");
 }

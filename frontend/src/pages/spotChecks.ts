@@ -5,9 +5,12 @@ import "../styles/pages.css";
 
 import { qcApi, type SpotCheckDetail } from "../api/qc";
 import type { Campaign } from "../api/types";
-import { age, badge, el, onKey, showLoadError, table, when } from "../panels/dom";
+import { badge, el, onKey, showLoadError, table, when } from "../panels/dom";
 import {
+  assignedCell,
   campaignOrNull,
+  recordedNotice,
+  roundsSection,
   scanBounds,
   scanLabelsTable,
   summaryList,
@@ -38,13 +41,7 @@ function renderQueue(root: HTMLElement, items: SpotCheckDetail[]): void {
     s.batch.name,
     `#${s.revision.number}`,
     String(s.draw),
-    el(
-      "span",
-      {},
-      when(s.assigned_at),
-      " ",
-      el("span", { className: "muted" }, age(s.assigned_at)),
-    ),
+    assignedCell(s.assigned_at),
     el(
       "span",
       { className: "row-actions" },
@@ -149,13 +146,10 @@ function renderSpotCheck(
           renderSpotCheck(root, decided, campaign, bounds, time, mine, viewer);
           const next = (await qcApi.spotChecks().catch(() => [])).find((s) => s.id !== decided.id);
           root.prepend(
-            el(
-              "p",
-              { className: "notice notice-ok", attrs: { role: "status" }, id: "verdict-recorded" },
+            recordedNotice(
               `Recorded: ${decided.verdict}. `,
-              next
-                ? el("a", { href: spotPageUrl(next.id) }, "Next spot check")
-                : "No other spot check is waiting for you.",
+              next ? { href: spotPageUrl(next.id), label: "Next spot check" } : null,
+              "No other spot check is waiting for you.",
             ),
           );
           root.querySelector<HTMLElement>("#verdicts-heading")?.focus();
@@ -176,25 +170,8 @@ function renderSpotCheck(
       ),
     );
   }
-  if (spot.check_rounds.length) {
-    parts.push(
-      el(
-        "section",
-        { className: "card" },
-        el("h2", {}, "The checkers' rounds"),
-        ...spot.check_rounds.map((round) =>
-          el(
-            "div",
-            { className: "round" },
-            el("h3", {}, `Round ${round.round} (revision id ${round.revision_id})`),
-            ...round.checks.map((c) =>
-              reviewCard(c.label, c.verdict, c.findings, c.decided_at, (f) => linkOf(f.slice)),
-            ),
-          ),
-        ),
-      ),
-    );
-  }
+  const rounds = roundsSection("The checkers' rounds", spot.check_rounds, linkOf);
+  if (rounds) parts.push(rounds);
   root.replaceChildren(...parts);
   root.setAttribute("aria-busy", "false");
 }

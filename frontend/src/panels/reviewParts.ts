@@ -1,9 +1,10 @@
 // Pieces of the check and spot-check pages: a summary list, a revision's scan labels and
-// voxel counts, and the queue table with its "open next" action.
+// voxel counts, the checkers' rounds, queue cells and the notice after a verdict.
 import { api } from "../api/client";
+import type { CheckRound } from "../api/qc";
 import type { Campaign } from "../api/types";
-import type { ScanBounds } from "./verdictForm";
-import { DASH, el, table } from "./dom";
+import { reviewCard, type ScanBounds } from "./verdictForm";
+import { age, DASH, el, table, when } from "./dom";
 
 export function summaryList(pairs: [string, Node | string][]): HTMLDListElement {
   return el(
@@ -77,3 +78,46 @@ export function withSlice(url: string, slice: number | null): string | null {
 
 export const orDash = (value: unknown) =>
   value === null || value === undefined || value === "" ? DASH : String(value);
+
+/** The checkers' rounds of a scan, each with its verdicts; null when there are none. */
+export function roundsSection(
+  title: string,
+  rounds: CheckRound[],
+  linkOf: (slice: number | null) => string | null,
+): HTMLElement | null {
+  if (!rounds.length) return null;
+  return el(
+    "section",
+    { className: "card" },
+    el("h2", {}, title),
+    ...rounds.map((round) =>
+      el(
+        "div",
+        { className: "round" },
+        el("h3", {}, `Round ${round.round} (revision id ${round.revision_id})`),
+        ...round.checks.map((c) =>
+          reviewCard(c.label, c.verdict, c.findings, c.decided_at, (f) => linkOf(f.slice)),
+        ),
+      ),
+    ),
+  );
+}
+
+/** A queue's "Assigned" cell: the time and how long ago. */
+export function assignedCell(iso: string): HTMLElement {
+  return el("span", {}, when(iso), " ", el("span", { className: "muted" }, age(iso)));
+}
+
+/** The notice after a verdict: what was recorded, and the next item of the queue if any. */
+export function recordedNotice(
+  recorded: string,
+  next: { href: string; label: string } | null,
+  noneLeft: string,
+): HTMLElement {
+  return el(
+    "p",
+    { className: "notice notice-ok", attrs: { role: "status" }, id: "verdict-recorded" },
+    recorded,
+    next ? el("a", { href: next.href }, next.label) : noneLeft,
+  );
+}
