@@ -1,12 +1,8 @@
 """The annotator's path through the browser: worklist → viewer → 3D region growing → save →
-reload → submit, checked against the API; plus a stale save (409) and the load time of a
-300-slice 512² scan."""
+reload → submit, checked against the API; plus a stale save (409) and a full 300-slice 512²
+scan loading every frame (its load time: bench/viewer.py)."""
 
 from __future__ import annotations
-
-import json
-import os
-import time
 
 import numpy as np
 import pytest
@@ -132,30 +128,22 @@ def test_a_stale_save_shows_the_conflict_and_offers_reload(live_server, chromium
     assert page.input_value("#scan-label-diagnosis") == "COVID-19"
 
 
-def test_a_300_slice_512_scan_loads_within_budget(live_server, page, phantom_scan):
-    """Navigation → every frame in and drawn, for a 300 × 512² scan (~157 MB of frames)."""
-    budget_s = float(os.environ.get("CURATECT_LOAD_BUDGET_S", "15"))
+def test_a_300_slice_512_scan_loads_every_frame(live_server, page, phantom_scan):
+    """A full-size scan (300 × 512², ~157 MB of frames) loads completely: every frame arrives,
+    the load steps finish in order, and the last slice can be shown. Its load time is measured
+    by bench/viewer.py, not here."""
     ph = phantom_scan(slices=300, size=512, seed=11)
     log_in(page, live_server.url)
-    url = f"{live_server.url}/viewer/{ph.campaign.pk}/{ph.scan.pk}/"
-    runs = []
-    for _ in range(2):  # the second run has warm server caches (series metadata)
-        started = time.perf_counter()
-        page.goto(url)
-        wait_viewer_ready(page, timeout_ms=120_000)
-        runs.append(
-            {
-                "wall_s": round(time.perf_counter() - started, 2),
-                **page.evaluate(
-                    "({first_image_ms: curatect.firstImageMs, loaded_ms: curatect.loadTimeMs,"
-                    " frames_fetched_ms: curatect.bulkFramesMs, marks: curatect.marks})"
-                ),
-            }
-        )
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "viewer-load-time.json").write_text(
-        json.dumps({"scan": "300x512x512", "runs": runs}, indent=2)
+
+    page.goto(f"{live_server.url}/viewer/{ph.campaign.pk}/{ph.scan.pk}/")
+    wait_viewer_ready(page, timeout_ms=180_000)
+
+    figures = page.evaluate(
+        "({first: curatect.firstImageMs, loaded: curatect.loadTimeMs, progress: curatect.progress,"
+        " marks: curatect.marks})"
     )
-    print(json.dumps(runs, indent=2))
-    best = min(r["loaded_ms"] for r in runs) / 1000
-    assert best < budget_s, f"fully loaded after {best:.1f} s (budget {budget_s} s): {runs}"
+    assert figures["progress"][-1][1] == 300  # frames loaded
+    assert 0 < figures["first"] <= figures["loaded"]
+    assert "frames" in figures["marks"]
+    page.evaluate("curatect.canvasPointOf(299, 256, 256)")  # shows the top slice
+    assert page.evaluate("curatect.currentZ()") == 299
