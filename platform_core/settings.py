@@ -7,6 +7,9 @@ DJANGO_ALLOWED_HOSTS; see platform_core/settings_production.py.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import os
 from pathlib import Path
 
@@ -221,6 +224,23 @@ VOLUME_CACHE_BYTES = env_int("CURATECT_VOLUME_CACHE_BYTES", 1024**3)
 # Key for the keyed hashes that remap UIDs and pick per-patient date shifts. Changing it
 # breaks the "same patient, same pseudonym" promise, so production must set and keep it.
 PSEUDONYM_KEY = os.environ.get("CURATECT_PSEUDONYM_KEY", SECRET_KEY)
+# Fernet keys that seal stored secrets (a PACS's password or token; platform_core/sealing.py),
+# comma-separated: the first seals, all unseal, so a key is rotated by putting a new one first.
+# Unset, development derives one from SECRET_KEY; production must set it (settings_production).
+_derived_sealing_key = hmac.digest(SECRET_KEY.encode(), b"curatect-sealing-key-v1", "sha256")
+CURATECT_SEALING_KEYS = [
+    k.strip() for k in os.environ.get("CURATECT_SEALING_KEYS", "").split(",") if k.strip()
+] or [base64.urlsafe_b64encode(_derived_sealing_key).decode("ascii")]
+for _n, _key in enumerate(CURATECT_SEALING_KEYS, 1):
+    try:
+        _ok = len(base64.urlsafe_b64decode(_key.encode("ascii"))) == 32
+    except (binascii.Error, UnicodeError, ValueError):
+        _ok = False
+    if not _ok:  # the message names the position, never the key
+        raise ImproperlyConfigured(
+            f"CURATECT_SEALING_KEYS must be comma-separated Fernet keys (32 url-safe base64-encoded "
+            f"bytes); key {_n} of {len(CURATECT_SEALING_KEYS)} is not one"
+        )
 
 LOGGING = {
     "version": 1,

@@ -30,6 +30,12 @@ if not os.environ.get("CURATECT_PSEUDONYM_KEY"):
         "CURATECT_PSEUDONYM_KEY must be set in production (and kept: see .env.example)"
     )
 
+# The base settings derive a sealing key from SECRET_KEY. In production that would tie every
+# stored PACS password or token to the web secret (rotating it would make them unreadable), and
+# anyone with the secret could unseal them: refuse to start instead.
+if not any(k.strip() for k in os.environ.get("CURATECT_SEALING_KEYS", "").split(",")):
+    raise ImproperlyConfigured("CURATECT_SEALING_KEYS must be set in production (and kept: see .env.example)")
+
 # HTTPS everywhere. Behind a TLS proxy, trust its X-Forwarded-Proto header only when told to.
 if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.fernet import Fernet
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,7 @@ def run_manage(tmp_path: Path, *args: str, **env_overrides: str) -> subprocess.C
         DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
         DJANGO_ALLOWED_HOSTS="curatect.example.org",
         CURATECT_PSEUDONYM_KEY=secrets.token_urlsafe(32),
+        CURATECT_SEALING_KEYS=Fernet.generate_key().decode(),
         CURATECT_DATA_DIR=str(tmp_path),
     )
     env.update(env_overrides)
@@ -55,6 +57,9 @@ def test_every_system_check_passes_without_errors_under_production_settings(tmp_
         ({"DJANGO_DEBUG": "true"}, "DJANGO_DEBUG=false only"),
         ({"DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY must be set"),
         ({"CURATECT_PSEUDONYM_KEY": ""}, "CURATECT_PSEUDONYM_KEY must be set"),
+        ({"CURATECT_SEALING_KEYS": ""}, "CURATECT_SEALING_KEYS must be set"),
+        ({"CURATECT_SEALING_KEYS": " , "}, "CURATECT_SEALING_KEYS must be set"),
+        ({"CURATECT_SEALING_KEYS": "not-a-fernet-key"}, "key 1 of 1 is not one"),
         ({"DJANGO_SECURE_HSTS_SECONDS": "a year"}, "DJANGO_SECURE_HSTS_SECONDS must be an integer"),
     ],
 )

@@ -54,7 +54,7 @@ def remote_out(remote: RemotePacs) -> dict:
         "dicomweb_url": remote.dicomweb_url,
         "auth_type": remote.auth_type,
         "username": remote.username,
-        "has_secret": bool(remote.secret),  # the secret itself is never sent back
+        "has_secret": remote.has_secret,  # the secret itself is never sent back
         "ae_title": remote.ae_title,
         "host": remote.host,
         "port": remote.port,

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from django.db import models
 
+from platform_core import sealing
+
 __all__ = ["PacsSend", "PulledStudy", "RemotePacs", "SeriesOrigin"]
 
 
 class RemotePacs(models.Model):
     """A PACS of an institution: searched and pulled over DICOMweb, sent labels back to.
 
-    The secret (password or bearer token) is write-only in the API and never logged.
+    The secret (password or bearer token) is write-only in the API and never logged. It is stored
+    sealed (platform_core/sealing.py): set it with set_secret(), read it with secret_value().
     """
 
     class Auth(models.TextChoices):
@@ -36,7 +39,8 @@ class RemotePacs(models.Model):
     dicomweb_url = models.URLField(max_length=500, blank=True)
     auth_type = models.CharField(max_length=10, choices=Auth.choices, default=Auth.NONE)
     username = models.CharField(max_length=150, blank=True)
-    secret = models.CharField(max_length=500, blank=True)
+    # The password or token as a Fernet token under CURATECT_SEALING_KEYS; "" when there is none.
+    secret_sealed = models.TextField(blank=True)
     # DIMSE peer for C-STORE sends (the remote's AE title, host and port).
     ae_title = models.CharField(max_length=16, blank=True)
     host = models.CharField(max_length=255, blank=True)
@@ -64,6 +68,19 @@ class RemotePacs(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def set_secret(self, text: str) -> None:
+        """Store the password or token, sealed; "" removes it."""
+        self.secret_sealed = sealing.seal(text) if text else ""
+
+    def secret_value(self) -> str:
+        """The password or token in clear ("" when none); SealingKeyChanged when the sealing keys
+        no longer open it."""
+        return sealing.unseal(self.secret_sealed) if self.secret_sealed else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_sealed)
 
 
 class PulledStudy(models.Model):

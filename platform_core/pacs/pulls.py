@@ -108,6 +108,13 @@ def pull_run(job: ImportJob, progress: intake.Progress | None = None) -> ImportJ
         return intake.job_run_prepared(
             job, results, origins=puller.origins, origin_source="dicomweb", extra=extra
         )
+    except Exception as exc:  # never leave a pull "running" forever
+        logger.exception("pull %s failed", job.pk)
+        report = {
+            **intake.empty_report(),
+            "error": f"the pull failed unexpectedly ({exc.__class__.__name__}: {exc})",
+        }
+        return intake.job_finish(job, status=ImportJob.Status.FAILED, report=report)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
@@ -136,8 +143,12 @@ class _Puller:
                 continue
             plans.append((study, series, "" if series else "the study has no CT series on the PACS"))
         self.total = sum(_count(s) for _, series, _ in plans for s in series) or 1
-        client = pacs.client_for(self.remote)
         summary = []
+        try:
+            client = pacs.client_for(self.remote)
+        except pacs.RemoteError as exc:  # e.g. the URL was removed, or the secret cannot be read
+            plans = [(study, [], error or str(exc)) for study, _, error in plans]
+            client = None
         for study, series, error in plans:
             entry = {"study_uid": study.study_uid, "series": 0, "instances": 0, "error": error}
             for item in series:

@@ -24,6 +24,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification
 
 from platform_core.pacs.models import RemotePacs
+from platform_core.sealing import SealingKeyChanged
 
 logger = logging.getLogger(__name__)
 
@@ -42,10 +43,16 @@ def our_ae_title() -> str:
 
 def _session(remote: RemotePacs) -> requests.Session:
     session = requests.Session()
+    if remote.auth_type == RemotePacs.Auth.NONE:
+        return session
+    try:
+        secret = remote.secret_value()
+    except SealingKeyChanged as exc:  # every caller reports a RemoteError's reason
+        raise RemoteError(f"{remote.name}: {exc}") from None
     if remote.auth_type == RemotePacs.Auth.BASIC:
-        session.auth = (remote.username, remote.secret)
+        session.auth = (remote.username, secret)
     elif remote.auth_type == RemotePacs.Auth.BEARER:
-        session.headers["Authorization"] = f"Bearer {remote.secret}"
+        session.headers["Authorization"] = f"Bearer {secret}"
     return session
 
 

@@ -52,7 +52,7 @@ def _check_remote(remote: RemotePacs) -> None:
         raise DomainError("give the PACS a name", code="invalid")
     if remote.dicomweb_url and not remote.dicomweb_url.startswith(("http://", "https://")):
         raise DomainError("the DICOMweb URL must start with http:// or https://", code="invalid")
-    if remote.auth_type != RemotePacs.Auth.NONE and not remote.secret:
+    if remote.auth_type != RemotePacs.Auth.NONE and not remote.has_secret:
         raise DomainError("this authentication needs a password or token", code="invalid")
     if remote.auth_type == RemotePacs.Auth.BASIC and not remote.username:
         raise DomainError("HTTP Basic needs a username", code="invalid")
@@ -89,10 +89,13 @@ def remote_save(
     created = remote is None
     remote = remote or RemotePacs(institution=institution)
     for key in REMOTE_FIELDS:
-        if key in data:
+        if key == "secret" and key in data:
+            remote.set_secret(data[key])  # stored sealed, never in clear
+        elif key in data:
             setattr(remote, key, data[key])
     if remote.auth_type == RemotePacs.Auth.NONE:
-        remote.username, remote.secret = "", ""
+        remote.username = ""
+        remote.set_secret("")
     _check_remote(remote)
     with transaction.atomic():
         if (

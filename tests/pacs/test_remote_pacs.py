@@ -39,18 +39,20 @@ def original_uids(folder: Path) -> tuple[str, str, list[str]]:
 
 @pytest.fixture
 def remote(cast, orthanc):
-    return RemotePacs.objects.create(
+    remote = RemotePacs(
         institution=cast.institution,
         name="Orthanc",
         dicomweb_url=orthanc.dicomweb_url,
         auth_type=RemotePacs.Auth.BASIC,
         username=orthanc.auth[0],
-        secret=orthanc.auth[1],
         ae_title=orthanc.ae_title,
         host="127.0.0.1",
         port=orthanc.dicom_port,
         send_method="stow",
     )
+    remote.set_secret(orthanc.auth[1])
+    remote.save()
+    return remote
 
 
 def run_pull(job_id: int) -> ImportJob:
@@ -155,8 +157,20 @@ def test_a_pull_of_a_study_the_pacs_does_not_have_fails_with_a_reason(cast, remo
     assert PulledStudy.objects.get().status == "failed"
 
 
+def test_a_pull_whose_pacs_lost_its_url_after_queueing_fails_with_a_reason(cast, remote):
+    job = pulls.pull_start(actor=cast.manager, remote=remote, study_uids=["1.2.826.0.1.99999"])
+    remote.dicomweb_url = ""
+    remote.save()
+
+    job = run_pull(job.pk)
+
+    assert job.status == "failed"  # not left "running"
+    assert "no DICOMweb URL" in job.report["error"]
+    assert PulledStudy.objects.get().status == "failed"
+
+
 def test_wrong_credentials_give_a_reason_a_person_can_act_on(api, cast, remote, orthanc):
-    remote.secret = "wrong"
+    remote.set_secret("wrong")
     remote.save()
     api.force_authenticate(cast.manager)
 
