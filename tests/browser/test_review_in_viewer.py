@@ -84,6 +84,8 @@ def test_checker_fails_in_the_viewer_and_the_annotator_sees_the_finding(
     assert page.evaluate("curatect.markers()") == []  # not on this slice
     page.click("#findings-panel button.jump")
     page.wait_for_function(f"curatect.sliceIndex() === {z}")
+    # Markers are redrawn after the slice's render, a moment after the jump.
+    page.wait_for_function("curatect.markers().length > 0", timeout=10_000)
     markers = page.evaluate("curatect.markers()")
     assert len(markers) == 1 and markers[0]["slice"] == z
     assert page.evaluate("curatect.tool()") == "brush"  # the annotator still edits
