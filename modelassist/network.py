@@ -31,6 +31,7 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from modelassist.dice import pooled_dice
+from platform_core.cpus import usable_cpus
 
 NUM_CLASSES = 4
 
@@ -93,19 +94,11 @@ def build_model(
     return SliceSegmenter(architecture, config)
 
 
-def _usable_cpus() -> int:
-    # The CPUs this process may run on (a container's limit), not the host's count.
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def pick_device() -> torch.device:
     """CUDA when available; else the CPU, using every core this process may use."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    torch.set_num_threads(_usable_cpus())
+    torch.set_num_threads(usable_cpus())
     return torch.device("cpu")
 
 

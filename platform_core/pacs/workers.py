@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from platform_core.cpus import usable_cpus
+
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
@@ -45,13 +47,6 @@ def _warm() -> int:
     return os.getpid()
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def prepare_pool(workers: int, *, leave_core: bool = False) -> Executor:
     """`workers` processes (with leave_core, at most one fewer than the usable cores).
 
@@ -61,7 +56,7 @@ def prepare_pool(workers: int, *, leave_core: bool = False) -> Executor:
     one). A pull streams its HTTP responses instead, and gains from every worker."""
     keep_freed_memory()
     if leave_core:
-        workers = min(workers, _usable_cpus() - 1)
+        workers = min(workers, usable_cpus() - 1)
     if workers < 1 or multiprocessing.current_process().daemon:
         return BatchingExecutor(ThreadPoolExecutor(1, thread_name_prefix="dicom-prepare"), workers=1)
     # spawn, not fork: the parent holds database connections and threads.
