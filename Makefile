@@ -21,9 +21,10 @@ DATA_DIR := $(or $(CURATECT_DATA_DIR),var)
 # before requirements.txt: monai etc. would otherwise pull a multi-GB CUDA torch.
 TORCH := torch==2.13.0
 BOOT_PYTHON := $(shell command -v python3.11 || command -v python3)
-# A new requirements.txt (or torch pin) gives a new stamp name, so the venv is brought up to date;
-# the hash, not the mtime, decides: a fresh checkout does not reinstall.
-REQ_HASH := $(shell { echo '$(TORCH)'; cat requirements.txt; } | sha256sum | cut -c1-16)
+# A new requirements file (or torch pin) gives a new stamp name, so the venv is brought up to date;
+# the hash, not the mtime, decides: a fresh checkout does not reinstall. The venv is a developer's:
+# requirements-dev.txt is requirements.txt (what the production image installs) plus test tools.
+REQ_HASH := $(shell { echo '$(TORCH)'; cat requirements.txt requirements-dev.txt; } | sha256sum | cut -c1-16)
 VENV_STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 FRONTEND_SOURCES := $(shell [ -d frontend ] && find frontend \( -path frontend/node_modules -o -path frontend/dist \) -prune -o -type f -print)
@@ -51,9 +52,9 @@ $(VENV_STAMP):
 	  echo ">> creating $(VENV) with $(BOOT_PYTHON)"; \
 	  $(BOOT_PYTHON) -m venv $(VENV) || { echo "error: venv failed (Debian: apt-get install python3-venv)" >&2; rm -rf $(VENV); exit 1; }; \
 	fi
-	@echo ">> installing $(TORCH) (CPU) first, then requirements.txt"
+	@echo ">> installing $(TORCH) (CPU) first, then requirements-dev.txt (requirements.txt + test tools)"
 	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
