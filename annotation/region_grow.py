@@ -41,6 +41,9 @@ Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (start, stop) 
 # Flooding costs ~30 ns per region voxel walked and ~1 ns per voxel of the box
 # (threshold, padding, flags), measured with skimage 0.26 on int16 volumes.
 FLOOD_COST_PER_REGION_VOXEL = 30
+# Longer than any CT's reach (a whole-body scan is under 2 m): a larger radius limits nothing,
+# and radius / spacing of a huge radius overflows the voxel arithmetic.
+MAX_RADIUS_MM = 2000.0
 
 
 class RegionGrowError(ValueError):
@@ -300,8 +303,8 @@ def _check_options(
         raise RegionGrowError(f"connectivity must be 6 or 26, not {connectivity!r}")
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise RegionGrowError(f"spacing must be three positive numbers (x, y, z) in mm, not {spacing!r}")
-    if radius_mm is not None and not (math.isfinite(radius_mm) and radius_mm > 0):
-        raise RegionGrowError(f"radius_mm must be a positive number, not {radius_mm!r}")
+    if radius_mm is not None and not (math.isfinite(radius_mm) and 0 < radius_mm <= MAX_RADIUS_MM):
+        raise RegionGrowError(f"radius_mm must be a number in (0, {MAX_RADIUS_MM:g}] mm, not {radius_mm!r}")
     if max_voxels < 1:
         raise RegionGrowError(f"max_voxels must be at least 1, not {max_voxels}")
     if roi_start < 1:

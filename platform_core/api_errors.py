@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from rest_framework import status
@@ -42,6 +43,18 @@ class NotFound(DomainError):
 class PreconditionRequired(DomainError):
     status_code = 428
     code = "precondition_required"
+
+
+# ASCII digits only (str.isdigit() accepts "²"), and few enough that int() is cheap and the id
+# fits a 64-bit column.
+_ID_RE = re.compile(r"[0-9]{1,18}")
+
+
+def id_param(raw: str, name: str) -> int:
+    """A query parameter that names an object by id; 400 with the reason when it cannot."""
+    if not _ID_RE.fullmatch(raw):
+        raise DomainError(f"{name} must be an id (a whole number), not {raw[:40]!r}", code=f"bad_{name}")
+    return int(raw)
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:

@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from platform_core.api_errors import DomainError
+from platform_core.api_errors import DomainError, id_param
 from platform_core.apis import import_out
 from platform_core.models import Campaign, ImportJob, Institution, Role, User
 from platform_core.pacs import pulls, services
@@ -297,7 +297,7 @@ class SendListApi(APIView):
             "remote"
         )
         if request.query_params.get("scan"):
-            sends = sends.filter(scan_id=request.query_params["scan"])
+            sends = sends.filter(scan_id=id_param(request.query_params["scan"], "scan"))
         return Response([send_out(s) for s in sends[:200]])
 
 
