@@ -1,6 +1,7 @@
 # CurateCT. Quick start on a fresh Debian machine (Python 3.11, Node 20 + npm):
 #     make run     # installs, migrates, seeds demo data, serves http://127.0.0.1:8000/
-#     make test    # the whole test suite (installs Debian's chromium for browser tests if missing)
+#     make test    # the whole test suite (installs Debian's chromium and DICOM peers if missing,
+#                  # fetches the real chest CT of the tests from PyPI once)
 # Every step is stamp-based, so the second run only does what changed.
 
 SHELL := /bin/bash
@@ -29,12 +30,17 @@ VENV_STAMP := $(VENV)/.installed-$(REQ_HASH)
 
 FRONTEND_SOURCES := $(shell [ -d frontend ] && find frontend \( -path frontend/node_modules -o -path frontend/dist \) -prune -o -type f -print)
 TCMALLOC := /usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4
+# The real chest CT of tests and benches (pyradiomics 3.0.1's sdist); SHA256SUMS is written last.
+LUNG1_STAMP := $(DATA_DIR)/testdata/pyradiomics-lung1/SHA256SUMS
+# What the DICOM tests run: DCMTK's SCUs/SCPs, dicom3tools' validator, Orthanc as a DICOMweb PACS.
+DICOM_BINARIES := storescu storescp echoscu dciodvfy Orthanc
+ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
-.PHONY: help setup run test lint format typecheck bench clean distclean venv frontend browsers
+.PHONY: help setup run test test-pg lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata
 
 help: ## list the targets
 	@echo "CurateCT: make <target>   (quick start: make run, make test)"
-	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 	@echo "Variables: HOST=$(HOST) PORT=$(PORT) DATABASE_URL (default SQLite in $(DATA_DIR)/) PYTEST_ARGS"
 
 # ---------------------------------------------------------------- install
@@ -92,18 +98,30 @@ run: setup ## start web server + Celery worker + DICOM listener (port 11112) wit
 
 # ---------------------------------------------------------------- checks
 
-browsers: # Debian's chromium for the browser tests (never a downloaded browser build)
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then sudo=""; \
-	  elif command -v sudo >/dev/null; then sudo="sudo"; \
-	  else echo "error: /usr/bin/chromium is missing and neither root nor sudo can install it: apt-get install chromium" >&2; exit 1; fi; \
-	  echo ">> installing Debian's chromium for the browser tests"; \
-	  { $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
-	    || { echo "error: could not install chromium (apt-get install chromium, as root)" >&2; exit 1; }; \
-	fi
+# Debian packages come through tools/apt-install.sh (as root or with sudo, services not started),
+# the same script .ci/run uses; each target first looks for what the tests run, so a machine that
+# has it from elsewhere installs nothing.
+browsers: ## install Debian's chromium for the browser tests, if missing (never a downloaded build)
+	@[ -x /usr/bin/chromium ] || tools/apt-install.sh chromium
 
-test: setup browsers ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
+dicom-peers: ## install Debian's dcmtk, dicom3tools, orthanc + orthanc-dicomweb for the DICOM tests, if missing
+	@for b in $(DICOM_BINARIES); do command -v $$b >/dev/null || missing=1; done; \
+	[ -z "$${missing-}" ] && [ -f $(ORTHANC_DICOMWEB) ] || tools/apt-install.sh dcmtk dicom3tools orthanc orthanc-dicomweb
+
+postgres: ## install Debian's PostgreSQL server binaries for make test-pg, if missing (no cluster is started)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || tools/apt-install.sh postgresql
+
+testdata: $(LUNG1_STAMP) ## fetch the real chest CT of tests and benches once (pyradiomics 3.0.1 sdist, sha256-pinned)
+
+$(LUNG1_STAMP): tools/testdata.py | $(VENV_STAMP)
+	$(PY) tools/testdata.py
+	@touch $@
+
+test: setup browsers dicom-peers testdata ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-pg: setup browsers dicom-peers testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
+	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint)
 	@mkdir -p "$(DATA_DIR)"
@@ -132,7 +150,7 @@ typecheck: venv ## mypy on the service layer (optional: needs mypy + django-stub
 	  $(PY) -m mypy $$files; \
 	fi
 
-bench: setup ## run every bench/*.py and print their JSON
+bench: setup testdata ## run every bench/*.py and print their JSON
 	@# bench/_*.py are helpers, not benchmarks. One failing bench does not hide the others' numbers.
 	@# bench/train.py runs first: bench/preseg.py uses the model it leaves (else it trains a quick one).
 	@shopt -s nullglob; status=0; files=(); \

@@ -8,11 +8,24 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+from tools.testdata import MissingTestData, lung1_dir  # noqa: E402  (ROOT is on sys.path only now)
+from tools.testdata import lung1_file as checked_lung1_file  # noqa: E402
+
+# Resolved now: setup() points CURATECT_DATA_DIR at the bench's throwaway folder.
+LUNG1_DIR = lung1_dir()
+
+
+def lung1_file(name: str) -> Path:
+    """lung1_image.nrrd or lung1_label.nrrd, as `make testdata` keeps them; exits saying so if absent."""
+    try:
+        return checked_lung1_file(name, LUNG1_DIR)
+    except MissingTestData as missing:
+        raise SystemExit(f"error: {missing}") from None
 
 
 def setup() -> Path:
-    sys.path.insert(0, str(ROOT))
     work = Path(tempfile.mkdtemp(prefix="curatect-bench-"))
     os.environ["CURATECT_DATA_DIR"] = str(work)
     os.environ["DATABASE_URL"] = f"sqlite:///{work / 'bench.sqlite3'}"

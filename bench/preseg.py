@@ -23,7 +23,6 @@ import numpy as np
 
 SLICES, SIZE = 300, 512
 MODEL_FROM_TRAIN_BENCH = Path(tempfile.gettempdir()) / "curatect-bench-unet2d-small.pt"
-LUNG1 = _django.SHARED_DATA / "pyradiomics-lung1"
 
 
 def log(message: str) -> None:
@@ -153,10 +152,10 @@ def main() -> None:
 
     lung1_folder = work / "lung1"
     nrrd_to_dicom_series(
-        LUNG1 / "lung1_image.nrrd", lung1_folder, patient_id="LUNG1", patient_name="LUNG^ONE"
+        _django.lung1_file("lung1_image.nrrd"), lung1_folder, patient_id="LUNG1", patient_name="LUNG^ONE"
     )
     lung1 = import_series(lung1_folder, inst)
-    tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(LUNG1 / "lung1_label.nrrd"))) > 0
+    tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(_django.lung1_file("lung1_label.nrrd")))) > 0
     assert tumour.shape == lung1.shape, (tumour.shape, lung1.shape)
     _, lung1_base = presegment(base, lung1, cast["manager"])
     _, lung1_torch = presegment(learned, lung1, cast["manager"])

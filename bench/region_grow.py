@@ -49,7 +49,7 @@ def main() -> None:
     _, truth = _django.phantom_series(
         work / "phantom", slices=SLICES, rows=SIZE, cols=SIZE, seed=7, patient_id="B-1", patient_name="B^1"
     )
-    nrrd = _django.SHARED_DATA / "pyradiomics-lung1" / "lung1_image.nrrd"
+    nrrd = _django.lung1_file("lung1_image.nrrd")
     nrrd_to_dicom_series(nrrd, work / "lung1", patient_id="LUNG1", patient_name="LUNG^1")
     phantom_scan = _import(ingest_path, work / "phantom", inst, campaign)
     lung1_scan = _import(ingest_path, work / "lung1", inst, campaign)
@@ -106,9 +106,7 @@ def _import(ingest_path, folder, inst, campaign):
 def lung1_dice(client, campaign, scan) -> float:
     import SimpleITK as sitk
 
-    label = sitk.GetArrayFromImage(
-        sitk.ReadImage(str(_django.SHARED_DATA / "pyradiomics-lung1" / "lung1_label.nrrd"))
-    )
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(_django.lung1_file("lung1_label.nrrd"))))
     points = np.argwhere(label > 0)
     centre = points.mean(axis=0)
     seed = [int(v) for v in points[np.argmin(((points - centre) ** 2).sum(axis=1))]]

@@ -13,10 +13,23 @@ from pathlib import Path
 
 import pytest
 
+from tools.testdata import MissingTestData
+from tools.testdata import lung1_file as checked_lung1_file
+
 # Tests publish Celery messages to memory, never into a developer's running broker folder.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+def lung1_file(name: str) -> Path:
+    """lung1_image.nrrd or lung1_label.nrrd: the real chest CT of pyradiomics that `make testdata` keeps.
+
+    Absent, the test fails (not skips) and says to run `make testdata`: `make test` always fetches
+    it, so a missing volume is a broken set-up, not an optional peer.
+    """
+    try:
+        return checked_lung1_file(name)
+    except MissingTestData as missing:
+        pytest.fail(str(missing), pytrace=False)
 
 
 @dataclass

@@ -98,7 +98,10 @@ def test_batch_api_answers_404_to_other_institutions(cast, api, import_phantoms)
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_build_and_assign_never_double_assigns(cast, import_phantoms):
     if connection.vendor != "postgresql":
-        pytest.skip("needs PostgreSQL row locks; SQLite serialises all writers, so there is no race to test")
+        pytest.skip(
+            "needs PostgreSQL row locks; SQLite serialises all writers, so there is no race to test "
+            "(make test-pg runs it)"
+        )
     import_phantoms(12, slices=8, size=32)
     barrier = threading.Barrier(6)
     outcomes: list[str] = []

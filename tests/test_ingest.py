@@ -15,7 +15,7 @@ from pydicom.data import get_testdata_file
 from platform_core.ingest.service import ingest_path
 from platform_core.models import ImportJob, Instance, PatientPseudonym, Scan, Study
 from platform_core.pseudonymise import assert_no_phi
-from tests.conftest import SHARED_DATA, make_series, truth_of
+from tests.conftest import lung1_file, make_series, truth_of
 
 PYDICOM_DIRTESTS = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
 
@@ -138,7 +138,7 @@ def test_real_chest_ct_from_lung1_round_trips_voxel_for_voxel(cast, tmp_path, se
 
     from platform_core.phantom import nrrd_to_dicom_series
 
-    nrrd = SHARED_DATA / "pyradiomics-lung1" / "lung1_image.nrrd"
+    nrrd = lung1_file("lung1_image.nrrd")
     nrrd_to_dicom_series(nrrd, tmp_path / "lung1", patient_id="LUNG1", patient_name="LUNG^ONE")
 
     report = ingest_path(tmp_path / "lung1", institution=cast.institution)

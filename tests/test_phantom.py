@@ -22,8 +22,8 @@ from platform_core.phantom import (
     write_ct_series,
     write_phantom_study,
 )
+from tests.conftest import lung1_file
 
-LUNG1 = Path("/work/shared/data/pyradiomics-lung1/lung1_image.nrrd")
 SHAPE = (32, 128, 128)
 
 
@@ -217,12 +217,12 @@ def test_ground_truth_round_trips(phantom, tmp_path):
     assert truth.spacing == pytest.approx(phantom.spacing) and truth.origin == pytest.approx(phantom.origin)
 
 
-@pytest.mark.skipif(not LUNG1.exists(), reason="pyradiomics lung1 volume not in /work/shared/data")
 def test_nrrd_volume_becomes_a_series_with_the_same_pixels_and_geometry(tmp_path):
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(str(LUNG1))
-    paths = nrrd_to_dicom_series(LUNG1, tmp_path, patient_id="L1", patient_name="LUNG^ONE")
+    lung1 = lung1_file("lung1_image.nrrd")
+    image = sitk.ReadImage(str(lung1))
+    paths = nrrd_to_dicom_series(lung1, tmp_path, patient_id="L1", patient_name="LUNG^ONE")
     datasets, volume = read_series(paths)
     assert np.array_equal(volume, sitk.GetArrayFromImage(image))
     assert [float(v) for v in datasets[0].ImagePositionPatient] == pytest.approx(image.GetOrigin())

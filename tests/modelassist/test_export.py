@@ -290,7 +290,7 @@ def test_management_command_exports_a_campaign(cast, four_hospitals):
 def test_exported_seg_passes_dciodvfy_without_errors(cast, four_hospitals):
     binary = shutil.which("dciodvfy")
     if binary is None:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed; CI installs it")
+        pytest.skip("dciodvfy not found: apt-get install dicom3tools (make dicom-peers installs it)")
     export = run_export(cast)
     segs = sorted((export_dir(export) / "seg").glob("*.dcm"))
     assert segs

@@ -1,6 +1,6 @@
 """Fixtures for the PACS tests: our listener, real DICOM peers on loopback, waiting helpers.
 
-Peers (Debian packages, installed by .ci/run): dcmtk (storescu, echoscu, dcmcjpls…), orthanc with
+Peers (Debian packages; make test installs them): dcmtk (storescu, echoscu, dcmcjpls…), orthanc with
 its DICOMweb plugin, dicom3tools (dciodvfy). A test needing one that is absent is skipped with
 the package name; nothing here downloads anything.
 """
@@ -26,7 +26,7 @@ SENDER_AE = "HOSP_A"
 def need(binary: str, package: str) -> str:
     path = shutil.which(binary)
     if path is None:
-        pytest.skip(f"{binary} not found: apt-get install {package} (.ci/run installs it)")
+        pytest.skip(f"{binary} not found: apt-get install {package} (make dicom-peers installs it)")
     return path
 
 
@@ -188,7 +188,7 @@ def orthanc_server(tmp_path_factory):
     """One Orthanc for the session (started on first use, stopped at the end); tests clear it."""
     need("Orthanc", "orthanc")
     if not ORTHANC_PLUGIN.exists():
-        pytest.skip(f"{ORTHANC_PLUGIN} not found: apt-get install orthanc-dicomweb (.ci/run installs it)")
+        pytest.skip(f"{ORTHANC_PLUGIN} not found: apt-get install orthanc-dicomweb (make dicom-peers)")
     server = Orthanc(tmp_path_factory.mktemp("orthanc"))
     server.start()
     yield server

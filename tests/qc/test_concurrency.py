@@ -27,7 +27,7 @@ def _postgres_only():
     if connection.vendor != "postgresql":
         pytest.skip(
             "needs PostgreSQL row locks; SQLite serialises all writers, so these races cannot "
-            "happen there (run with DATABASE_URL=postgres://…)"
+            "happen there (make test-pg runs them)"
         )
 
 

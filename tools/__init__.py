@@ -1,0 +1,1 @@
+"""Developer scripts run by the Makefile and CI (not imported by the application)."""
