@@ -19,7 +19,8 @@ from rest_framework.views import APIView
 
 from annotation import label_codec, region_grow, storage
 from annotation.models import Annotation, Revision
-from annotation.selectors import worklist_for
+from annotation.permissions import revisions_readable_by
+from annotation.selectors import revisions_for_user, worklist_for
 from annotation.services import Box, revision_save
 from platform_core import volume_cache
 from platform_core.api_errors import DomainError, NotFound, PreconditionRequired
@@ -32,8 +33,9 @@ ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d+)"$')
 
 def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan]:
     campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
+    # The campaign scopes an annotator's access: only an open batch of *this* campaign counts.
     scan = get_object_or_404(
-        scans_visible_to(request.user).filter(campaign_scans__campaign=campaign), pk=scan_id
+        scans_visible_to(request.user, campaign).filter(campaign_scans__campaign=campaign), pk=scan_id
     )
     return campaign, scan
 
@@ -96,11 +98,15 @@ class LabelsApi(APIView):
     renderer_classes = [JSONRenderer, OctetStreamRenderer]
 
     def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
-        campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
-        revisions = Revision.objects.filter(annotation__campaign=campaign, annotation__scan=scan)
         if "revision" in request.query_params:
-            rev = get_object_or_404(revisions, pk=request.query_params["revision"])
+            # A named revision: a former annotator may still read their own (annotation.permissions).
+            revisions = revisions_readable_by(request.user, campaign_id, scan_id)
+            rev = get_object_or_404(
+                revisions.select_related("annotation__scan"), pk=request.query_params["revision"]
+            )
+            scan = rev.annotation.scan
         else:
+            campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
             annotation = (
                 Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head").first()
             )
@@ -165,6 +171,11 @@ def _decode(payload: dict, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class RevisionCreateApi(APIView):
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
+        """The revisions the user may read, oldest first: all of them for whoever may read the
+        scan, a former annotator's own only (annotation.permissions)."""
+        return Response([revision_out(r) for r in revisions_for_user(request.user, campaign_id, scan_id)])
+
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         body = RevisionIn(data=request.data)

@@ -1,10 +1,12 @@
-"""Reads of annotations: the annotator's worklist and batch progress."""
+"""Reads of annotations: the annotator's worklist, batch progress and readable revisions."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from annotation.models import Annotation, AnnotationState
+from annotation.models import Annotation, AnnotationState, Revision
+from annotation.permissions import may_read_scan, revisions_readable_by
+from platform_core.api_errors import NotFound
 from platform_core.models import Batch, BatchItem, User
 
 # What the worklist shows per scan: the annotation's state, or "not started" before any save.
@@ -57,3 +59,14 @@ def worklist_for(user: User) -> list[dict]:
             }
         )
     return out
+
+
+def revisions_for_user(user: User, campaign_id: int, scan_id: int) -> list[Revision]:
+    """The revisions of a scan's annotation the user may read, oldest first (annotation.permissions).
+    NotFound (404) when there are none and the scan itself is out of the user's reach."""
+    revisions = list(
+        revisions_readable_by(user, campaign_id, scan_id).select_related("author").order_by("number")
+    )
+    if not revisions and not may_read_scan(user, campaign_id, scan_id):
+        raise NotFound("no such scan among yours")
+    return revisions

@@ -16,11 +16,11 @@ from annotation.models import (
     Revision,
     RevisionSource,
 )
+from annotation.permissions import require_annotator
 from platform_core.api_errors import Conflict, DomainError, NotFound
 from platform_core.label_schema import class_values, validate_scan_labels
 from platform_core.models import Campaign, CampaignScan, Scan, User
 from platform_core.services.audit import audit_record
-from platform_core.services.batches import open_batch_of
 
 
 @dataclass
@@ -92,8 +92,7 @@ def revision_save(
     time_spent_s: float = 0.0,
 ) -> Revision:
     """A person's save: a new immutable revision on top of `parent_id`, which must be the head."""
-    if open_batch_of(actor, campaign, scan.pk) is None:
-        raise NotFound("this scan is not in one of your open batches")
+    require_annotator(actor, campaign, scan.pk)
     try:
         labels = validate_scan_labels(campaign.label_schema, scan_labels, require_complete=False)
     except ValueError as exc:

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 from django.utils.module_loading import import_string
 
 from platform_core.models import Batch, Campaign, CampaignMember, Institution, Role, Scan, User
+from platform_core.permissions import annotator_scans_q, campaigns_managed_by, is_data_manager
 
 
 def institutions_of(user: User, role: str | None = None) -> QuerySet[Institution]:
@@ -33,8 +34,7 @@ def campaigns_visible_to(user: User) -> QuerySet[Campaign]:
 
 def campaign_roles(user: User, campaign: Campaign) -> set[str]:
     roles = set(CampaignMember.objects.filter(campaign=campaign, user=user).values_list("role", flat=True))
-    # A data manager of the owning institution manages all its campaigns.
-    if user.memberships.filter(institution_id=campaign.institution_id, role=Role.DATA_MANAGER).exists():
+    if Role.DATA_MANAGER not in roles and is_data_manager(user, campaign):
         roles.add(Role.DATA_MANAGER)
     return roles
 
@@ -50,18 +50,17 @@ def _access_hooks() -> tuple:
     return tuple(import_string(path) for path in getattr(settings, "CURATECT_SCAN_ACCESS_HOOKS", []))
 
 
-def scans_visible_to(user: User) -> QuerySet[Scan]:
-    """Scans a user may read: managed institutions, own batches, and review assignments."""
+def scans_visible_to(user: User, campaign: Campaign | int | None = None) -> QuerySet[Scan]:
+    """Scans a user may read: managed institutions and campaigns, scans in an open batch of
+    theirs (platform_core.permissions), and review assignments. With `campaign`, an annotator's
+    access counts only through a batch of that campaign."""
     if not user.is_authenticated:
         return Scan.objects.none()
     managed = institutions_of(user, Role.DATA_MANAGER).values("pk")
-    managed_campaigns = Campaign.objects.filter(
-        Q(institution__in=managed) | Q(members__user=user, members__role=Role.DATA_MANAGER)
-    ).values("pk")
     condition = (
         Q(study__institution__in=managed)
-        | Q(campaign_scans__campaign__in=managed_campaigns)
-        | Q(batch_items__batch__annotator=user)
+        | Q(campaign_scans__campaign__in=campaigns_managed_by(user).values("pk"))
+        | annotator_scans_q(user, campaign)
     )
     for hook in _access_hooks():
         condition |= Q(pk__in=hook(user))
@@ -74,8 +73,8 @@ def scan_for_user(user: User, scan_id: int) -> Scan:
 
 
 def batches_visible_to(user: User) -> QuerySet[Batch]:
-    managed = Campaign.objects.filter(
-        Q(institution__in=institutions_of(user, Role.DATA_MANAGER).values("pk"))
-        | Q(members__user=user, members__role=Role.DATA_MANAGER)
-    ).values("pk")
+    """A data manager's batches, and an annotator's own (closed ones too: their history)."""
+    if not user.is_authenticated:
+        return Batch.objects.none()
+    managed = campaigns_managed_by(user).values("pk")
     return Batch.objects.filter(Q(annotator=user) | Q(campaign__in=managed)).distinct()

@@ -17,6 +17,7 @@ from django.utils import timezone
 from platform_core.api_errors import Conflict, DomainError, Forbidden
 from platform_core.celery import app as celery_app
 from platform_core.models import Batch, BatchItem, Campaign, CampaignMember, CampaignScan, Role, User
+from platform_core.permissions import open_item_annotated_by
 from platform_core.selectors import has_campaign_role
 from platform_core.services.audit import audit_record
 
@@ -195,9 +196,5 @@ def batch_close(*, actor: User, batch: Batch) -> Batch:
 
 def open_batch_of(user: User, campaign: Campaign, scan_id: int) -> Batch | None:
     """The open batch of this campaign holding the scan, if the user is its annotator."""
-    item = (
-        BatchItem.objects.filter(campaign=campaign, scan_id=scan_id, is_open=True, batch__annotator=user)
-        .select_related("batch")
-        .first()
-    )
+    item = open_item_annotated_by(user, campaign, scan_id)
     return item.batch if item else None
