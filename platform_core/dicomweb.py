@@ -27,11 +27,11 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_safe
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
-from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from platform_core.models import Instance, Scan, User
 from platform_core.selectors import scans_visible_to
+from platform_core.tokens.auth import ApiTokenAuthentication, BearerApiTokenAuthentication
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +41,10 @@ EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 BOUNDARY = "curatect-dicomweb-boundary"
 # The most instances one pixeldata request may ask for (~20 MB of 512² int16 slices at 40).
 PIXELDATA_MAX_COUNT = 128
-# Stored instances never change (content-addressed at ingest), so the browser may keep them;
-# `private`: never in a shared cache.
-CACHE_CONTROL = "private, max-age=3600"
+# Stored instances never change (content-addressed at ingest), but they are patient data: a
+# ward workstation's browser cache outlives the session, so nothing is stored (the viewer keeps
+# what it loaded in memory). platform_core.security.NoStoreApiMiddleware says the same for all.
+CACHE_CONTROL = "no-store"
 
 
 class NotFound(Exception):
@@ -58,14 +59,17 @@ def _error(status: int, detail: str, code: str) -> JsonResponse:
 
 
 def _user(request: HttpRequest) -> User | None:
-    """Session (the browser) or `Authorization: Token …` (scripts), like the API."""
+    """Session (the browser) or an API token as `Token …` (scripts) or `Bearer …` (OHIF, Slicer)."""
     if request.user.is_authenticated:
         return request.user  # type: ignore[return-value]
-    try:
-        result = TokenAuthentication().authenticate(request)  # type: ignore[arg-type]
-    except AuthenticationFailed:
-        return None
-    return result[0] if result else None
+    for scheme in (ApiTokenAuthentication, BearerApiTokenAuthentication):
+        try:
+            result = scheme().authenticate(request)  # type: ignore[arg-type]
+        except AuthenticationFailed:
+            return None
+        if result:
+            return result[0]
+    return None
 
 
 def _scan(user: User, study: str, series: str) -> Scan:

@@ -41,6 +41,13 @@ def home(request: HttpRequest) -> HttpResponse:
     # The QC and management pages of the user's roles (platform_core/manage_pages.py).
     links += workflow_links(request.user)
     links.append({"url": "/api/docs/", "label": "API", "description": "the HTTP API, for scripts"})
+    links.append(
+        {
+            "url": reverse("api-tokens"),
+            "label": "API tokens",
+            "description": "keys for scripts, 3D Slicer or OHIF",
+        }
+    )
     if request.user.is_staff:
         links.append({"url": reverse("admin:index"), "label": "Admin", "description": "Django admin"})
     return render(request, "platform_core/home.html", {"links": links})

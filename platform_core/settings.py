@@ -11,9 +11,13 @@ import base64
 import binascii
 import hmac
 import os
+import secrets
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from csp.constants import NONCE, NONE, SELF, WASM_UNSAFE_EVAL
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -40,15 +44,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from exc
 
 
-DEBUG = env_bool("DJANGO_DEBUG", True)
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off")
-    SECRET_KEY = "embedded-development-key-not-for-production-use-0123456789abcdef"
+# Off unless asked for: the debug page shows settings and every URL to whoever hits an error.
+DEBUG = env_bool("DJANGO_DEBUG", False)
 
+# Loopback names for the embedded setup; a server others reach needs its name here.
 ALLOWED_HOSTS = [
-    h.strip() for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,testserver").split(",")
+    h.strip()
+    for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+    if h.strip()
 ]
 CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
@@ -60,6 +63,46 @@ MEDIA_ROOT = Path(os.environ.get("CURATECT_MEDIA_ROOT", DATA_DIR / "media")).res
 MEDIA_URL = "/media/"
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
+# The key the source code carried before keys were generated; only a data folder that was
+# created with it keeps it (its pseudonyms and sealed PACS secrets depend on it).
+_LEGACY_EMBEDDED_KEY = "embedded-development-key-not-for-production-use-0123456789abcdef"
+
+
+def embedded_secret_key(data_dir: Path) -> str:
+    """The embedded setup's secret key: made once per data folder, readable by its owner only.
+
+    Production never gets here (settings_production demands DJANGO_SECRET_KEY). Web server,
+    worker and listener start together, so the file is written under a temporary name and
+    hard-linked into place: a link never overwrites, so every process ends up with one key.
+    """
+    path = data_dir / "secret_key"
+    if not path.exists():
+        legacy = (data_dir / "curatect.sqlite3").exists()
+        key = _LEGACY_EMBEDDED_KEY if legacy else secrets.token_urlsafe(50)
+        tmp = data_dir / f".secret_key.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(key + "\n")
+        try:
+            os.link(tmp, path)
+            if legacy:
+                print(
+                    f"CurateCT: {data_dir} holds data made with the old built-in key; it is kept in "
+                    f"{path}. Start a fresh data folder to get a random one.",
+                    file=sys.stderr,
+                )
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it to have a new key made")
+    return key
+
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "") or embedded_secret_key(DATA_DIR)
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -70,9 +113,12 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
+    "csp",
     "django_celery_results",
     "django_celery_beat",
     "platform_core",
+    "platform_core.tokens",
     "annotation",
     "qc",
     "modelassist",
@@ -82,12 +128,17 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "platform_core.request_limits.RequestSizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # After WhiteNoise: static files need no policy, pages and API answers do.
+    "csp.middleware.CSPMiddleware",
+    "platform_core.security.NoStoreApiMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout flagged during the request into the answer.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "platform_core.urls"
@@ -96,6 +147,51 @@ AUTH_USER_MODEL = "platform_core.User"
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
+
+# Login throttling (django-axes), on the login form, the admin and DICOMweb Basic auth: ten wrong
+# passwords lock that username from that address for a while. The pair, not the address alone:
+# a ward's workstations often share one address behind a proxy.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("CURATECT_LOGIN_FAILURE_LIMIT", 10)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CURATECT_LOGIN_LOCKOUT_MINUTES", 15))
+# A locked-out person who keeps trying still gets in when the message said they would.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "platform_core.security.lockout_response"
+AXES_VERBOSE = False  # no banner on every manage.py command; lockouts are still logged
+
+# Sessions last a working shift; the CSRF cookie lives only as long as the browser session
+# (never written to disk for a year on a shared workstation) and is rotated at login.
+SESSION_COOKIE_AGE = env_int("CURATECT_SESSION_HOURS", 12) * 3600
+CSRF_COOKIE_AGE = None
+SESSION_COOKIE_HTTPONLY = True
+CSRF_FAILURE_VIEW = "platform_core.security.csrf_failure"
+# API tokens (platform_core/tokens) expire after at most this many days.
+CURATECT_API_TOKEN_MAX_DAYS = env_int("CURATECT_API_TOKEN_MAX_DAYS", 365)
+
+# Content-Security-Policy (django-csp): scripts only from this server, the Vite entry tags carry
+# the request's nonce, and no inline script or handler runs. 'wasm-unsafe-eval' lets
+# Cornerstone's codecs compile WebAssembly (JPEG 2000, JPEG-LS from a PACS); it allows no eval
+# of JavaScript. Its decoders and vtk.js run in workers, some made from blob: URLs.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE, WASM_UNSAFE_EVAL],
+        "style-src": [SELF],
+        "img-src": [SELF, "data:", "blob:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "worker-src": [SELF, "blob:"],
+        "object-src": [NONE],
+        "base-uri": [NONE],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 
 TEMPLATES = [
     {
@@ -147,11 +243,13 @@ FRONTEND_DIST = BASE_DIR / "frontend" / "dist"
 if FRONTEND_DIST.exists():
     STATICFILES_DIRS.append(FRONTEND_DIST)
 WHITENOISE_USE_FINDERS = True
+# Vite names every built file by its content hash, so browsers may keep them for good.
+WHITENOISE_IMMUTABLE_FILE_TEST = r"^/static/assets/.+-[0-9A-Za-z_-]{8}\.(?:js|css|wasm)$"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "platform_core.tokens.auth.ApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -163,6 +261,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "CurateCT API",
     "DESCRIPTION": "Curated, quality-controlled chest CT lesion segmentation.",
     "VERSION": "0.1.0",
+    # Three models have a "status"; each gets its own named enum in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "BatchStatusEnum": "platform_core.models.Batch.Status",
+        "ImportStatusEnum": "platform_core.models.ImportJob.Status",
+        "SendStatusEnum": "platform_core.pacs.models.PacsSend.Status",
+    },
 }
 
 # Celery. The embedded broker is a folder of files (no server); production uses Redis.

@@ -12,9 +12,13 @@ import os
 
 from django.core.exceptions import ImproperlyConfigured
 
-# settings.py reads DJANGO_DEBUG at import time (and refuses a missing secret key only when
-# DEBUG is off), so the default must be in the environment before the star import.
+# settings.py reads DJANGO_DEBUG at import time, so the default must be in the environment
+# before the star import.
 os.environ.setdefault("DJANGO_DEBUG", "false")
+# Checked before the import too: the base settings would otherwise make a key of their own in the
+# data folder (the embedded setup's convenience), and production keys come from the environment.
+if not os.environ.get("DJANGO_SECRET_KEY"):
+    raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set in production")
 
 from platform_core.settings import *  # noqa: F403
 from platform_core.settings import DATABASES, env_bool, env_int
@@ -52,6 +56,14 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 # The viewer is never framed; clickjacking a segmentation tool would forge annotations.
 X_FRAME_OPTIONS = "DENY"
+CONTENT_SECURITY_POLICY["DIRECTIVES"]["upgrade-insecure-requests"] = True  # noqa: F405
+
+# Login throttling counts wrong passwords per username and client address. Behind a proxy every
+# client has the proxy's address, so name how many proxies stand in front to read the client's
+# from X-Forwarded-For (only trustworthy when those proxies overwrite it).
+if _proxies := env_int("CURATECT_TRUSTED_PROXY_COUNT", 0):
+    AXES_IPWARE_PROXY_COUNT = _proxies
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
 
 # Long-lived PostgreSQL connections survive a database restart only if checked before use.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -1,8 +1,13 @@
 """Who is calling the DICOMweb server: the API's session or token, plus what standard clients send.
 
-Accepted: the browser session (with CSRF on writes), `Authorization: Token <key>` (the API's),
-`Authorization: Bearer <key>` (the same key, as OHIF, Slicer and dicomweb-client send tokens),
-and HTTP Basic with the user's password (for clients that only know that).
+Accepted: the browser session (with CSRF on writes), `Authorization: Token <key>` (an API token
+from the tokens page), `Authorization: Bearer <key>` (the same key, as OHIF, Slicer and
+dicomweb-client send tokens), and HTTP Basic with the user's password (for clients that only
+know that). Expired and revoked tokens are refused with the reason (platform_core.tokens).
+
+Basic auth counts wrong passwords like the login form (django-axes: BasicAuthentication passes
+the request to `authenticate`); once a username is locked out from an address, AxesMiddleware
+turns the answer into a JSON 429 with Retry-After (platform_core.security.lockout_response).
 
 CSRF with Basic/Bearer: a browser may attach cached Basic credentials to a cross-site request,
 but the only write here (STOW-RS) requires `Content-Type: multipart/related`, which no form can
@@ -17,16 +22,13 @@ from collections.abc import Callable
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.views.decorators.csrf import csrf_exempt
-from rest_framework.authentication import BasicAuthentication, TokenAuthentication
+from rest_framework.authentication import BasicAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
 from platform_core.models import User
+from platform_core.tokens.auth import ApiTokenAuthentication, BearerApiTokenAuthentication
 
 REALM = "CurateCT DICOMweb"
-
-
-class BearerTokenAuthentication(TokenAuthentication):
-    keyword = "Bearer"
 
 
 class NotAuthenticated(Exception):
@@ -48,7 +50,7 @@ def _csrf_ok(request: HttpRequest) -> bool:
 def dicomweb_user(request: HttpRequest) -> User:
     """The calling user, or NotAuthenticated. Explicit credentials win over the session."""
     if request.META.get("HTTP_AUTHORIZATION"):
-        for scheme in (TokenAuthentication, BearerTokenAuthentication, BasicAuthentication):
+        for scheme in (ApiTokenAuthentication, BearerApiTokenAuthentication, BasicAuthentication):
             try:
                 result = scheme().authenticate(request)  # type: ignore[arg-type]
             except AuthenticationFailed as exc:

@@ -2,7 +2,8 @@
 
 Vite writes hashed file names into frontend/dist/.vite/manifest.json; this tag reads it (again
 whenever the file changes, so `npm run watch` needs no server restart) and emits the entry's
-stylesheets, module preloads of its shared chunks, and the module script itself.
+stylesheets, module preloads of its shared chunks, and the module script itself; under the
+Content-Security-Policy the script tags carry the request's nonce.
 """
 
 from __future__ import annotations
@@ -56,8 +57,18 @@ def _chunk_files(manifest: dict[str, Any], key: str, seen: set[str]) -> tuple[li
     return css, imports
 
 
-@register.simple_tag
-def vite_entry(entry: str) -> SafeString:
+def _csp_nonce(context: template.Context) -> str:
+    """The request's Content-Security-Policy nonce (django-csp), or "" outside a request.
+
+    Reading it is what makes the middleware put the nonce into the header, so it is read only
+    where a tag will carry it.
+    """
+    nonce = getattr(context.get("request"), "csp_nonce", None)
+    return str(nonce) if nonce is not None else ""
+
+
+@register.simple_tag(takes_context=True)
+def vite_entry(context: template.Context, entry: str) -> SafeString:
     manifest = load_manifest()
     if entry not in manifest:
         # Pages still render (server-side tests need no Node); the console says what to do.
@@ -66,11 +77,18 @@ def vite_entry(entry: str) -> SafeString:
             "<!-- vite entry {} is not built: run npm ci && npm run build in frontend/ -->", entry
         )
     css, imports = _chunk_files(manifest, entry, set())
+    nonce = _csp_nonce(context)
+    # The nonce goes on the script and its preloads; stylesheets come from 'self' and need none.
+    nonce_attr = format_html(' nonce="{}"', nonce) if nonce else ""
     parts = [
         format_html_join("", '<link rel="stylesheet" href="{}">', ((static(f),) for f in dict.fromkeys(css))),
         format_html_join(
-            "", '<link rel="modulepreload" href="{}">', ((static(f),) for f in dict.fromkeys(imports))
+            "",
+            '<link rel="modulepreload" href="{}"{}>',
+            ((static(f), nonce_attr) for f in dict.fromkeys(imports)),
         ),
-        format_html('<script type="module" src="{}"></script>', static(manifest[entry]["file"])),
+        format_html(
+            '<script type="module" src="{}"{}></script>', static(manifest[entry]["file"]), nonce_attr
+        ),
     ]
     return mark_safe("\n".join(str(p) for p in parts if p))

@@ -66,6 +66,11 @@ export class Scene {
     this.labelmapId = `curatect-labelmap-${scanId}`;
     this.segmentationId = `curatect-seg-${scanId}`;
     this.toolGroupId = `curatect-tools-${scanId}`;
+    // The right button zooms; the browser's menu would cover the image. (Here, not as an
+    // inline oncontextmenu handler: the Content-Security-Policy runs no inline code.)
+    for (const element of Object.values(elements)) {
+      element.addEventListener("contextmenu", (event) => event.preventDefault());
+    }
   }
 
   get dims(): Types.Point3 {
