@@ -6,6 +6,7 @@ with the reason on every door (the API, WADO-RS, QIDO/STOW-RS).
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.exceptions import AuthenticationFailed
 
@@ -26,3 +27,15 @@ class BearerApiTokenAuthentication(ApiTokenAuthentication):
     """The same keys as OHIF, 3D Slicer and dicomweb-client send them."""
 
     keyword = "Bearer"
+
+
+class BearerScheme(OpenApiAuthenticationExtension):
+    """In the OpenAPI schema: `Bearer` is its own scheme (drf-spectacular would name it tokenAuth
+    like `Token`, and two schemes of one name are a schema warning)."""
+
+    target_class = "platform_core.tokens.auth.BearerApiTokenAuthentication"
+    name = "bearerAuth"
+    priority = 1
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer"}
