@@ -1,4 +1,6 @@
-// DICOMweb URLs and requests that need no Cornerstone (the worklist uses them too).
+// DICOMweb URLs and requests that need no Cornerstone (the worklist uses them too); every
+// request goes through http.ts.
+import { request, requestMultipart, type Part } from "./http";
 
 export type DicomJson = Record<string, { vr: string; Value?: unknown[] }>;
 
@@ -21,17 +23,25 @@ export function sopOf(instance: DicomJson): string {
 }
 
 /** Fetch the series metadata (DICOM JSON, one object per instance, in volume order). */
-export async function fetchSeriesMetadata(
+export function fetchSeriesMetadata(
   ref: SeriesRef,
-  init: RequestInit = {},
+  priority?: "high" | "low" | "auto",
 ): Promise<DicomJson[]> {
-  const response = await fetch(`${seriesPath(ref)}/metadata`, {
-    headers: { Accept: "application/dicom+json" },
-    credentials: "same-origin",
-    ...init,
+  return request<DicomJson[]>(`${seriesPath(ref)}/metadata`, {
+    accept: "application/dicom+json",
+    priority,
   });
-  if (!response.ok) throw new Error(`series metadata: HTTP ${response.status}`);
-  return (await response.json()) as DicomJson[];
+}
+
+/** What the DICOMweb server is asked for frames: uncompressed or not, as stored. */
+export const FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*';
+
+/** Frames `offset` to `offset + count - 1` (instances order) in one multipart answer. */
+export function fetchPixelData(ref: SeriesRef, offset: number, count: number): Promise<Part[]> {
+  return requestMultipart(`${seriesPath(ref)}/pixeldata`, {
+    query: { offset, count },
+    accept: FRAME_ACCEPT,
+  });
 }
 
 /**
@@ -40,14 +50,11 @@ export async function fetchSeriesMetadata(
  */
 export async function warmScanMetadata(scanId: number): Promise<void> {
   try {
-    const scan = await fetch(`/api/scans/${scanId}/`, { credentials: "same-origin" });
-    if (!scan.ok) return;
-    const { study_uid: study, series_uid: series } = (await scan.json()) as {
+    const { study_uid: study, series_uid: series } = await request<{
       study_uid: string;
       series_uid: string;
-    };
-    const ref = { origin: window.location.origin, study, series };
-    await fetchSeriesMetadata(ref, { priority: "low" } as RequestInit);
+    }>(`/api/scans/${scanId}/`);
+    await fetchSeriesMetadata({ origin: window.location.origin, study, series }, "low");
   } catch {
     /* only a warm-up */
   }

@@ -1,56 +1,23 @@
-// JSON requests and uploads for the QC and management pages, on top of client.ts's error type
-// and CSRF token (client.ts keeps its own request function private to the viewer's API).
-import { ApiError, csrfToken } from "./client";
+// The one HTTP wrapper of the frontend: every request of every page goes through send() (or
+// upload(), for progress). Session auth: same-origin cookies, and the CSRF token on every unsafe
+// method. A non-2xx answer, or no answer at all, throws one error type, ApiError, whose message
+// is the server's reason (`detail`, else its field errors) in words a person can act on.
+import { parseMultipart, type Part } from "./multipart";
 import type { ApiErrorBody } from "./types";
 
-export { ApiError };
+export type { Part } from "./multipart";
 
-export interface RequestOptions {
-  method?: "GET" | "POST";
-  body?: unknown;
-  query?: Record<string, string | number | null | undefined>;
-}
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: ApiErrorBody,
+  ) {
+    super(reasonOf(status, body));
+  }
 
-export function withQuery(path: string, query: RequestOptions["query"] = {}): string {
-  const params = new URLSearchParams();
-  for (const [key, value] of Object.entries(query)) {
-    if (value !== null && value !== undefined && value !== "") params.set(key, String(value));
+  get code(): string | undefined {
+    return this.body.code;
   }
-  const text = params.toString();
-  return text ? `${path}?${text}` : path;
-}
-
-async function errorBody(response: Response): Promise<ApiErrorBody> {
-  try {
-    return (await response.json()) as ApiErrorBody;
-  } catch {
-    return { detail: `the server answered ${response.status} ${response.statusText}` };
-  }
-}
-
-/** One API call; a non-2xx answer throws ApiError carrying the API's `detail`. */
-export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
-  const method = options.method ?? "GET";
-  const headers: Record<string, string> = { Accept: "application/json" };
-  let body: string | undefined;
-  if (method !== "GET") {
-    headers["X-CSRFToken"] = csrfToken();
-    headers["Content-Type"] = "application/json";
-    body = JSON.stringify(options.body ?? {});
-  }
-  let response: Response;
-  try {
-    response = await fetch(withQuery(path, options.query), {
-      method,
-      headers,
-      body,
-      credentials: "same-origin",
-    });
-  } catch {
-    throw new ApiError(0, { detail: "the server cannot be reached; check your connection" });
-  }
-  if (!response.ok) throw new ApiError(response.status, await errorBody(response));
-  return (await response.json()) as T;
 }
 
 /** DRF field errors ({"size": ["…"]}) as one sentence, for bodies without `detail`. */
@@ -65,16 +32,136 @@ function fieldErrors(body: ApiErrorBody): string {
 }
 
 /** What to tell a person: the API's reason (`detail`), else its field errors, else the status. */
+function reasonOf(status: number, body: ApiErrorBody): string {
+  if (body.detail) return String(body.detail);
+  const fields = fieldErrors(body);
+  if (fields) return fields;
+  if (status === 404) return "not found, or not yours to see";
+  if (status === 403) return "you may not do this";
+  return `the request failed (HTTP ${status})`;
+}
+
+/** The message to show for any error a request (or the code around it) threw. */
 export function errorMessage(error: unknown): string {
-  if (error instanceof ApiError) {
-    if (error.body.detail) return String(error.body.detail);
-    const fields = fieldErrors(error.body);
-    if (fields) return fields;
-    if (error.status === 404) return "not found, or not yours to see";
-    if (error.status === 403) return "you may not do this";
-    return `the request failed (HTTP ${error.status})`;
-  }
   return error instanceof Error ? error.message : String(error);
+}
+
+export function csrfToken(): string {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  if (match) return decodeURIComponent(match[1]);
+  const meta = document.querySelector<HTMLMetaElement>('meta[name="csrf-token"]');
+  return meta?.content ?? "";
+}
+
+export type Method = "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE";
+export type Query = Record<string, string | number | null | undefined>;
+
+export interface RequestOptions {
+  method?: Method;
+  /** Sent as JSON (unsafe methods only; `{}` when omitted). */
+  body?: unknown;
+  query?: Query;
+  /** The Accept header; JSON unless said otherwise. */
+  accept?: string;
+  headers?: Record<string, string>;
+  /** fetch's priority hint ("low" for warm-ups). */
+  priority?: "high" | "low" | "auto";
+}
+
+export function withQuery(path: string, query: Query = {}): string {
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value !== null && value !== undefined && value !== "") params.set(key, String(value));
+  }
+  const text = params.toString();
+  if (!text) return path;
+  return `${path}${path.includes("?") ? "&" : "?"}${text}`;
+}
+
+const isSafe = (method: Method) => method === "GET" || method === "HEAD";
+
+/** The error body of a failed answer; a body that is not JSON (an HTML error page) says the status. */
+function parseErrorBody(text: string, status: number, statusText: string): ApiErrorBody {
+  try {
+    const body: unknown = JSON.parse(text);
+    if (body && typeof body === "object" && !Array.isArray(body)) return body as ApiErrorBody;
+    if (Array.isArray(body)) return { detail: body.map(String).join(" ") };
+  } catch {
+    /* not JSON */
+  }
+  return { detail: `the server answered ${status} ${statusText}`.trim() };
+}
+
+/** One request; resolves with the 2xx response, throws ApiError otherwise. */
+export async function send(path: string, options: RequestOptions = {}): Promise<Response> {
+  const method = options.method ?? "GET";
+  const headers: Record<string, string> = {
+    Accept: options.accept ?? "application/json",
+    ...options.headers,
+  };
+  let body: string | undefined;
+  if (!isSafe(method)) {
+    headers["X-CSRFToken"] = csrfToken();
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(options.body ?? {});
+  }
+  const init: RequestInit & { priority?: string } = {
+    method,
+    headers,
+    body,
+    credentials: "same-origin",
+  };
+  if (options.priority) init.priority = options.priority;
+  let response: Response;
+  try {
+    response = await fetch(withQuery(path, options.query), init);
+  } catch {
+    throw new ApiError(0, { detail: "the server cannot be reached; check your connection" });
+  }
+  if (!response.ok) {
+    throw new ApiError(
+      response.status,
+      parseErrorBody(await response.text(), response.status, response.statusText),
+    );
+  }
+  return response;
+}
+
+/** The JSON body of a 2xx response (undefined for an empty one, e.g. 204). */
+export async function readJson<T>(response: Response): Promise<T> {
+  const text = await response.text();
+  if (!text) return undefined as T;
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ApiError(response.status, {
+      detail: "the server's answer could not be read (not JSON); reload the page",
+    });
+  }
+}
+
+/** A JSON API call. */
+export async function request<T>(path: string, options: RequestOptions = {}): Promise<T> {
+  return readJson<T>(await send(path, options));
+}
+
+/** A binary answer (label volumes): its bytes and headers. */
+export async function requestBytes(
+  path: string,
+  options: RequestOptions = {},
+): Promise<{ bytes: Uint8Array; headers: Headers }> {
+  const response = await send(path, { accept: "application/octet-stream", ...options });
+  return { bytes: new Uint8Array(await response.arrayBuffer()), headers: response.headers };
+}
+
+/** A multipart/related answer (DICOMweb frames): its parts. */
+export async function requestMultipart(
+  path: string,
+  options: RequestOptions = {},
+): Promise<Part[]> {
+  const response = await send(path, { accept: "multipart/related", ...options });
+  const body = new Uint8Array(await response.arrayBuffer());
+  return parseMultipart(body, response.headers.get("Content-Type") ?? "");
 }
 
 export interface UploadProgress {
@@ -87,7 +174,10 @@ export interface Upload<T> {
   abort: () => void;
 }
 
-/** POST multipart form data with upload progress (fetch cannot report it; XMLHttpRequest can). */
+/**
+ * POST multipart form data with upload progress (fetch cannot report it; XMLHttpRequest can).
+ * Same CSRF token and the same errors as send().
+ */
 export function upload<T>(
   path: string,
   form: FormData,
@@ -103,14 +193,17 @@ export function upload<T>(
       if (evt.lengthComputable) onProgress({ loaded: evt.loaded, total: evt.total });
     });
     xhr.addEventListener("load", () => {
-      let body: unknown = null;
-      try {
-        body = JSON.parse(xhr.responseText);
-      } catch {
-        body = { detail: `the server answered ${xhr.status} ${xhr.statusText}` };
+      if (xhr.status < 200 || xhr.status >= 300) {
+        reject(
+          new ApiError(xhr.status, parseErrorBody(xhr.responseText, xhr.status, xhr.statusText)),
+        );
+        return;
       }
-      if (xhr.status >= 200 && xhr.status < 300) resolve(body as T);
-      else reject(new ApiError(xhr.status, body as ApiErrorBody));
+      try {
+        resolve((xhr.responseText ? JSON.parse(xhr.responseText) : undefined) as T);
+      } catch {
+        reject(new ApiError(xhr.status, { detail: "the server's answer could not be read" }));
+      }
     });
     xhr.addEventListener("error", () =>
       reject(new ApiError(0, { detail: "the upload failed: the server cannot be reached" })),

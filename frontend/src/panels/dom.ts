@@ -34,6 +34,13 @@ export function byId<T extends HTMLElement = HTMLElement>(id: string): T {
   return node as T;
 }
 
+/** The page's element for a CSS selector; one that is missing is a bug of the template. */
+export function $<T extends HTMLElement = HTMLElement>(selector: string): T {
+  const node = document.querySelector<T>(selector);
+  if (!node) throw new Error(`missing element ${selector}`);
+  return node;
+}
+
 /** The JSON a Django template put in the page with {{ value|json_script:"id" }}. */
 export function pageData<T>(id: string, fallback: T): T {
   const node = document.getElementById(id);

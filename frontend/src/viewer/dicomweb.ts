@@ -3,12 +3,20 @@
 // Speed: one request per frame took 6–9 s for 300 × 512² in headless Chromium here. The
 // viewer therefore starts a few large `pixeldata` requests (many frames each, in volume
 // order) as soon as the page opens; the `wadors` image loader is wrapped so that a frame
-// already fetched is decoded from memory, and any other frame still goes over the network.
+// already fetched is decoded from memory, and any other frame is fetched on its own.
 import { imageLoader } from "@cornerstonejs/core";
 import type { Types } from "@cornerstonejs/core";
 import { createImage, wadors } from "@cornerstonejs/dicom-image-loader";
 
-import { frameImageId, seriesPath, sopOf, type DicomJson, type SeriesRef } from "../api/dicomweb";
+import {
+  FRAME_ACCEPT,
+  fetchPixelData,
+  frameImageId,
+  sopOf,
+  type DicomJson,
+  type SeriesRef,
+} from "../api/dicomweb";
+import { requestMultipart } from "../api/http";
 
 export { fetchSeriesMetadata, frameImageId, warmScanMetadata } from "../api/dicomweb";
 export type { DicomJson, SeriesRef } from "../api/dicomweb";
@@ -63,71 +71,13 @@ function deliver(imageId: string, frame: Frame | null) {
   waiter(imageId).resolve(frame);
 }
 
-const HEADER_END = new Uint8Array([13, 10, 13, 10]);
-
-function indexOf(haystack: Uint8Array, needle: Uint8Array, from: number): number {
-  const first = needle[0];
-  const last = haystack.length - needle.length;
-  outer: for (
-    let i = haystack.indexOf(first, from);
-    i !== -1 && i <= last;
-    i = haystack.indexOf(first, i + 1)
-  ) {
-    for (let j = 1; j < needle.length; j++) if (haystack[i + j] !== needle[j]) continue outer;
-    return i;
-  }
-  return -1;
-}
-
-interface Part {
-  headers: Record<string, string>;
-  body: Uint8Array;
-}
-
-/** Split a multipart/related body. Uses each part's Content-Length when present (fast path). */
-export function parseMultipart(body: Uint8Array, contentType: string): Part[] {
-  const boundary = contentType.match(/boundary="?([^";]+)"?/i)?.[1];
-  if (!boundary) throw new Error("multipart response without boundary");
-  const delimiter = new TextEncoder().encode(`--${boundary}`);
-  const closing = new TextEncoder().encode(`\r\n--${boundary}`);
-  const decoder = new TextDecoder();
-  const parts: Part[] = [];
-  let pos = indexOf(body, delimiter, 0);
-  while (pos !== -1) {
-    pos += delimiter.length;
-    if (body[pos] === 45 && body[pos + 1] === 45) break; // "--": the closing delimiter
-    const headerEnd = indexOf(body, HEADER_END, pos);
-    if (headerEnd === -1) break;
-    const headers: Record<string, string> = {};
-    for (const line of decoder.decode(body.subarray(pos, headerEnd)).split("\r\n")) {
-      const colon = line.indexOf(":");
-      if (colon > 0)
-        headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-    }
-    const start = headerEnd + 4;
-    const length = Number(headers["content-length"]);
-    const end =
-      Number.isFinite(length) && length >= 0 ? start + length : indexOf(body, closing, start);
-    if (end < 0) break;
-    parts.push({ headers, body: body.subarray(start, end) });
-    pos = indexOf(body, delimiter, end);
-  }
-  return parts;
-}
-
 function transferSyntaxOf(contentType: string): string {
   return contentType.match(/transfer-syntax=([0-9.]+)/)?.[1] ?? "1.2.840.10008.1.2.1";
 }
 
 async function fetchChunk(ref: SeriesRef, offset: number, count: number, imageIds: string[]) {
   try {
-    const response = await fetch(`${seriesPath(ref)}/pixeldata?offset=${offset}&count=${count}`, {
-      headers: { Accept: 'multipart/related; type="application/octet-stream"; transfer-syntax=*' },
-      credentials: "same-origin",
-    });
-    if (!response.ok) throw new Error(`pixeldata: HTTP ${response.status}`);
-    const body = new Uint8Array(await response.arrayBuffer());
-    for (const part of parseMultipart(body, response.headers.get("Content-Type") ?? "")) {
+    for (const part of await fetchPixelData(ref, offset, count)) {
       const location = part.headers["content-location"];
       if (!location) continue;
       // Own buffer per frame: the decoder transfers (detaches) it to its web worker.
@@ -182,21 +132,36 @@ export function prefetchSeries(
 
 type LoaderOptions = Record<string, unknown>;
 
-/** Replace the `wadors` loader: frames from the bulk prefetch first, the network otherwise. */
+/** One frame over WADO-RS (image id `wadors:<frame URL>`), through the app's HTTP wrapper. */
+async function fetchFrame(imageId: string): Promise<Frame> {
+  const [part] = await requestMultipart(imageId.slice("wadors:".length), {
+    accept: FRAME_ACCEPT,
+  });
+  if (!part) throw new Error(`the server sent no pixel data for ${imageId}`);
+  return {
+    bytes: part.body.slice(),
+    transferSyntax: transferSyntaxOf(part.headers["content-type"] ?? ""),
+  };
+}
+
+/**
+ * Replace the `wadors` loader: frames from the bulk prefetch first, else one WADO-RS request
+ * per frame (through http.ts, like every other request, rather than the loader's own XHR).
+ */
 export function registerPrefetchingLoader(): void {
-  const networkLoader = wadors.loadImage;
   const loader = (imageId: string, options: LoaderOptions = {}): Types.IImageLoadObject => {
     const entry = pending.get(imageId);
-    if (!entry) return networkLoader(imageId, options as never) as Types.IImageLoadObject;
-    const promise = entry.promise.then((frame) => {
-      if (!frame) return networkLoader(imageId, options as never).promise;
+    const frame = entry
+      ? entry.promise.then((prefetched) => prefetched ?? fetchFrame(imageId))
+      : fetchFrame(imageId);
+    const promise = frame.then((f) => {
       frames.delete(imageId);
       pending.delete(imageId);
-      return createImage(imageId, frame.bytes, frame.transferSyntax, options as never).then(
+      return createImage(imageId, f.bytes, f.transferSyntax, options as never).then(
         (image) => image as unknown as Types.IImage,
       );
     });
-    return { promise: promise as Promise<Types.IImage>, cancelFn: undefined };
+    return { promise, cancelFn: undefined };
   };
   imageLoader.registerImageLoader("wadors", loader as never);
 }

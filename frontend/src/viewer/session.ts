@@ -1,6 +1,7 @@
 // One annotation session: the head revision we edit on, saving changed boxes with If-Match,
 // conflicts (409: someone saved after us) and submitting for checking.
-import { api, ApiError } from "../api/client";
+import { api } from "../api/client";
+import { ApiError } from "../api/http";
 import type { Annotation, RevisionHead } from "../api/types";
 import { encodeBoxes, type LabelState } from "./labels";
 import { VisibleTimeTracker } from "./timeTracker";
