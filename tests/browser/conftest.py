@@ -53,10 +53,25 @@ def chromium():
         browser.close()
 
 
+# Every page reports what its Content-Security-Policy blocked (the browser's own console line
+# says "Refused to …"; the event also catches what a worker or a style attribute tried).
+REPORT_CSP_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error(`CSP violation: ${e.effectiveDirective} blocked ${e.blockedURI || "inline"} ` +
+    `at ${e.sourceFile}:${e.lineNumber}`);
+});
+"""
+CSP_CONSOLE = ("CSP violation:", "Content Security Policy", "Content-Security-Policy")
+
+
 @pytest.fixture
 def page(chromium, request):
-    """A fresh browser context (own cookies and cache); its console is kept for failures."""
+    """A fresh browser context (own cookies and cache); its console is kept for failures.
+
+    The pages run under the app's Content-Security-Policy: anything it blocks fails the test.
+    """
     context = chromium.new_context(viewport={"width": 1400, "height": 900})
+    context.add_init_script(REPORT_CSP_VIOLATIONS)
     page = context.new_page()
     page.set_default_timeout(60_000)
     page.console_lines = []
@@ -69,6 +84,8 @@ def page(chromium, request):
         page.screenshot(path=str(ARTIFACTS / f"{request.node.name}-failure.png"))
         (ARTIFACTS / f"{request.node.name}-console.log").write_text("\n".join(page.console_lines))
     context.close()
+    violations = [line for line in page.console_lines if any(s in line for s in CSP_CONSOLE)]
+    assert not violations, "the Content-Security-Policy blocked something:\n" + "\n".join(violations)
 
 
 @pytest.hookimpl(hookwrapper=True)
