@@ -12,7 +12,10 @@ that matter for CT image storage) with these options:
 
 Identifiers are derived with HMAC-SHA256 under a secret key held by the platform, so
 the same patient / UID always maps to the same pseudonym / UID across imports, while
-nobody without the key can recompute the mapping from a known MRN.
+nobody without the key can recompute the mapping from a known MRN.  UIDs are remapped
+under a key bound to the institution (:func:`uid_key_for`): the same original UID sent to
+two institutions becomes two unrelated UIDs, so nothing one institution sends can name,
+and so reach, another's data.
 
 This module is pure (no Django, no database): the caller looks up or creates a
 :class:`PatientKey` for the patient and passes it in.
@@ -45,6 +48,7 @@ __all__ = [
     "pseudonym_for",
     "pseudonymise",
     "remap_uid",
+    "uid_key_for",
 ]
 
 DEIDENTIFICATION_METHOD = "CurateCT PS3.15 basic profile; dates shifted; UIDs remapped"
@@ -112,6 +116,21 @@ def date_offset_for(original_patient_id: str, issuer: str, key: bytes) -> int:
     digest = hmac.new(key, message, hashlib.sha256).digest()
     span = _MAX_SHIFT_DAYS - _MIN_SHIFT_DAYS + 1
     return -(_MIN_SHIFT_DAYS + int.from_bytes(digest[:8], "big") % span)
+
+
+def uid_key_for(key: bytes, scope: str) -> bytes:
+    """The key the UIDs of one institution (``scope``: its slug) are remapped under.
+
+    A platform-wide key would map a UID to the same new UID at every institution, so an
+    upload that merely carries another institution's original SeriesInstanceUID would name
+    that institution's scan.  Bound to the institution, the mappings are unrelated.
+    """
+    _require_key(key)
+    scope = (scope or "").strip()
+    if not scope:
+        raise ValueError("UIDs are remapped per institution: a scope is needed")
+    # A label separates this HMAC from the pseudonym's and the date offset's.
+    return hmac.new(key, b"uid-scope\x00" + scope.encode("utf-8"), hashlib.sha256).digest()
 
 
 def remap_uid(uid: str, key: bytes) -> str:

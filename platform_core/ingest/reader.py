@@ -159,7 +159,9 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
     """Read, check and pseudonymise one file into `staging`. Runs in worker processes.
 
     The patient's pseudonym and date shift are keyed hashes of the original ID, so a worker
-    derives them without the database; the ingest records the same values in its table.
+    derives them without the database; the ingest records the same values in its table. UIDs
+    are remapped under the institution's own key (`issuer_prefix` is its slug), as
+    `store.uid_key` computes it for the lookups.
     """
     from platform_core import pseudonymise as pseudo
 
@@ -170,7 +172,7 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
         pseudo.pseudonym_for(record.patient_id, issuer, key),
         pseudo.date_offset_for(record.patient_id, issuer, key),
     )
-    pseudo.pseudonymise(ds, patient, key)
+    pseudo.pseudonymise(ds, patient, pseudo.uid_key_for(key, issuer_prefix))
     record.staged = staging / f"{record.sha256}.dcm"
     buffer = pydicom.filebase.DicomBytesIO()
     ds.save_as(buffer, enforce_file_format=True)

@@ -24,7 +24,7 @@ from django.utils import timezone
 from platform_core import pseudonymise as pseudo
 from platform_core.ingest.collect import ArchiveRejected
 from platform_core.ingest.service import ingest_path
-from platform_core.ingest.store import pseudonym_key
+from platform_core.ingest.store import uid_keys
 from platform_core.models import Campaign, ImportJob, Institution, Scan, User
 from platform_core.pacs.models import SeriesOrigin
 from platform_core.services.audit import audit_record
@@ -106,14 +106,17 @@ def read_origins(folder: Path) -> dict[str, OriginalSeries]:
     return found
 
 
-def record_origins(origins: dict[str, OriginalSeries], scan_ids: list[int], source: str) -> None:
-    """Keep the original UIDs of the scans this import stored (or found already stored)."""
+def record_origins(
+    origins: dict[str, OriginalSeries], scan_ids: list[int], source: str, *, institution: Institution
+) -> None:
+    """Keep the original UIDs of the scans this import stored (or found already stored): only
+    scans of the importing institution, each matched under the key its UIDs were remapped with."""
     if not origins or not scan_ids:
         return
-    key = pseudonym_key()
-    by_remapped = {pseudo.remap_uid(uid, key): entry for uid, entry in origins.items()}
-    for scan in Scan.objects.filter(pk__in=scan_ids):
-        entry = by_remapped.get(scan.series_uid)
+    keys = uid_keys(institution)
+    by_remapped = {pseudo.remap_uid(uid, key): (entry, key) for key in keys for uid, entry in origins.items()}
+    for scan in Scan.objects.filter(pk__in=scan_ids, study__institution=institution):
+        entry, key = by_remapped.get(scan.series_uid, (None, b""))
         if entry is None:
             continue
         remapped_sops = {pseudo.remap_uid(uid, key): uid for uid in entry.sop_uids}
@@ -194,7 +197,12 @@ def job_run_folder(
         report = ingest_path(
             folder, institution=institution, campaign_id=job.campaign_id, progress=report_progress
         ).as_dict()
-        record_origins(origins, report["scans_created"] + report["scans_existing"], origin_source)
+        record_origins(
+            origins,
+            report["scans_created"] + report["scans_existing"],
+            origin_source,
+            institution=institution,
+        )
         status = ImportJob.Status.DONE
     except (ArchiveRejected, FileNotFoundError) as exc:
         report = {"error": str(exc)}
@@ -308,7 +316,9 @@ def job_run_prepared(
             groups, institution=institution, campaign_id=job.campaign_id, report=report, progress=progress
         )
         data = report.as_dict()
-        record_origins(origins, data["scans_created"] + data["scans_existing"], origin_source)
+        record_origins(
+            origins, data["scans_created"] + data["scans_existing"], origin_source, institution=institution
+        )
     except Exception as exc:  # never leave a job "running" forever
         logger.exception("import %s failed", job.pk)
         data = {

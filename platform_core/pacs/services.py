@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 
 from platform_core.api_errors import DomainError, NotFound
-from platform_core.ingest.store import pseudonym_key
+from platform_core.ingest.store import uid_keys
 from platform_core.models import Campaign, Institution, Role, Scan, User
 from platform_core.pacs import remote as pacs
 from platform_core.pacs.models import PacsSend, RemotePacs
@@ -221,12 +221,21 @@ def origin_lookup(remote: RemotePacs, scan: Scan):
     from platform_core import pseudonymise as pseudo
     from platform_core.pacs.models import SeriesOrigin
 
-    key = pseudonym_key()
     patient = scan.study.patient
     studies = pacs.search_studies(remote, {"PatientID": patient.original_patient_id}, limit=200)
     for study in studies:
         study_uid = study.get("0020000D", {}).get("Value", [""])[0]
-        if pseudo.remap_uid(study_uid, key) != scan.study.study_uid:
+        # The scan's UIDs were remapped under its institution's key (or, if stored before keys
+        # were per institution, the platform key): the one under which the study UID matches.
+        key = next(
+            (
+                k
+                for k in uid_keys(scan.study.institution)
+                if pseudo.remap_uid(study_uid, k) == scan.study.study_uid
+            ),
+            None,
+        )
+        if key is None:
             continue
         for series in pacs.search_series(remote, study_uid):
             series_uid = series.get("0020000E", {}).get("Value", [""])[0]

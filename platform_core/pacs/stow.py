@@ -28,8 +28,8 @@ from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 
 from platform_core import pseudonymise as pseudo
-from platform_core.ingest.store import pseudonym_key
-from platform_core.models import Campaign, Instance, Role, User
+from platform_core.ingest.store import uid_keys
+from platform_core.models import Campaign, ImportJob, Instance, Role, User
 from platform_core.pacs import intake
 from platform_core.pacs.auth import dicomweb_endpoint, error
 from platform_core.selectors import campaigns_visible_to, institutions_of
@@ -239,7 +239,7 @@ def _ingest(
     )
     job = intake.job_run_folder(job, folder, origin_source="stow", extra={"rejected_files": refused})
     reasons = {r["file"]: r["reason"] for r in job.report.get("rejected_files", [])}
-    stored, stored_study = _stored(sent)
+    stored, stored_study = _stored(sent, job)
     referenced = []
     for name, (sop_class, sop_uid) in sent.items():
         instance = stored.get(sop_uid)
@@ -282,11 +282,16 @@ def _ingest(
     return response
 
 
-def _stored(sent: dict[str, tuple[str, str]]) -> tuple[dict[str, Instance], set[str]]:
-    """Instances now stored, by the SOP UID the client sent (stored ones carry remapped UIDs)."""
-    key = pseudonym_key()
-    remapped = {pseudo.remap_uid(uid, key): uid for _, uid in sent.values() if uid}
-    found = Instance.objects.filter(sop_uid__in=list(remapped)).select_related("scan__study")
+def _stored(sent: dict[str, tuple[str, str]], job: ImportJob) -> tuple[dict[str, Instance], set[str]]:
+    """Instances this request stored (or found already stored), by the SOP UID the client sent:
+    only in the scans of this job's report, so a client that reuses UIDs it has seen elsewhere
+    gets nothing back but its own instances."""
+    scan_ids = job.report.get("scans_created", []) + job.report.get("scans_existing", [])
+    keys = uid_keys(job.institution)
+    remapped = {pseudo.remap_uid(uid, key): uid for key in keys for _, uid in sent.values() if uid}
+    found = Instance.objects.filter(
+        scan_id__in=scan_ids, scan__study__institution=job.institution, sop_uid__in=list(remapped)
+    ).select_related("scan__study")
     by_sent = {remapped[i.sop_uid]: i for i in found}
     return by_sent, {i.scan.study.study_uid for i in found}
 

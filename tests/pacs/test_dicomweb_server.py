@@ -16,7 +16,7 @@ from pydicom.uid import MRImageStorage
 from rest_framework.authtoken.models import Token
 
 from platform_core import pseudonymise as pseudo
-from platform_core.ingest.store import pseudonym_key
+from platform_core.ingest.store import uid_key
 from platform_core.models import ImportJob, Scan
 from platform_core.pacs.models import SeriesOrigin
 from platform_core.services.batches import batch_build
@@ -186,7 +186,7 @@ def test_stow_stores_a_series_through_ingest_and_answers_per_instance(
     assert {item.ReferencedSOPInstanceUID for item in referenced} == {ds.SOPInstanceUID for ds in datasets}
     assert all(item.WarningReason == 0xB000 for item in referenced)  # UIDs were remapped
     scan = Scan.objects.get()
-    key = pseudonym_key()
+    key = uid_key(cast.institution)
     assert scan.series_uid == pseudo.remap_uid(datasets[0].SeriesInstanceUID, key)
     # (dicomweb-client sends "Host: localhost" without the port, so only the path is checked.)
     assert urlparse(referenced[0].RetrieveURL).path.startswith(
