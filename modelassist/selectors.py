@@ -22,10 +22,10 @@ from modelassist.models import (
     PresegStatus,
     TrainingRun,
 )
-from platform_core.api_errors import Forbidden
+from modelassist.permissions import require_manager  # also re-exported: the services import it from here
 from platform_core.ingest.store import VOLUME_FILE
-from platform_core.models import Batch, Campaign, Role, Scan, User
-from platform_core.selectors import batches_visible_to, campaigns_visible_to, has_campaign_role
+from platform_core.models import Batch, Campaign, Scan, User
+from platform_core.selectors import batches_visible_to, campaigns_visible_to
 
 # ----------------------------------------------------------------------------- files
 
@@ -115,11 +115,6 @@ def managed_campaign(user: User, campaign_id: int, action: str) -> Campaign:
     campaign = get_object_or_404(campaigns_visible_to(user), pk=campaign_id)
     require_manager(user, campaign, action)
     return campaign
-
-
-def require_manager(user: User, campaign: Campaign, action: str) -> None:
-    if not has_campaign_role(user, campaign, Role.DATA_MANAGER):
-        raise Forbidden(f"only a data manager of this campaign can {action}", code="wrong_role")
 
 
 def exports_visible_to(user: User) -> QuerySet[DatasetExport]:

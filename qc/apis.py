@@ -20,9 +20,10 @@ from annotation.apis import campaign_and_scan, revision_id_from
 from annotation.models import Annotation
 from platform_core.api_errors import DomainError, Forbidden
 from platform_core.models import AuditEvent, Batch, BatchItem, Role, User
+from platform_core.permissions import is_data_manager, require_data_manager
 from platform_core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
 from platform_core.services.batches import open_batch_of
-from qc import metrics, selectors, services
+from qc import metrics, permissions, selectors, services
 from qc.models import BatchReview, Check, SpotCheck, Verdict
 
 # --- submit ---------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class FindingsApi(APIView):
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         is_annotator = open_batch_of(request.user, campaign, scan.pk) is not None
-        if not is_annotator and Role.DATA_MANAGER not in campaign_roles(request.user, campaign):
+        if not is_annotator and not is_data_manager(request.user, campaign):
             raise Forbidden("findings are for the annotator of this scan", code="wrong_role")
         annotation = Annotation.objects.filter(campaign=campaign, scan=scan).first()
         if annotation is None:
@@ -246,8 +247,7 @@ def _managed_batch(request: Request, batch_id: int) -> Batch:
     batch = get_object_or_404(
         batches_visible_to(request.user).select_related("campaign", "annotator"), pk=batch_id
     )
-    if Role.DATA_MANAGER not in campaign_roles(request.user, batch.campaign):
-        raise Forbidden("only a data manager of this campaign can do this", code="wrong_role")
+    require_data_manager(request.user, batch.campaign, "do this")
     return batch
 
 
@@ -316,18 +316,11 @@ AUDIT_COLUMNS = [
 
 
 def _hidden_check_ids(user: User, annotation: Annotation | None) -> set[str]:
-    """The other check of any round this user still has to decide: blind for every role."""
+    """The other check of any open round this user holds a check of: blind for every role."""
     if annotation is None:
         return set()
-    open_rounds = Check.objects.filter(annotation=annotation, checker=user, verdict=Verdict.PENDING).values(
-        "round"
-    )
-    return {
-        str(pk)
-        for pk in Check.objects.filter(annotation=annotation, round__in=open_rounds)
-        .exclude(checker=user)
-        .values_list("pk", flat=True)
-    }
+    hidden = permissions.checks_hidden_from(user).filter(annotation=annotation)
+    return {str(pk) for pk in hidden.values_list("pk", flat=True)}
 
 
 class AuditCsvApi(APIView):
@@ -336,7 +329,7 @@ class AuditCsvApi(APIView):
     @extend_schema(responses={(200, "text/csv"): OpenApiTypes.STR}, operation_id="scan_audit_csv")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
-        if Role.DATA_MANAGER not in campaign_roles(request.user, campaign):
+        if not is_data_manager(request.user, campaign):
             # The trail names checkers; the annotator must never see who checked them.
             raise Forbidden("the audit trail is for data managers", code="wrong_role")
         annotation = Annotation.objects.filter(campaign=campaign, scan=scan).first()

@@ -29,6 +29,7 @@ from annotation.models import Annotation, Revision, RevisionSource
 from annotation.services import revision_labels
 from platform_core.models import Batch, BatchItem, Campaign, User
 from qc.models import BatchReview, Check, SpotCheck, Verdict
+from qc.permissions import round_closed
 
 PASS, FAIL = Verdict.PASS.value, Verdict.FAIL.value
 
@@ -99,7 +100,7 @@ def _load(campaign: Campaign, batch: Batch | None) -> list[_AnnotationQc]:
         rounds[(c.annotation_id, c.round)].append(c)
     for (aid, rnd), checks in rounds.items():
         out[aid].submitted_revisions.append(checks[0].revision_id)
-        if len(checks) == 2 and all(c.verdict != Verdict.PENDING for c in checks):
+        if len(checks) == 2 and round_closed(checks):  # blindness: an open round reveals nothing
             out[aid].rounds[rnd] = checks
     for sc in SpotCheck.objects.filter(annotation_id__in=out).exclude(verdict=Verdict.PENDING).order_by("pk"):
         out[sc.annotation_id].spot_checks.append(sc)

@@ -1,8 +1,8 @@
 """QC reads, scoped to the requesting user.
 
-Blindness is enforced here as well as in the API: a checker's querysets never contain the
-other checker's check of a round until both verdicts of that round are in, whatever other
-roles (data manager, senior) the checker also holds.
+Blindness (qc.permissions) is enforced here as well as in the API: a checker's querysets never
+contain the other checker's check of a round until both verdicts of that round are in,
+whatever other roles (data manager, senior) the checker also holds.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from collections import defaultdict
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from annotation.models import Annotation, AnnotationState
-from platform_core.models import Batch, BatchItem, Campaign, Role, Scan, User
-from platform_core.selectors import institutions_of
+from platform_core.models import Batch, BatchItem, Campaign, Scan, User
+from platform_core.permissions import campaigns_managed_by
+from qc import permissions
 from qc.models import (
     BatchReview,
     BatchReviewState,
@@ -37,13 +38,6 @@ def scans_under_review_by(user: User) -> QuerySet[Scan]:
     return Scan.objects.filter(Q(pk__in=checked) | Q(pk__in=spot_checked))
 
 
-def campaigns_managed_by(user: User) -> QuerySet[Campaign]:
-    return Campaign.objects.filter(
-        Q(institution__in=institutions_of(user, Role.DATA_MANAGER).values("pk"))
-        | Q(members__user=user, members__role=Role.DATA_MANAGER)
-    )
-
-
 # --- checks -----------------------------------------------------------------------------------
 
 
@@ -53,13 +47,13 @@ def checks_visible_to(user: User) -> QuerySet[Check]:
     holds a check of an open round sees nothing else of that round, whatever their other roles."""
     if not user.is_authenticated:
         return Check.objects.none()
-    same_round = Check.objects.filter(annotation=OuterRef("annotation"), round=OuterRef("round"))
-    in_round = Exists(same_round.filter(checker=user))
-    round_open = Exists(same_round.filter(verdict=Verdict.PENDING))
-    senior_of = Exists(SpotCheck.objects.filter(annotation=OuterRef("annotation"), senior=user))
+    senior_of = Q(Exists(SpotCheck.objects.filter(annotation=OuterRef("annotation"), senior=user)))
     managed = Q(annotation__campaign__in=campaigns_managed_by(user).values("pk"))
+    closed = ~permissions.round_open()
     return Check.objects.filter(
-        Q(checker=user) | (managed & ~(in_round & round_open)) | ((in_round | senior_of) & ~round_open)
+        Q(checker=user)
+        | (managed & ~permissions.blind_to_round(user))
+        | ((permissions.holds_check_in_round(user) | senior_of) & closed)
     )
 
 
@@ -95,7 +89,7 @@ def check_detail(user: User, check: Check) -> dict:
     """A check as its viewer may see it: the other check of the round only once both are in,
     and earlier (closed) rounds of the annotation as history."""
     round_checks = list(Check.objects.filter(annotation_id=check.annotation_id, round=check.round))
-    closed = all(c.verdict != Verdict.PENDING for c in round_checks)
+    closed = permissions.round_closed(round_checks)
     other = next((c for c in round_checks if c.pk != check.pk), None)
     history = {}
     for c in Check.objects.filter(annotation_id=check.annotation_id, round__lt=check.round).order_by(
@@ -288,8 +282,7 @@ def batch_board(viewer: User, batch: Batch) -> dict:
     for item in items:
         a = annotations.get(item["scan_id"])
         checks = latest_round.get(a.pk, []) if a else []
-        round_open = any(c.verdict == Verdict.PENDING for c in checks)
-        blind = round_open and any(c.checker_id == viewer.pk for c in checks)
+        blind = permissions.is_blind(viewer, checks)
         sc = spot.get(a.pk) if a else None
         state = a.state if a else AnnotationState.NOT_STARTED
         item.update(

@@ -17,8 +17,7 @@ from django.utils import timezone
 from platform_core.api_errors import Conflict, DomainError, Forbidden
 from platform_core.celery import app as celery_app
 from platform_core.models import Batch, BatchItem, Campaign, CampaignMember, CampaignScan, Role, User
-from platform_core.permissions import open_item_annotated_by
-from platform_core.selectors import has_campaign_role
+from platform_core.permissions import open_item_annotated_by, require_data_manager
 from platform_core.services.audit import audit_record
 
 # Task of a higher layer, sent by name so the core never imports it (DESIGN: import direction).
@@ -34,8 +33,7 @@ class BatchFilters:
 
 
 def _require_manager(actor: User, campaign: Campaign) -> None:
-    if not has_campaign_role(actor, campaign, Role.DATA_MANAGER):
-        raise Forbidden("only a data manager of this campaign can build and assign batches")
+    require_data_manager(actor, campaign, "build and assign batches", code=Forbidden.code)
 
 
 def unbatched_scans(campaign: Campaign, filters: BatchFilters | None = None) -> QuerySet[CampaignScan]:

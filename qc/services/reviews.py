@@ -22,6 +22,7 @@ from annotation.services import annotation_transition
 from platform_core.api_errors import Conflict, DomainError, Forbidden
 from platform_core.celery import app as celery_app
 from platform_core.models import Batch, BatchItem, Role, User
+from platform_core.permissions import require_data_manager
 from platform_core.selectors import has_campaign_role
 from platform_core.services.audit import audit_record
 from qc.models import (
@@ -296,12 +297,7 @@ def _approve(actor: User, review: BatchReview) -> None:
 
 
 def spot_check_reassign(*, actor: User, spot_check: SpotCheck, senior: User) -> SpotCheck:
-    rules.require_role(
-        actor,
-        spot_check.annotation.campaign,
-        Role.DATA_MANAGER,
-        "only a data manager of this campaign can reassign spot checks",
-    )
+    require_data_manager(actor, spot_check.annotation.campaign, "reassign spot checks")
     with transaction.atomic():
         annotation = locks.lock_annotation(spot_check.annotation_id)
         sc = SpotCheck.objects.select_for_update(of=("self",)).select_related("senior").get(pk=spot_check.pk)
@@ -329,7 +325,7 @@ def spot_check_reassign(*, actor: User, spot_check: SpotCheck, senior: User) -> 
 def batch_reopen(*, actor: User, batch: Batch, reason: str, scan_ids: list[int] | None = None) -> BatchReview:
     """A data manager reopens an approved batch: its curated revisions are withdrawn and the batch
     goes back to the senior with a fresh draw, plus any scans the data manager names."""
-    rules.require_role(actor, batch.campaign, Role.DATA_MANAGER, "only a data manager can reopen a batch")
+    require_data_manager(actor, batch.campaign, "reopen a batch")
     reason = (reason or "").strip()
     if not reason:
         raise DomainError(

@@ -1,8 +1,8 @@
-"""People rules and input checks shared by the QC services.
+"""Workflow helpers and input checks shared by the QC services.
 
-The workflow rules about people live here and nowhere else: no one checks or spot-checks an
-annotation they made, the two checkers of an annotation differ, and the senior of a spot check
-is neither the annotator nor a checker of that scan.
+The rules about people (never your own work, two different checkers, blindness) live in
+qc.permissions; the names the services use are imported here so `rules.makers_of` and the
+like keep working.
 """
 
 from __future__ import annotations
@@ -12,49 +12,24 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet
 
-from annotation.models import Annotation, Revision, RevisionSource
-from platform_core.api_errors import DomainError, Forbidden
-from platform_core.models import BatchItem, Campaign, Role, Scan, User
-from platform_core.selectors import has_campaign_role
-from qc.models import Check, CheckerPair, FindingKind, SpotCheck, Verdict
+from annotation.models import Annotation
+from platform_core.api_errors import DomainError
+from platform_core.models import Campaign, Role, Scan, User
+from qc.models import FindingKind, SpotCheck, Verdict
+from qc.permissions import (  # noqa: F401  (re-exported: the services call rules.makers_of etc.)
+    checkers_of,
+    makers_of,
+    open_item_of,
+    require_checker_eligible,
+    require_senior_eligible,
+)
 
 MAX_FINDINGS = 200
 MAX_FINDING_TEXT = 2000
 MAX_TIME_SPENT_S = 24 * 3600
 
 
-# --- who made it, who checked it ------------------------------------------------------
-
-
-def open_item_of(annotation: Annotation) -> BatchItem | None:
-    """The open batch item holding the annotation's scan in its campaign (at most one)."""
-    return (
-        BatchItem.objects.filter(campaign_id=annotation.campaign_id, scan_id=annotation.scan_id, is_open=True)
-        .select_related("batch")
-        .first()
-    )
-
-
-def makers_of(annotation: Annotation) -> set[int]:
-    """People who made the annotation: authors of its human revisions and its batch's annotator."""
-    makers = set(
-        Revision.objects.filter(
-            annotation=annotation, source=RevisionSource.HUMAN, author__isnull=False
-        ).values_list("author_id", flat=True)
-    )
-    item = open_item_of(annotation)
-    if item is not None and item.batch.annotator_id is not None:
-        makers.add(item.batch.annotator_id)
-    return makers
-
-
-def checkers_of(annotation: Annotation) -> set[int]:
-    """Everyone who holds or held a check of the annotation, and its current pair."""
-    ids = set(Check.objects.filter(annotation=annotation).values_list("checker_id", flat=True))
-    pair = CheckerPair.objects.filter(annotation=annotation).first()
-    if pair is not None:
-        ids |= {pair.checker_a_id, pair.checker_b_id}
-    return ids
+# --- who checks next ---------------------------------------------------------------------
 
 
 def _by_load(campaign: Campaign, role: str, relation: str) -> QuerySet[User]:
@@ -75,32 +50,6 @@ def checkers_by_load(campaign: Campaign, *, exclude: set[int]) -> list[User]:
 def seniors_by_load(campaign: Campaign, *, exclude: set[int]) -> list[User]:
     users = _by_load(campaign, Role.SENIOR, "spot_checks")
     return list(users.exclude(pk__in=exclude))
-
-
-def require_role(actor: User, campaign: Campaign, role: str, reason: str) -> None:
-    if not has_campaign_role(actor, campaign, role):
-        raise Forbidden(reason, code="wrong_role")
-
-
-def require_checker_eligible(user: User, annotation: Annotation, *, other_checker_id: int | None) -> None:
-    if not has_campaign_role(user, annotation.campaign, Role.CHECKER) or not user.is_active:
-        raise DomainError(f"{user.username} is not a checker of this campaign", code="not_checker")
-    if user.pk in makers_of(annotation):
-        raise DomainError(f"{user.username} made this annotation and cannot check it", code="own_work")
-    if user.pk == other_checker_id:
-        raise DomainError(
-            f"{user.username} already holds the other check; the two checkers must differ",
-            code="same_checker",
-        )
-
-
-def require_senior_eligible(user: User, annotation: Annotation) -> None:
-    if not has_campaign_role(user, annotation.campaign, Role.SENIOR) or not user.is_active:
-        raise DomainError(f"{user.username} is not a senior radiologist of this campaign", code="not_senior")
-    if user.pk in makers_of(annotation) | checkers_of(annotation):
-        raise DomainError(
-            f"{user.username} annotated or checked this scan and cannot spot-check it", code="own_work"
-        )
 
 
 # --- inputs -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ from annotation.models import EDITABLE_STATES, Annotation, AnnotationState, Revi
 from annotation.services import annotation_transition
 from platform_core.api_errors import Conflict, DomainError, Forbidden
 from platform_core.label_schema import validate_scan_labels
-from platform_core.models import Campaign, Role, Scan, User
+from platform_core.models import Campaign, Scan, User
+from platform_core.permissions import require_data_manager
 from platform_core.services.audit import audit_record
 from platform_core.services.batches import open_batch_of
 from qc.models import Check, CheckerPair, Slot, SpotCheck, Verdict
@@ -176,12 +177,7 @@ def _replace_pair_member(
 
 def check_reassign(*, actor: User, check: Check, checker: User) -> Check:
     """A data manager hands a pending check (and that slot of the pair, for later rounds) to another checker."""
-    rules.require_role(
-        actor,
-        check.annotation.campaign,
-        Role.DATA_MANAGER,
-        "only a data manager of this campaign can reassign checks",
-    )
+    require_data_manager(actor, check.annotation.campaign, "reassign checks")
     with transaction.atomic():
         annotation = locks.lock_annotation(check.annotation_id)
         round_checks = list(
