@@ -192,7 +192,5 @@ def test_qc_keeps_the_batch_open_so_the_annotator_revises_after_a_fail(cast, api
     assert client.get(frame_url(scan), HTTP_ACCEPT=FRAME_ACCEPT).status_code == 200
     revised = save(api, cast.campaign, scan, 1, f'"rev-{r2}"')
     assert revised.status_code == 201, revised.content
-    resubmitted = api.post(
-        url(cast.campaign, scan, "annotation/submit/"), {}, HTTP_IF_MATCH=revised["ETag"]
-    )
+    resubmitted = api.post(url(cast.campaign, scan, "annotation/submit/"), {}, HTTP_IF_MATCH=revised["ETag"])
     assert resubmitted.status_code == 200 and resubmitted.json()["round"] == 2
