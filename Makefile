@@ -36,7 +36,7 @@ LUNG1_STAMP := $(DATA_DIR)/testdata/pyradiomics-lung1/SHA256SUMS
 DICOM_BINARIES := storescu storescp echoscu dciodvfy Orthanc
 ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
-.PHONY: help setup run test test-pg lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata
+.PHONY: help setup run test test-pg lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata api-types
 
 help: ## list the targets
 	@echo "CurateCT: make <target>   (quick start: make run, make test)"
@@ -85,6 +85,23 @@ $(STAMPS)/frontend-build: $(STAMPS)/frontend-deps $(FRONTEND_SOURCES)
 	cd frontend && npm run build
 	@touch $@
 
+# The frontend's API types from Django's OpenAPI schema (drf-spectacular, then openapi-typescript
+# from node_modules: nothing is downloaded): $(call api_types,OUTPUT,WHERE SPECTACULAR'S WARNINGS GO)
+define api_types
+d=$$(mktemp -d) && trap 'rm -rf "$$d"' EXIT && \
+$(PY) manage.py spectacular --file "$$d/schema.yaml" 2>$(2) && \
+frontend/node_modules/.bin/openapi-typescript "$$d/schema.yaml" -o "$(1)" >/dev/null
+endef
+
+API_TYPES := frontend/src/api/schema.d.ts
+
+api-types: venv ## regenerate frontend/src/api/schema.d.ts from the API's OpenAPI schema
+	@[ -d frontend/node_modules ] || rm -f $(STAMPS)/frontend-deps
+	@$(MAKE) --no-print-directory $(STAMPS)/frontend-deps
+	@mkdir -p "$(DATA_DIR)"
+	@( $(call api_types,$(API_TYPES),/dev/stderr) )
+	@echo ">> $(API_TYPES) regenerated"
+
 setup: venv frontend ## install everything and migrate the database
 	@mkdir -p "$(DATA_DIR)"
 	$(PY) manage.py migrate --noinput --skip-checks -v 0
@@ -123,7 +140,7 @@ test: setup browsers dicom-peers testdata ## run the whole test suite (DATABASE_
 test-pg: setup browsers dicom-peers testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
 	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint)
+lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint and API types)
 	@mkdir -p "$(DATA_DIR)"
 	@# Every check runs, so one pass shows every problem; any failure fails the target.
 	@status=0; \
@@ -133,6 +150,11 @@ lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the fro
 	if [ -f frontend/package.json ]; then \
 	  [ -d frontend/node_modules ] || rm -f $(STAMPS)/frontend-deps; \
 	  $(MAKE) --no-print-directory $(STAMPS)/frontend-deps || status=1; \
+	  echo ">> $(API_TYPES) against the OpenAPI schema"; tmp=$$(mktemp); \
+	  if ( $(call api_types,$$tmp,"$$tmp.warnings") ); then \
+	    cmp -s "$$tmp" $(API_TYPES) || { echo "$(API_TYPES) is stale: run make api-types" >&2; status=1; }; \
+	  else cat "$$tmp.warnings" >&2; echo "could not generate the API types (see above)" >&2; status=1; fi; \
+	  rm -f "$$tmp" "$$tmp.warnings"; \
 	  echo ">> npm run lint"; (cd frontend && npm run --if-present lint) || status=1; \
 	fi; \
 	if [ $$status -ne 0 ]; then echo "lint: FAILED (see above)" >&2; fi; \

@@ -1,27 +1,14 @@
 // Types and calls of the data manager's API: batches and pre-segmentation, imports, dataset
 // exports, model versions and training runs (platform_core/api_urls.py, modelassist/urls.py),
 // and the quantification reports.
+// Request bodies and batches are the generated schemas (types.ts); the rest is hand-written
+// until the schema describes those answers.
 import { request, upload, type Upload, type UploadProgress } from "./http";
+import type { Schemas } from "./types";
 
-export interface BatchOut {
-  id: number;
-  name: string;
-  campaign: number;
-  status: "open" | "closed";
-  annotator: string | null;
-  annotator_id: number | null;
-  scan_ids: number[];
-  created_at: string;
-}
+export type BatchOut = Schemas["BatchOut"];
 
-export interface BatchBuildIn {
-  name?: string;
-  size?: number;
-  annotator_id?: number | null;
-  auto_assign?: boolean;
-  study_date_from?: string;
-  study_date_to?: string;
-}
+export type BatchBuildIn = Schemas["BatchBuildIn"];
 
 export type PresegScanStatus = "queued" | "running" | "done" | "failed" | "lost" | string;
 
@@ -152,11 +139,7 @@ export interface TrainingRun {
   history?: EpochRecord[];
 }
 
-export interface TrainingRunIn {
-  export_id?: number | null;
-  architecture?: string;
-  params?: Record<string, number>;
-}
+export type TrainingRunIn = Schemas["TrainingRunIn"];
 
 export interface RegionRow {
   name: string;

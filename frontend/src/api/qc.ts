@@ -1,5 +1,8 @@
 // Types and calls of the three-step QC API (docs/api.md, "Three-step QC"; qc/apis.py).
+// VerdictIn is the generated schema (types.ts); the answers are hand-written until the schema
+// describes them.
 import { request } from "./http";
+import type { Narrow, Schemas } from "./types";
 
 export type Verdict = "pending" | "pass" | "fail";
 export type FindingKind =
@@ -96,11 +99,7 @@ export interface SpotCheckDetail {
   check_rounds: CheckRound[];
 }
 
-export interface VerdictIn {
-  verdict: "pass" | "fail";
-  findings: Finding[];
-  time_spent_s: number;
-}
+export type VerdictIn = Narrow<Schemas["VerdictIn"], { findings: Finding[] }>;
 
 export interface AnnotatorFindings {
   annotation_id: number | null;

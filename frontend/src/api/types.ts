@@ -1,21 +1,37 @@
-// Types of the CurateCT HTTP API (docs/api.md). Index order of label volumes is (z, y, x),
-// z following the scan's `instances` list.
+// Types of the CurateCT HTTP API. Most are the component schemas of Django's OpenAPI schema,
+// generated into schema.d.ts by openapi-typescript (`make api-types`; `make lint` fails when
+// schema.d.ts is stale), so that a changed serializer breaks `tsc` here, not a page at run time.
+// Where the schema says less than the pages rely on (a JSON field typed `unknown`, a fixed-length
+// list typed `number[]`), Narrow<> types those fields more exactly; a narrowed field that the
+// schema no longer has is a compile error. Types the schema has no body for yet are hand-written
+// and marked so. Index order of label volumes is (z, y, x), z following the scan's `instances`.
+import type { components } from "./schema";
+
+/** The API's component schemas, as generated. */
+export type Schemas = components["schemas"];
+
+/** Schema `T` with fields `N` typed more exactly; every key of `N` must be a field of `T`. */
+export type Narrow<T, N extends { [K in keyof N]: K extends keyof T ? N[K] : never }> = Omit<
+  T,
+  keyof N
+> &
+  N;
+
+export type Vec3 = [number, number, number];
 
 export type Role = "annotator" | "checker" | "senior" | "data_manager";
 
-export interface Me {
-  id: number;
-  username: string;
-  roles: Record<string, Role[]>;
-  institutions: unknown[];
-}
+export type Me = Schemas["MeOut"];
 
+// Hand-written: the campaign's label schema is a JSON field (platform_core/label_schema.py),
+// `unknown` in the OpenAPI schema.
 export interface LabelClass {
   value: number;
   name: string;
   color: string;
 }
 
+// Hand-written, as LabelClass.
 export interface ScanLabelField {
   key: string;
   name: string;
@@ -23,44 +39,23 @@ export interface ScanLabelField {
   choices: string[];
 }
 
+// Hand-written, as LabelClass.
 export interface LabelSchema {
   classes: LabelClass[];
   scan_labels: ScanLabelField[];
 }
 
-export interface Campaign {
-  id: number;
-  slug: string;
-  name: string;
-  label_schema: LabelSchema;
-  batch_size: number;
-  checkers_per_annotation: number;
-  spot_check_share: number;
-}
+export type Campaign = Narrow<Schemas["CampaignOut"], { label_schema: LabelSchema }>;
 
-export interface Scan {
-  id: number;
-  study_uid: string;
-  series_uid: string;
-  rows: number;
-  columns: number;
-  slices: number;
-  spacing: [number, number, number];
-  origin: [number, number, number];
-  direction: number[] | number[][];
-  instances: string[];
-  gaps: unknown[];
-}
+export type Scan = Narrow<Schemas["ScanOut"], { spacing: Vec3; origin: Vec3 }>;
 
+// Hand-written: the schema types an item's state as a plain string.
 export type ItemState =
   "not_started" | "in_progress" | "submitted" | "needs_revision" | "checked" | "curated";
 
-export interface BatchItem {
-  scan_id: number;
-  position: number;
-  state: ItemState;
-}
+export type BatchItem = Narrow<Schemas["WorklistItemOut"], { state: ItemState }>;
 
+// Hand-written: the schema types a batch's progress as a map of numbers.
 export interface BatchProgress {
   total: number;
   not_started: number;
@@ -69,71 +64,33 @@ export interface BatchProgress {
   done: number;
 }
 
-export interface WorklistBatch {
-  id: number;
-  name: string;
-  campaign: { id: number; slug: string; name: string };
-  status: string;
-  progress: BatchProgress;
-  items: BatchItem[];
-}
+export type WorklistBatch = Narrow<
+  Schemas["WorklistBatchOut"],
+  {
+    campaign: { id: number; slug: string; name: string };
+    progress: BatchProgress;
+    items: BatchItem[];
+  }
+>;
 
-export interface RevisionHead {
-  id: number;
-  number: number;
-  parent_id: number | null;
-  author: string | number | null;
-  source: string;
-  scan_labels: Record<string, string>;
-  voxel_counts: Record<string, number>;
-  label_sha256: string;
-  created_at: string;
-}
+export type RevisionHead = Schemas["RevisionOut"];
 
-export interface Annotation {
-  id: number | null;
-  state: string;
-  head: RevisionHead | null;
-}
+export type Annotation = Schemas["AnnotationOut"];
 
-export type BoxEncoding = "gzip" | "zstd";
+export type BoxEncoding = Schemas["EncodingEnum"];
 
-export interface LabelBox {
-  offset: [number, number, number];
-  shape: [number, number, number];
-  encoding: BoxEncoding;
-  data: string;
-}
+export type LabelBox = Schemas["BoxIn"];
 
-export interface RevisionCreate {
-  scan_labels: Record<string, string>;
-  time_spent_s: number;
-  boxes?: LabelBox[];
-  full?: { encoding: BoxEncoding; data: string };
-}
+export type RevisionCreate = Schemas["RevisionIn"];
 
-export interface RegionGrowRequest {
-  seed: [number, number, number];
-  lower?: number;
-  upper?: number;
-  tolerance?: number;
-  connectivity: 6 | 26;
-  radius_mm?: number;
-  max_voxels?: number;
-}
+export type RegionGrowRequest = Schemas["RegionGrowIn"];
 
-export interface RegionGrowResult {
-  offset: [number, number, number];
-  shape: [number, number, number];
-  encoding: "zstd";
-  data: string;
-  voxels: number;
-  capped: boolean;
-  message: string;
-  elapsed_ms: number;
-  seed_hu: number;
-}
+export type RegionGrowResult = Narrow<
+  Schemas["RegionGrowOut"],
+  { offset: Vec3; shape: Vec3; encoding: BoxEncoding }
+>;
 
+// Hand-written: error bodies (platform_core/api_errors.py) are not in the schema yet.
 export interface ApiErrorBody {
   detail?: string;
   code?: string;

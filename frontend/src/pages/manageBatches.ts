@@ -136,7 +136,7 @@ function listPage(): void {
     }
     const mode =
       form.querySelector<HTMLInputElement>("input[name=assign]:checked")?.value ?? "none";
-    const body: BatchBuildIn = { size };
+    const body: BatchBuildIn = { size, auto_assign: false };
     const name = byId<HTMLInputElement>("build-name").value.trim();
     if (name) body.name = name;
     if (mode === "annotator") {
