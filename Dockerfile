@@ -38,8 +38,10 @@ COPY . .
 COPY --from=frontend /src/frontend/dist ./frontend/dist
 
 # Static files collected at build time so WhiteNoise serves them from one folder. The base settings
-# are enough for collectstatic (no database, no secrets needed).
-RUN DJANGO_SETTINGS_MODULE=platform_core.settings python manage.py collectstatic --noinput -v 0 \
+# are enough for collectstatic (no database, no secrets needed; the throwaway key keeps them from
+# writing a generated one into the image).
+RUN DJANGO_SETTINGS_MODULE=platform_core.settings DJANGO_SECRET_KEY=collectstatic-only \
+    python manage.py collectstatic --noinput -v 0 \
     && mkdir -p /data \
     && chown curatect:curatect /data
 

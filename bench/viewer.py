@@ -115,7 +115,9 @@ def measure(base: str, path: str) -> list[dict]:
         for _ in range(LOADS):
             started = time.perf_counter()
             page.goto(f"{base}{path}")
-            page.wait_for_function("window.curatect && (curatect.ready || curatect.error)", timeout=180_000)
+            page.wait_for_function(
+                "() => window.curatect && (curatect.ready || curatect.error)", timeout=180_000
+            )
             error = page.evaluate("curatect.error")
             if error:
                 raise SystemExit(f"the viewer failed: {error}")

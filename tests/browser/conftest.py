@@ -170,7 +170,9 @@ def log_in(page, base_url: str, username: str = "annotator") -> None:
     page.wait_for_load_state()
 
 
+# Give wait_for_function a function ("() => …"): a bare expression is eval'ed inside the page,
+# which the Content-Security-Policy forbids (no 'unsafe-eval').
 def wait_viewer_ready(page, timeout_ms: int = 90_000) -> None:
-    page.wait_for_function("window.curatect && (curatect.ready || curatect.error)", timeout=timeout_ms)
+    page.wait_for_function("() => window.curatect && (curatect.ready || curatect.error)", timeout=timeout_ms)
     error = page.evaluate("curatect.error")
     assert error is None, f"viewer failed: {error}\n" + "\n".join(page.console_lines[-20:])

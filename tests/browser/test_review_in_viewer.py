@@ -47,7 +47,7 @@ def test_checker_fails_in_the_viewer_and_the_annotator_sees_the_finding(
 
     page.select_option("#finding-kind", "missed_lesion")
     click_voxel(page, z, y, x)
-    page.wait_for_function("curatect.findings().length === 1")
+    page.wait_for_function("() => curatect.findings().length === 1")
     placed = page.evaluate("curatect.findings()[0]")
     assert placed["slice"] == z and placed["kind"] == "missed_lesion"
     assert abs(placed["position"][0] - x) <= 1 and abs(placed["position"][1] - y) <= 1
@@ -83,9 +83,9 @@ def test_checker_fails_in_the_viewer_and_the_annotator_sees_the_finding(
     assert check_a.checker.username not in panel and check_b.checker.username not in panel
     assert page.evaluate("curatect.markers()") == []  # not on this slice
     page.click("#findings-panel button.jump")
-    page.wait_for_function(f"curatect.sliceIndex() === {z}")
+    page.wait_for_function(f"() => curatect.sliceIndex() === {z}")
     # Markers are redrawn after the slice's render, a moment after the jump.
-    page.wait_for_function("curatect.markers().length > 0", timeout=10_000)
+    page.wait_for_function("() => curatect.markers().length > 0", timeout=10_000)
     markers = page.evaluate("curatect.markers()")
     assert len(markers) == 1 and markers[0]["slice"] == z
     assert page.evaluate("curatect.tool()") == "brush"  # the annotator still edits

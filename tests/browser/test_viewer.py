@@ -55,7 +55,7 @@ def test_annotator_grows_a_lesion_saves_reloads_and_submits(live_server, page, p
     page.keyboard.press("g")
     assert page.evaluate("curatect.tool()") == "grow"
     click_voxel(page, z, y, x)
-    page.wait_for_function("curatect.lastGrow !== null")
+    page.wait_for_function("() => curatect.lastGrow !== null")
     grow = page.evaluate("curatect.lastGrow")
     count = page.evaluate("curatect.labelVoxelCount()")
     assert grow["voxels"] > 0 and count == grow["voxels"]
@@ -68,7 +68,7 @@ def test_annotator_grows_a_lesion_saves_reloads_and_submits(live_server, page, p
 
     # Save (Ctrl+S): the API's head now holds exactly the client's mask.
     page.keyboard.press("Control+s")
-    page.wait_for_function("curatect.saveStatus.startsWith('Saved')")
+    page.wait_for_function("() => curatect.saveStatus.startsWith('Saved')")
     assert not page.evaluate("curatect.dirty()")
     saved = annotation(page, base, campaign.pk, scan.pk)
     assert saved["state"] == "in_progress"
@@ -89,7 +89,7 @@ def test_annotator_grows_a_lesion_saves_reloads_and_submits(live_server, page, p
     page.select_option("#scan-label-diagnosis", "COVID-19")
     page.click("#submit")
     page.wait_for_function(
-        "curatect.saveStatus === 'Submitted for checking' || curatect.saveStatus.startsWith('Not')"
+        "() => curatect.saveStatus === 'Submitted for checking' || curatect.saveStatus.startsWith('Not')"
     )
     assert page.evaluate("curatect.saveStatus") == "Submitted for checking"
     submitted = annotation(page, base, campaign.pk, scan.pk)
@@ -112,15 +112,15 @@ def test_a_stale_save_shows_the_conflict_and_offers_reload(live_server, chromium
     # The second tab saves first …
     other.select_option("#scan-label-diagnosis", "COVID-19")
     other.keyboard.press("Control+s")
-    other.wait_for_function("curatect.saveStatus.startsWith('Saved')")
+    other.wait_for_function("() => curatect.saveStatus.startsWith('Saved')")
 
     # … so the first tab's save is stale: 409, shown as a conflict with a reload button.
     page.keyboard.press(str(lesion_class))
     page.keyboard.press("g")
     click_voxel(page, z, y, x)
-    page.wait_for_function("curatect.lastGrow !== null")
+    page.wait_for_function("() => curatect.lastGrow !== null")
     page.click("#save")
-    page.wait_for_function("curatect.saveStatus.startsWith('Conflict')")
+    page.wait_for_function("() => curatect.saveStatus.startsWith('Conflict')")
     assert page.locator("#conflict").is_visible()
     page.click("#reload")
     wait_viewer_ready(page)
