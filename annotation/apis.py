@@ -11,6 +11,8 @@ import numpy as np
 from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -23,12 +25,13 @@ from annotation.permissions import revisions_readable_by
 from annotation.selectors import revisions_for_user, worklist_for
 from annotation.services import Box, revision_save
 from platform_core import volume_cache
-from platform_core.api_errors import DomainError, NotFound, PreconditionRequired
+from platform_core.api_errors import DomainError, NotFound, PreconditionRequired, id_param
 from platform_core.ingest.store import VOLUME_FILE
 from platform_core.models import Campaign, Scan
 from platform_core.selectors import campaigns_visible_to, scans_visible_to
 
-ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d+)"$')
+# At most 18 digits: any revision id fits, and int() of thousands of digits raises instead.
+ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d{1,18})"$')
 
 
 def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan]:
@@ -38,6 +41,19 @@ def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple
         scans_visible_to(request.user, campaign).filter(campaign_scans__campaign=campaign), pk=scan_id
     )
     return campaign, scan
+
+
+class RevisionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    parent_id = serializers.IntegerField(allow_null=True)
+    source = serializers.CharField()
+    author = serializers.CharField(allow_null=True)
+    scan_labels = serializers.DictField(child=serializers.CharField())
+    voxel_counts = serializers.DictField(child=serializers.IntegerField(), help_text="class value → voxels")
+    label_sha256 = serializers.CharField()
+    time_spent_s = serializers.FloatField()
+    created_at = serializers.DateTimeField()
 
 
 def revision_out(rev: Revision | None) -> dict | None:
@@ -57,12 +73,35 @@ def revision_out(rev: Revision | None) -> dict | None:
     }
 
 
+class WorklistItemOut(serializers.Serializer):
+    scan_id = serializers.IntegerField()
+    position = serializers.IntegerField()
+    state = serializers.CharField()
+
+
+class WorklistBatchOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    campaign = serializers.DictField(help_text="id, slug and name")
+    progress = serializers.DictField(child=serializers.IntegerField(), help_text="scans per state")
+    items = WorklistItemOut(many=True)
+
+
 class WorklistApi(APIView):
+    @extend_schema(responses=WorklistBatchOut(many=True), operation_id="worklist")
     def get(self, request: Request) -> Response:
         return Response(worklist_for(request.user))
 
 
+class AnnotationOut(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField()
+    head = RevisionOut(allow_null=True)
+
+
 class AnnotationApi(APIView):
+    @extend_schema(responses=AnnotationOut, operation_id="annotation_retrieve")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         annotation = (
@@ -97,12 +136,18 @@ class LabelsApi(APIView):
 
     renderer_classes = [JSONRenderer, OctetStreamRenderer]
 
+    @extend_schema(
+        parameters=[OpenApiParameter("revision", int, description="a revision id (default: the head)")],
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+        operation_id="annotation_labels",
+    )
     def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
         if "revision" in request.query_params:
             # A named revision: a former annotator may still read their own (annotation.permissions).
             revisions = revisions_readable_by(request.user, campaign_id, scan_id)
             rev = get_object_or_404(
-                revisions.select_related("annotation__scan"), pk=request.query_params["revision"]
+                revisions.select_related("annotation__scan"),
+                pk=id_param(request.query_params["revision"], "revision"),
             )
             scan = rev.annotation.scan
         else:
@@ -138,6 +183,15 @@ class RevisionIn(serializers.Serializer):
     boxes = BoxIn(many=True, required=False)
     full = PayloadIn(required=False)
 
+    def validate(self, attrs: dict) -> dict:
+        # Which one the client meant is unknowable; silently dropping the boxes would lose edits.
+        if "full" in attrs and "boxes" in attrs:
+            raise serializers.ValidationError(
+                "send either full (the whole volume) or boxes (changed parts), not both",
+                code="ambiguous_payload",
+            )
+        return attrs
+
 
 def revision_id_from(request: Request, body: dict, field: str, missing: str) -> int | None:
     """The revision a request acts on: the If-Match ETag, else body[field]; 428 when neither."""
@@ -171,11 +225,25 @@ def _decode(payload: dict, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class RevisionCreateApi(APIView):
+    @extend_schema(responses=RevisionOut(many=True), operation_id="revisions_list")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         """The revisions the user may read, oldest first: all of them for whoever may read the
         scan, a former annotator's own only (annotation.permissions)."""
         return Response([revision_out(r) for r in revisions_for_user(request.user, campaign_id, scan_id)])
 
+    @extend_schema(
+        request=RevisionIn,
+        parameters=[
+            OpenApiParameter(
+                "If-Match",
+                str,
+                OpenApiParameter.HEADER,
+                description='the ETag of the edited revision ("rev-12")',
+            )
+        ],
+        responses={201: RevisionOut, 409: OpenApiResponse(description="stale parent: the current head")},
+        operation_id="revision_save",
+    )
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         body = RevisionIn(data=request.data)
@@ -214,8 +282,22 @@ class RegionGrowIn(serializers.Serializer):
     upper = serializers.FloatField(required=False)
     tolerance = serializers.FloatField(required=False, min_value=0)
     connectivity = serializers.ChoiceField(choices=[6, 26], default=6)
-    radius_mm = serializers.FloatField(required=False, min_value=1)
+    radius_mm = serializers.FloatField(required=False, min_value=1, max_value=region_grow.MAX_RADIUS_MM)
     max_voxels = serializers.IntegerField(required=False, min_value=1, max_value=50_000_000)
+
+
+class RegionGrowOut(serializers.Serializer):
+    offset = serializers.ListField(child=serializers.IntegerField(), help_text="z, y, x")
+    shape = serializers.ListField(child=serializers.IntegerField())
+    encoding = serializers.CharField(help_text='always "zstd"')
+    data = serializers.CharField(help_text="base64 of the zstd-compressed uint8 mask")
+    voxels = serializers.IntegerField()
+    capped = serializers.BooleanField()
+    message = serializers.CharField()
+    seed_hu = serializers.IntegerField()
+    lower = serializers.FloatField()
+    upper = serializers.FloatField()
+    elapsed_ms = serializers.FloatField()
 
 
 def scan_volume(scan: Scan) -> np.ndarray:
@@ -223,6 +305,7 @@ def scan_volume(scan: Scan) -> np.ndarray:
 
 
 class RegionGrowApi(APIView):
+    @extend_schema(request=RegionGrowIn, responses=RegionGrowOut, operation_id="region_grow")
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         started = time.perf_counter()
         _campaign, scan = campaign_and_scan(request, campaign_id, scan_id)

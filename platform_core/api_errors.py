@@ -8,7 +8,6 @@ from typing import Any
 from rest_framework import status
 from rest_framework.exceptions import APIException
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class DomainError(Exception):
@@ -58,6 +57,10 @@ def id_param(raw: str, name: str) -> int:
 
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
+    # Imported here: rest_framework.views loads the authentication classes, and those (ours)
+    # import this module for DomainError; a top-level import would make that a cycle.
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     if isinstance(exc, DomainError):
         return Response({"detail": exc.detail, "code": exc.code, **exc.extra}, status=exc.status_code)
     response = drf_exception_handler(exc, context)

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from platform_core.api_errors import DomainError, id_param
-from platform_core.apis import import_out
+from platform_core.apis import ImportOut, import_out
 from platform_core.models import Campaign, ImportJob, Institution, Role, User
 from platform_core.pacs import pulls, services
 from platform_core.pacs import remote as pacs
@@ -46,6 +47,26 @@ class RemoteIn(serializers.Serializer):
     pull_campaign_id = serializers.IntegerField(required=False, allow_null=True)
 
 
+class RemoteOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    institution_id = serializers.IntegerField()
+    name = serializers.CharField()
+    dicomweb_url = serializers.CharField()
+    auth_type = serializers.ChoiceField(choices=RemotePacs.Auth.choices)
+    username = serializers.CharField()
+    has_secret = serializers.BooleanField(help_text="the secret itself is never sent back")
+    ae_title = serializers.CharField()
+    host = serializers.CharField()
+    port = serializers.IntegerField(allow_null=True)
+    send_method = serializers.CharField()
+    send_on_approval = serializers.BooleanField()
+    pull_filter = serializers.DictField(child=serializers.CharField())
+    pull_interval_minutes = serializers.IntegerField()
+    pull_campaign_id = serializers.IntegerField(allow_null=True)
+    last_pull_at = serializers.DateTimeField(allow_null=True)
+    created_at = serializers.DateTimeField()
+
+
 def remote_out(remote: RemotePacs) -> dict:
     return {
         "id": remote.pk,
@@ -77,10 +98,12 @@ def _remote_data(user: User, validated: dict) -> dict:
 
 
 class RemoteListApi(APIView):
+    @extend_schema(responses=RemoteOut(many=True), operation_id="pacs_remotes_list")
     def get(self, request: Request) -> Response:
         remotes = RemotePacs.objects.filter(institution__in=managed(request.user))
         return Response([remote_out(r) for r in remotes])
 
+    @extend_schema(request=RemoteIn, responses={201: RemoteOut}, operation_id="pacs_remote_create")
     def post(self, request: Request) -> Response:
         body = RemoteIn(data=request.data)
         body.is_valid(raise_exception=True)
@@ -101,9 +124,11 @@ class RemoteListApi(APIView):
 
 
 class RemoteDetailApi(APIView):
+    @extend_schema(responses=RemoteOut, operation_id="pacs_remote_retrieve")
     def get(self, request: Request, remote_id: int) -> Response:
         return Response(remote_out(remote_for_user(request.user, remote_id)))
 
+    @extend_schema(request=RemoteIn, responses=RemoteOut, operation_id="pacs_remote_update")
     def patch(self, request: Request, remote_id: int) -> Response:
         remote = remote_for_user(request.user, remote_id)
         body = RemoteIn(data=request.data, partial=True)
@@ -116,14 +141,26 @@ class RemoteDetailApi(APIView):
         )
         return Response(remote_out(remote))
 
+    @extend_schema(responses={204: None}, operation_id="pacs_remote_delete")
     def delete(self, request: Request, remote_id: int) -> Response:
         services.remote_delete(actor=request.user, remote=remote_for_user(request.user, remote_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class EchoResultOut(serializers.Serializer):
+    ok = serializers.BooleanField()
+    detail = serializers.CharField(required=False)
+
+
+class EchoOut(serializers.Serializer):
+    dicomweb = EchoResultOut(required=False)
+    dimse = EchoResultOut(required=False)
+
+
 class RemoteEchoApi(APIView):
     """Test the connection: a QIDO-RS search (DICOMweb) and a C-ECHO (DIMSE), where configured."""
 
+    @extend_schema(request=None, responses=EchoOut, operation_id="pacs_remote_echo")
     def post(self, request: Request, remote_id: int) -> Response:
         remote = remote_for_user(request.user, remote_id)
         out = {}
@@ -175,10 +212,44 @@ def study_summary(item: dict, pulled: dict[str, PulledStudy]) -> dict:
     }
 
 
+class PulledOut(serializers.Serializer):
+    status = serializers.CharField()
+    import_job_id = serializers.IntegerField(allow_null=True)
+    detail = serializers.CharField()
+
+
+class StudySummaryOut(serializers.Serializer):
+    study_uid = serializers.CharField(allow_null=True)
+    patient_id = serializers.CharField(allow_null=True)
+    patient_name = serializers.CharField(allow_null=True)
+    study_date = serializers.CharField(allow_null=True)
+    study_description = serializers.CharField(allow_null=True)
+    accession_number = serializers.CharField(allow_null=True)
+    modalities = serializers.ListField(child=serializers.CharField())
+    series = serializers.IntegerField(allow_null=True)
+    instances = serializers.IntegerField(allow_null=True)
+    pulled = PulledOut(allow_null=True)
+    dicom = serializers.DictField(help_text="the PACS's own DICOM JSON")
+
+
+class StudySearchOut(serializers.Serializer):
+    results = StudySummaryOut(many=True)
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+
+
 class RemoteStudySearchApi(APIView):
     """QIDO-RS pass-through: query parameters go to the PACS as they are (limit, offset and DICOM
     keywords or tags, e.g. PatientID=123&StudyDate=20200101-20201231&ModalitiesInStudy=CT)."""
 
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", int, description="1..500, default 50"),
+            OpenApiParameter("offset", int),
+        ],
+        responses=StudySearchOut,
+        operation_id="pacs_remote_studies",
+    )
     def get(self, request: Request, remote_id: int) -> Response:
         remote = remote_for_user(request.user, remote_id)
         try:
@@ -198,7 +269,21 @@ class RemoteStudySearchApi(APIView):
         )
 
 
+class SeriesSummaryOut(serializers.Serializer):
+    series_uid = serializers.CharField(allow_null=True)
+    modality = serializers.CharField(allow_null=True)
+    series_number = serializers.IntegerField(allow_null=True)
+    series_description = serializers.CharField(allow_null=True)
+    instances = serializers.IntegerField(allow_null=True)
+    dicom = serializers.DictField()
+
+
+class SeriesSearchOut(serializers.Serializer):
+    results = SeriesSummaryOut(many=True)
+
+
 class RemoteSeriesSearchApi(APIView):
+    @extend_schema(responses=SeriesSearchOut, operation_id="pacs_remote_series")
     def get(self, request: Request, remote_id: int, study_uid: str) -> Response:
         remote = remote_for_user(request.user, remote_id)
         try:
@@ -232,6 +317,7 @@ class PullIn(serializers.Serializer):
 class RemotePullApi(APIView):
     """Import studies of the PACS: an ImportJob (GET /api/imports/{id}/ for progress and report)."""
 
+    @extend_schema(request=PullIn, responses={202: ImportOut}, operation_id="pacs_remote_pull")
     def post(self, request: Request, remote_id: int) -> Response:
         remote = remote_for_user(request.user, remote_id)
         body = PullIn(data=request.data)
@@ -245,6 +331,22 @@ class RemotePullApi(APIView):
             actor=request.user, remote=remote, study_uids=body.validated_data["study_uids"], campaign=campaign
         )
         return Response(import_out(job), status=status.HTTP_202_ACCEPTED)
+
+
+class SendOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    remote_id = serializers.IntegerField()
+    remote = serializers.CharField()
+    scan_id = serializers.IntegerField()
+    campaign_id = serializers.IntegerField(allow_null=True)
+    revision_id = serializers.IntegerField(allow_null=True)
+    trigger = serializers.ChoiceField(choices=PacsSend.Trigger.choices)
+    method = serializers.CharField()
+    status = serializers.ChoiceField(choices=PacsSend.Status.choices)
+    seg_sop_uid = serializers.CharField()
+    detail = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 def send_out(send: PacsSend) -> dict:
@@ -273,6 +375,7 @@ class SendIn(serializers.Serializer):
 class ScanSendApi(APIView):
     """Send the scan's curated labels, as DICOM SEG, to its institution's PACS (in the background)."""
 
+    @extend_schema(request=SendIn, responses={202: SendOut}, operation_id="pacs_scan_send")
     def post(self, request: Request, scan_id: int) -> Response:
         scan = get_object_or_404(
             scans_visible_to(request.user)
@@ -292,6 +395,11 @@ class ScanSendApi(APIView):
 
 
 class SendListApi(APIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("scan", int, description="only the sends of this scan")],
+        responses=SendOut(many=True),
+        operation_id="pacs_sends_list",
+    )
     def get(self, request: Request) -> Response:
         sends = PacsSend.objects.filter(remote__institution__in=managed(request.user)).select_related(
             "remote"
@@ -302,6 +410,7 @@ class SendListApi(APIView):
 
 
 class SendDetailApi(APIView):
+    @extend_schema(responses=SendOut, operation_id="pacs_send_retrieve")
     def get(self, request: Request, send_id: int) -> Response:
         send = get_object_or_404(
             PacsSend.objects.filter(remote__institution__in=managed(request.user)).select_related("remote"),
@@ -310,9 +419,19 @@ class SendDetailApi(APIView):
         return Response(send_out(send))
 
 
+class ImportListOut(ImportOut):
+    source = serializers.CharField()
+    institution_id = serializers.IntegerField()
+
+
 class ImportListApi(APIView):
     """Recent imports of the managed institutions (uploads, STOW-RS, C-STORE, pulls), newest first."""
 
+    @extend_schema(
+        parameters=[OpenApiParameter("kind", str, enum=["cstore", "stow", "pull"])],
+        responses=ImportListOut(many=True),
+        operation_id="pacs_imports_list",
+    )
     def get(self, request: Request) -> Response:
         jobs = ImportJob.objects.filter(institution__in=managed(request.user)).order_by("-created_at", "-pk")
         kind = request.query_params.get("kind")
@@ -330,15 +449,22 @@ class AeTitlesIn(serializers.Serializer):
     )
 
 
+class AeTitlesOut(serializers.Serializer):
+    institution_id = serializers.IntegerField()
+    allowed_ae_titles = serializers.ListField(child=serializers.CharField())
+
+
 class InstitutionAeTitlesApi(APIView):
     """The calling AE titles from which the institution's PACS may send to the C-STORE listener."""
 
+    @extend_schema(responses=AeTitlesOut, operation_id="pacs_ae_titles_retrieve")
     def get(self, request: Request, institution_id: int) -> Response:
         institution = get_object_or_404(managed(request.user), pk=institution_id)
         return Response(
             {"institution_id": institution.pk, "allowed_ae_titles": institution.allowed_ae_titles}
         )
 
+    @extend_schema(request=AeTitlesIn, responses=AeTitlesOut, operation_id="pacs_ae_titles_set")
     def put(self, request: Request, institution_id: int) -> Response:
         institution = get_object_or_404(managed(request.user), pk=institution_id)
         body = AeTitlesIn(data=request.data)
