@@ -8,6 +8,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
@@ -41,7 +42,24 @@ class CampaignOut(serializers.ModelSerializer):
         ]
 
 
+class InstitutionOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    slug = serializers.CharField()
+    name = serializers.CharField()
+
+
+class MeOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    username = serializers.CharField()
+    roles = serializers.DictField(
+        child=serializers.ListField(child=serializers.ChoiceField(choices=Role.choices)),
+        help_text="campaign id → the user's roles in it",
+    )
+    institutions = InstitutionOut(many=True)
+
+
 class MeApi(APIView):
+    @extend_schema(responses=MeOut, operation_id="me_retrieve")
     def get(self, request: Request) -> Response:
         user: User = request.user
         roles = {str(c.pk): sorted(campaign_roles(user, c)) for c in campaigns_visible_to(user)}
@@ -56,17 +74,36 @@ class MeApi(APIView):
 
 
 class CampaignListApi(APIView):
+    @extend_schema(responses=CampaignOut(many=True), operation_id="campaigns_list")
     def get(self, request: Request) -> Response:
         return Response(CampaignOut(campaigns_visible_to(request.user).order_by("pk"), many=True).data)
 
 
 class CampaignDetailApi(APIView):
+    @extend_schema(responses=CampaignOut, operation_id="campaign_retrieve")
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         return Response(CampaignOut(campaign).data)
 
 
+class ScanOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    study_uid = serializers.CharField()
+    series_uid = serializers.CharField()
+    patient = serializers.CharField(help_text="the patient's pseudonym")
+    study_date = serializers.DateField(allow_null=True)
+    rows = serializers.IntegerField()
+    columns = serializers.IntegerField()
+    slices = serializers.IntegerField()
+    spacing = serializers.ListField(child=serializers.FloatField(), help_text="x, y, z in mm")
+    origin = serializers.ListField(child=serializers.FloatField())
+    direction = serializers.JSONField()
+    gaps = serializers.JSONField()
+    instances = serializers.ListField(child=serializers.CharField(), help_text="SOP UIDs in slice order")
+
+
 class ScanDetailApi(APIView):
+    @extend_schema(responses=ScanOut, operation_id="scan_retrieve")
     def get(self, request: Request, scan_id: int) -> Response:
         scan = get_object_or_404(scans_visible_to(request.user).select_related("study__patient"), pk=scan_id)
         return Response(
@@ -100,6 +137,17 @@ class BatchBuildIn(serializers.Serializer):
     tags = serializers.ListField(child=serializers.CharField(), required=False)
 
 
+class BatchOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    campaign = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Batch.Status.choices)
+    annotator = serializers.CharField(allow_null=True)
+    annotator_id = serializers.IntegerField(allow_null=True)
+    scan_ids = serializers.ListField(child=serializers.IntegerField())
+    created_at = serializers.DateTimeField()
+
+
 def batch_out(batch: Batch) -> dict:
     return {
         "id": batch.pk,
@@ -123,11 +171,13 @@ def _user_or_400(user_id: int | None) -> User | None:
 
 
 class BatchListCreateApi(APIView):
+    @extend_schema(responses=BatchOut(many=True), operation_id="batches_list")
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         batches = batches_visible_to(request.user).filter(campaign=campaign).select_related("annotator")
         return Response([batch_out(b) for b in batches.order_by("pk")])
 
+    @extend_schema(request=BatchBuildIn, responses={201: BatchOut}, operation_id="batch_build")
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         data = BatchBuildIn(data=request.data)
@@ -151,23 +201,42 @@ class BatchListCreateApi(APIView):
         return Response(batch_out(batch), status=status.HTTP_201_CREATED)
 
 
+class BatchAssignIn(serializers.Serializer):
+    annotator_id = serializers.IntegerField(
+        required=False, allow_null=True, help_text="omitted or null: the least-loaded annotator"
+    )
+
+
 class BatchAssignApi(APIView):
+    @extend_schema(request=BatchAssignIn, responses=BatchOut, operation_id="batch_assign")
     def post(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(batches_visible_to(request.user), pk=batch_id)
-        annotator_id = request.data.get("annotator_id")
+        body = BatchAssignIn(data=request.data)
+        body.is_valid(raise_exception=True)
+        annotator_id = body.validated_data.get("annotator_id")
         if annotator_id is None:
             annotator = batch_services.annotator_least_loaded(batch.campaign)
         else:
-            annotator = _user_or_400(int(annotator_id))
+            annotator = _user_or_400(annotator_id)
         return Response(
             batch_out(batch_services.batch_assign(actor=request.user, batch=batch, annotator=annotator))
         )
 
 
 class BatchCloseApi(APIView):
+    @extend_schema(request=None, responses=BatchOut, operation_id="batch_close")
     def post(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(batches_visible_to(request.user), pk=batch_id)
         return Response(batch_out(batch_services.batch_close(actor=request.user, batch=batch)))
+
+
+class ImportOut(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ImportJob.Status.choices)
+    progress = serializers.FloatField(help_text="0..1")
+    report = serializers.JSONField(help_text="what was stored and what was rejected, with reasons")
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
 
 
 def import_out(job: ImportJob) -> dict:
@@ -220,6 +289,7 @@ class ImportCreateApi(APIView):
 
 
 class ImportDetailApi(APIView):
+    @extend_schema(responses=ImportOut, operation_id="import_retrieve")
     def get(self, request: Request, job_id: int) -> Response:
         managed = institutions_of(request.user, Role.DATA_MANAGER)
         job = get_object_or_404(ImportJob.objects.filter(institution__in=managed), pk=job_id)
@@ -227,6 +297,7 @@ class ImportDetailApi(APIView):
 
 
 class InstitutionListApi(APIView):
+    @extend_schema(responses=InstitutionOut(many=True), operation_id="institutions_list")
     def get(self, request: Request) -> Response:
         return Response(
             [
