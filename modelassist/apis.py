@@ -83,12 +83,24 @@ class ModelVersionListApi(APIView):
         return Response(selectors.model_version_out(version), status=status.HTTP_201_CREATED)
 
 
+class ReasonIn(serializers.Serializer):
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", help_text="for the audit trail"
+    )
+
+
+def _reason(request: Request) -> str:
+    body = ReasonIn(data=request.data)
+    body.is_valid(raise_exception=True)
+    return body.validated_data["reason"][:500]
+
+
 class ModelVersionActivateApi(APIView):
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, operation_id="model_version_activate")
+    @extend_schema(request=ReasonIn, responses=OpenApiTypes.OBJECT, operation_id="model_version_activate")
     def post(self, request: Request, version_id: int) -> Response:
         version = get_object_or_404(selectors.model_versions_visible_to(request.user), pk=version_id)
         version = model_versions.model_version_activate(
-            actor=request.user, version=version, reason=str(request.data.get("reason", ""))[:500]
+            actor=request.user, version=version, reason=_reason(request)
         )
         return Response(selectors.model_version_out(version))
 
@@ -96,11 +108,11 @@ class ModelVersionActivateApi(APIView):
 class ModelVersionDeactivateApi(APIView):
     """Back to the baseline: no model version of the campaign is active."""
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, operation_id="model_versions_deactivate")
+    @extend_schema(request=ReasonIn, responses=OpenApiTypes.OBJECT, operation_id="model_versions_deactivate")
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         model_versions.model_version_deactivate(
-            actor=request.user, campaign=campaign, reason=str(request.data.get("reason", ""))[:500]
+            actor=request.user, campaign=campaign, reason=_reason(request)
         )
         return Response(selectors.model_version_out(None))
 

@@ -214,3 +214,35 @@ def test_multipart_uploads_get_the_upload_limit_not_the_memory_limit(cast, clien
 
     assert small.status_code != 413, small.content
     assert assert_reason(big, 413)["limit"] == 5000
+
+
+@pytest.mark.parametrize("body", [{"annotator_id": "abc"}, ["annotator_id", 1], "annotator"])
+def test_assigning_a_batch_to_a_non_id_is_400(cast, api, scan, body):
+    from platform_core.models import Batch
+
+    api.force_authenticate(cast.manager)
+    batch = Batch.objects.get()
+
+    response = api.post(f"/api/batches/{batch.pk}/assign/", body, format="json")
+
+    assert_reason(response, 400)
+    assert Batch.objects.get().annotator == cast.annotator
+
+
+@pytest.mark.parametrize("body", [["reason"], {"reason": {"why": "x"}}])
+def test_a_model_version_change_with_a_reason_that_is_not_text_is_400(cast, api, body):
+    api.force_authenticate(cast.manager)
+
+    response = api.post(f"/api/campaigns/{cast.campaign.pk}/model-versions/deactivate/", body, format="json")
+
+    assert "reason" in assert_reason(response, 400) or "non_field_errors" in response.json()
+
+
+def test_a_model_version_change_still_takes_a_long_reason_as_text(cast, api):
+    api.force_authenticate(cast.manager)
+
+    response = api.post(
+        f"/api/campaigns/{cast.campaign.pk}/model-versions/deactivate/", {"reason": "x" * 600}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
