@@ -17,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
-from csp.constants import NONCE, NONE, SELF, WASM_UNSAFE_EVAL
+from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -174,13 +174,14 @@ CSRF_FAILURE_VIEW = "platform_core.security.csrf_failure"
 CURATECT_API_TOKEN_MAX_DAYS = env_int("CURATECT_API_TOKEN_MAX_DAYS", 365)
 
 # Content-Security-Policy (django-csp): scripts only from this server, the Vite entry tags carry
-# the request's nonce, and no inline script or handler runs. 'wasm-unsafe-eval' lets
-# Cornerstone's codecs compile WebAssembly (JPEG 2000, JPEG-LS from a PACS); it allows no eval
-# of JavaScript. Its decoders and vtk.js run in workers, some made from blob: URLs.
+# the request's nonce, and no inline script, handler or eval runs. Cornerstone compiles its
+# WebAssembly codecs (JPEG-LS, JPEG 2000 from a PACS) inside its decode workers, which are static
+# files without this policy, so the pages need no 'wasm-unsafe-eval' (a browser test decodes a
+# JPEG-LS series under the policy). Workers are also made from blob: URLs.
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": [SELF],
-        "script-src": [SELF, NONCE, WASM_UNSAFE_EVAL],
+        "script-src": [SELF, NONCE],
         "style-src": [SELF],
         "img-src": [SELF, "data:", "blob:"],
         "font-src": [SELF],
