@@ -1163,6 +1163,13 @@ export interface components {
             import_job_id: number | null;
             detail: string;
         };
+        ReasonIn: {
+            /**
+             * @description for the audit trail
+             * @default
+             */
+            reason: string;
+        };
         ReassignIn: {
             user_id?: number;
             checker_id?: number;
@@ -1775,7 +1782,13 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReasonIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReasonIn"];
+                "multipart/form-data": components["schemas"]["ReasonIn"];
+            };
+        };
         responses: {
             200: {
                 headers: {
@@ -2230,7 +2243,13 @@ export interface operations {
             };
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["ReasonIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["ReasonIn"];
+                "multipart/form-data": components["schemas"]["ReasonIn"];
+            };
+        };
         responses: {
             200: {
                 headers: {
