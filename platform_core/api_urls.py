@@ -13,4 +13,5 @@ urlpatterns = [
     path("scans/<int:scan_id>/", apis.ScanDetailApi.as_view(), name="api-scan"),
     path("imports/", apis.ImportCreateApi.as_view(), name="api-imports"),
     path("imports/<int:job_id>/", apis.ImportDetailApi.as_view(), name="api-import"),
+    path("imports/<int:job_id>/cancel/", apis.ImportCancelApi.as_view(), name="api-import-cancel"),
 ]

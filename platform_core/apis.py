@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from pathlib import Path
-
 from django.conf import settings
-from django.db import transaction
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
@@ -15,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from platform_core.api_errors import DomainError, Forbidden
+from platform_core.api_errors import Conflict, DomainError, Forbidden
+from platform_core.ingest.service import IMPORT_INCOMPLETE, import_job_cancel, import_upload_create
 from platform_core.models import Batch, Campaign, ImportJob, Institution, Role, User
 from platform_core.selectors import (
     batches_visible_to,
@@ -99,6 +96,10 @@ class ScanOut(serializers.Serializer):
     origin = serializers.ListField(child=serializers.FloatField())
     direction = serializers.JSONField()
     gaps = serializers.JSONField()
+    slice_positions = serializers.ListField(
+        child=serializers.FloatField(),
+        help_text="with gaps: each slice's distance from the first along the slice direction (mm); else empty",
+    )
     instances = serializers.ListField(child=serializers.CharField(), help_text="SOP UIDs in slice order")
 
 
@@ -120,6 +121,7 @@ class ScanDetailApi(APIView):
                 "origin": scan.origin,
                 "direction": scan.direction,
                 "gaps": scan.gaps,
+                "slice_positions": scan.slice_positions,
                 "instances": list(scan.instances.order_by("index").values_list("sop_uid", flat=True)),
             }
         )
@@ -235,6 +237,7 @@ class ImportOut(serializers.Serializer):
     status = serializers.ChoiceField(choices=ImportJob.Status.choices)
     progress = serializers.FloatField(help_text="0..1")
     report = serializers.JSONField(help_text="what was stored and what was rejected, with reasons")
+    options = serializers.JSONField(help_text='what was asked, e.g. {"import_incomplete": true}')
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 
@@ -245,6 +248,7 @@ def import_out(job: ImportJob) -> dict:
         "status": job.status,
         "progress": job.progress,
         "report": job.report,
+        "options": job.options,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
     }
@@ -273,19 +277,23 @@ class ImportCreateApi(APIView):
         total = sum(f.size for f in files)
         if total > settings.INGEST_MAX_UPLOAD_BYTES:
             raise DomainError(f"upload of {total / 1e9:.1f} GB exceeds the limit; use manage.py import_dicom")
-        folder = Path(settings.DATA_DIR) / "uploads" / uuid.uuid4().hex
-        folder.mkdir(parents=True)
-        for i, f in enumerate(files):
-            with open(folder / f"{i:05d}-{Path(f.name).name[:80]}", "wb") as out:
-                for chunk in f.chunks():
-                    out.write(chunk)
-        job = ImportJob.objects.create(
-            institution=institution, campaign=campaign, created_by=request.user, source=str(folder)
+        options = ImportOptionsIn(data={k: v for k, v in request.data.items() if k == IMPORT_INCOMPLETE})
+        options.is_valid(raise_exception=True)
+        job = import_upload_create(
+            actor=request.user,
+            institution=institution,
+            campaign=campaign,
+            files=files,
+            import_incomplete=options.validated_data[IMPORT_INCOMPLETE],
         )
-        from platform_core.tasks import import_run
-
-        transaction.on_commit(lambda: import_run.delay(job.pk))
         return Response(import_out(job), status=status.HTTP_202_ACCEPTED)
+
+
+class ImportOptionsIn(serializers.Serializer):
+    import_incomplete = serializers.BooleanField(
+        default=False,
+        help_text="import anyway: store series with a damaged or missing slice, the gap kept in the geometry",
+    )
 
 
 class ImportDetailApi(APIView):
@@ -294,6 +302,17 @@ class ImportDetailApi(APIView):
         managed = institutions_of(request.user, Role.DATA_MANAGER)
         job = get_object_or_404(ImportJob.objects.filter(institution__in=managed), pk=job_id)
         return Response(import_out(job))
+
+
+class ImportCancelApi(APIView):
+    """Cancel a queued or running import; its raw files are deleted."""
+
+    def post(self, request: Request, job_id: int) -> Response:
+        managed = institutions_of(request.user, Role.DATA_MANAGER)
+        job = get_object_or_404(ImportJob.objects.filter(institution__in=managed), pk=job_id)
+        if job.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
+            raise Conflict(f"the import has already ended ({job.status}); nothing to cancel", code="import_ended")
+        return Response(import_out(import_job_cancel(actor=request.user, job=job)))
 
 
 class InstitutionListApi(APIView):

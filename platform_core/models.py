@@ -141,8 +141,11 @@ class Scan(models.Model):
     origin = models.JSONField()  # patient position of the first voxel, mm
     direction = models.JSONField()  # 3x3 row-major: column, row and slice directions
     frame_of_reference_uid = models.CharField(max_length=64, blank=True)
-    # Slice gaps found at ingest: the volume is kept, the gap is flagged for the data manager.
+    # Slice gaps of a series the data manager imported anyway (a complete series has none).
     gaps = models.JSONField(default=list, blank=True)
+    # With gaps: each slice's distance from the first along the slice direction (mm), as the
+    # uniform spacing[2] cannot place them. Empty for a regular series.
+    slice_positions = models.JSONField(default=list, blank=True)
     storage_dir = models.CharField(max_length=300)  # relative to MEDIA_ROOT
     volume_sha256 = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -246,8 +249,8 @@ class ImportJob(models.Model):
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"
-        DONE = "done", "Done"  # finished; the report may still list rejected files
-        FAILED = "failed", "Failed"  # could not run at all (e.g. unreadable archive)
+        DONE = "done", "Done"  # something was stored; the report may still list rejected input
+        FAILED = "failed", "Failed"  # nothing stored, refused input, an error, or cancelled; see report
 
     institution = models.ForeignKey(Institution, on_delete=models.CASCADE, related_name="imports")
     campaign = models.ForeignKey(Campaign, on_delete=models.SET_NULL, null=True, blank=True)
@@ -256,6 +259,10 @@ class ImportJob(models.Model):
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
     report = models.JSONField(default=dict, blank=True)
+    # What the data manager asked for, e.g. {"import_incomplete": true}.
+    options = models.JSONField(default=dict, blank=True)
+    # The Celery node running it: a node that starts again fails what it left running.
+    worker = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
+from django.db import close_old_connections, connection
 
 from platform_core.ingest.service import import_job_run
 from platform_core.models import ImportJob
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(
@@ -19,4 +25,19 @@ def import_run(self, job_id: int) -> dict:
     def progress(fraction: float, message: str) -> None:
         self.update_state(state="PROGRESS", meta={"progress": fraction, "message": message})
 
-    return import_job_run(job, progress).report
+    return import_job_run(job, progress, worker=self.request.hostname or "").report
+
+
+@worker_ready.connect
+def leftovers_sweep_at_start(sender=None, **kwargs) -> None:
+    """A worker that starts fails the imports its previous life left running and deletes raw
+    files that no queued or running job owns (see platform_core.ingest.cleanup)."""
+    from platform_core.ingest.cleanup import leftovers_sweep
+
+    try:
+        leftovers_sweep(getattr(sender, "hostname", "") or "")
+    except Exception:  # a failed sweep must not stop the worker from serving
+        logger.exception("ingest sweep at worker start failed")
+    finally:
+        if not connection.in_atomic_block:  # the main process forks no more children: let go
+            close_old_connections()

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
+from platform_core.ingest.collect import ArchiveRejected
 from platform_core.ingest.service import ingest_path
 from platform_core.models import ImportJob, Instance, PatientPseudonym, Scan, Study
 from platform_core.pseudonymise import assert_no_phi
@@ -120,10 +121,14 @@ def test_pydicom_real_series_stored_and_bad_members_rejected_with_reasons(cast):
     assert "not DICOM" in reasons  # the README files
     series_reasons = " | ".join(r["reason"] for r in report.rejected_series)
     assert "different orientation" in series_reasons  # CT2N: two slices in different planes
+    assert "slice(s) missing" in series_reasons  # 77654033/CT2 jumps 200 mm: refused whole
     stored = Scan.objects.filter(pk__in=report.scans_created)
-    assert sorted(s.slices for s in stored) == [4, 5]
-    with_gap = stored.get(slices=4)
-    assert with_gap.gaps and with_gap.gaps[0]["after_index"] == 0  # 77654033/CT2 jumps 200 mm
+    assert sorted(s.slices for s in stored) == [5]
+
+    anyway = ingest_path(PYDICOM_DIRTESTS, institution=cast.institution, import_incomplete=True)
+
+    with_gap = Scan.objects.get(pk__in=anyway.scans_created, slices=4)
+    assert with_gap.gaps and with_gap.gaps[0]["after_index"] == 0
 
 
 def test_pydicom_ct_small_single_slice_is_refused_with_a_reason(cast, tmp_path):
@@ -180,7 +185,11 @@ def test_mixed_geometry_rejects_the_series_and_stores_nothing(cast, tmp_path, se
 )
 def test_each_bad_file_is_rejected_with_a_reason(cast, tmp_path, damage, reason):
     folder = make_series(tmp_path, slices=5, size=32)
-    victim = _phantom_files(folder)[0]
+    # The middle slice: wherever it is damaged, no end slice can hide the hole.
+    by_position = sorted(
+        _phantom_files(folder), key=lambda p: float(pydicom.dcmread(p).ImagePositionPatient[2])
+    )
+    victim = by_position[2]
     if damage == "text":
         victim.write_text("this is a radiology report, not an image")
     else:
@@ -200,8 +209,10 @@ def test_each_bad_file_is_rejected_with_a_reason(cast, tmp_path, damage, reason)
     report = ingest_path(folder, institution=cast.institution)
 
     assert [r["reason"] for r in report.rejected_files if reason in r["reason"]], report.rejected_files
-    assert len(report.scans_created) == 1  # the four good slices still form a scan
-    assert Scan.objects.get().slices == 4
+    # The series is refused whole (issue #12): naming the damaged file, or the hole it leaves.
+    (refused,) = report.rejected_series
+    assert victim.name in refused["reason"] or "slice(s) missing" in refused["reason"], refused
+    assert report.scans_created == [] and Scan.objects.count() == 0
 
 
 def test_zip_entries_that_escape_the_target_folder_are_refused(cast, tmp_path):
@@ -212,10 +223,10 @@ def test_zip_entries_that_escape_the_target_folder_are_refused(cast, tmp_path):
             z.write(p, f"series/{p.name}")
         z.writestr("../../etc/evil.dcm", b"x")
 
-    report = ingest_path(archive, institution=cast.institution)
+    with pytest.raises(ArchiveRejected, match="escapes the archive's folder"):
+        ingest_path(archive, institution=cast.institution)
 
-    assert any("escapes the target folder" in r["reason"] for r in report.rejected_files)
-    assert len(report.scans_created) == 1
+    assert Scan.objects.count() == 0  # refused whole (issue #12)
     assert not (tmp_path.parent / "etc" / "evil.dcm").exists()
 
 

@@ -13,10 +13,24 @@ from pydicom.errors import InvalidDicomError
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 
 
 class FileRejected(ValueError):
-    """This file cannot be used; the message says why in words a data manager understands."""
+    """This file cannot be used; the message says why in words a data manager understands.
+
+    `series_uid` (original) names the series the file belongs to when its header said so: a
+    damaged slice refuses its series. `unplaced` marks a file that claims to be DICOM (it has
+    the "DICM" marker) but whose header cannot be read, so it may belong to any series."""
+
+    def __init__(self, reason: str, *, series_uid: str = "", unplaced: bool = False) -> None:
+        super().__init__(reason)
+        self.series_uid = series_uid
+        self.unplaced = unplaced
+
+
+class NotCtImage(FileRejected):
+    """A readable DICOM object that is not a single-frame CT image."""
 
 
 @dataclass
@@ -44,6 +58,9 @@ class SliceRecord:
     staged: Path | None = None  # the pseudonymised file, once prepared
     hu_file: Path | None = None  # the slice's HU as raw native int16, once prepared
     header: dict | None = None  # pseudonymised study/series attributes, once prepared
+    # What the header states about the slice spacing: gaps are judged against it.
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
 
     @property
     def normal(self) -> np.ndarray:
@@ -53,18 +70,39 @@ class SliceRecord:
 
 def read_slice(path: Path, name: str) -> SliceRecord:
     raw = path.read_bytes()
+    claims_dicom = raw[128:132] == b"DICM"
     try:
         ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(raw))
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "")
     except InvalidDicomError as exc:
-        raise FileRejected("not DICOM (no DICOM preamble or header)") from exc
+        raise FileRejected("not DICOM (no DICOM preamble or header)", unplaced=claims_dicom) from exc
     except Exception as exc:  # pydicom raises many types on damaged headers
-        raise FileRejected(f"not readable as DICOM: {exc}") from exc
+        raise FileRejected(f"not readable as DICOM: {exc}", unplaced=claims_dicom) from exc
+    meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
+    if claims_dicom and not series_uid and meta_class != MEDIA_STORAGE_DIRECTORY:
+        # Every image object has a series; only a DICOMDIR lacks one. Without it the file may
+        # be a slice of any series of the import.
+        raise FileRejected("damaged DICOM header: the series it belongs to cannot be read", unplaced=True)
+    try:
+        return _checked(ds, raw, path, name)
+    except NotCtImage:
+        # Another kind of object (an MR, a dose report) is no slice of a CT series, even under
+        # its series UID: it does not refuse the series; a missing slice shows as a gap anyway.
+        raise
+    except FileRejected as exc:
+        exc.series_uid = series_uid
+        raise
+    except Exception as exc:  # pydicom reads lazily: damage may surface at any attribute
+        raise FileRejected(f"damaged DICOM header ({exc})", series_uid=series_uid) from exc
+
+
+def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
     modality = str(ds.get("Modality", "")).upper()
     sop_class = str(ds.get("SOPClassUID", ""))
     if modality != "CT" or sop_class not in {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE}:
-        raise FileRejected(f"not a CT image (modality {modality or 'missing'}); only CT series are imported")
+        raise NotCtImage(f"not a CT image (modality {modality or 'missing'}); only CT series are imported")
     if sop_class == ENHANCED_CT_IMAGE_STORAGE:
-        raise FileRejected("enhanced (multi-frame) CT is not supported yet; export as single-frame CT")
+        raise NotCtImage("enhanced (multi-frame) CT is not supported yet; export as single-frame CT")
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
         if not ds.get(keyword):
             raise FileRejected(f"missing {keyword}")
@@ -89,8 +127,19 @@ def read_slice(path: Path, name: str) -> SliceRecord:
         issuer=str(ds.get("IssuerOfPatientID", "")),
         patient_name=str(ds.get("PatientName", "")),
         hu=hu,
+        slice_thickness=_positive(ds.get("SliceThickness")),
+        spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
         **geometry,
     )
+
+
+def _positive(value: object) -> float | None:
+    """A stated spacing, or None when absent or nonsense (some exporters write 0 or negatives)."""
+    try:
+        number = abs(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 1e-3 else None
 
 
 def _geometry(ds: Dataset) -> dict:
@@ -212,11 +261,21 @@ def read_hu_into(record: SliceRecord, out: np.ndarray) -> None:
 
 
 def prepare_or_reason(item: tuple[Path, str], **kwargs) -> SliceRecord | dict:
-    """prepare_slice for a worker pool: a rejected file comes back as {"file", "reason"}."""
+    """prepare_slice for a worker pool: a rejected file comes back as {"file", "reason"}, with
+    "series" (the remapped series UID) when its header named one, and "unplaced": true when
+    it looks like DICOM but nothing of its header can be read."""
+    from platform_core import pseudonymise as pseudo
+
     path, name = item
     try:
         return prepare_slice(path, name, **kwargs)
     except FileRejected as exc:
-        return {"file": name, "reason": str(exc)}
+        refusal: dict = {"file": name, "reason": str(exc)}
+        if exc.series_uid:
+            # The stored (remapped) UID, never the original: reports are kept.
+            refusal["series"] = pseudo.remap_uid(exc.series_uid, kwargs["key"])
+        if exc.unplaced:
+            refusal["unplaced"] = True
+        return refusal
     except OSError as exc:
-        return {"file": name, "reason": f"cannot read the file: {exc}"}
+        return {"file": name, "reason": f"cannot read the file: {exc}", "unplaced": True}

@@ -187,6 +187,7 @@ def _store_new(
                 direction=series.direction,
                 frame_of_reference_uid=header.get("FrameOfReferenceUID", ""),
                 gaps=series.gaps,
+                slice_positions=series.positions,
                 storage_dir=f"scans/{series_uid}",
                 volume_sha256=volume_sha,
             )

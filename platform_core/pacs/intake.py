@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from platform_core import pseudonymise as pseudo
 from platform_core.ingest.collect import ArchiveRejected
-from platform_core.ingest.service import ingest_path
+from platform_core.ingest.service import ingest_path, report_outcome
 from platform_core.ingest.store import uid_keys
 from platform_core.models import Campaign, ImportJob, Institution, Scan, User
 from platform_core.pacs.models import SeriesOrigin
@@ -203,7 +203,9 @@ def job_run_folder(
             origin_source,
             institution=institution,
         )
-        status = ImportJob.Status.DONE
+        status, error = report_outcome(merge_report(report, extra))
+        if error:
+            report["error"] = error
     except (ArchiveRejected, FileNotFoundError) as exc:
         report = {"error": str(exc)}
         status = ImportJob.Status.FAILED
@@ -288,24 +290,11 @@ def job_run_prepared(
 ) -> ImportJob:
     """Finish an import whose files were already prepared (`prepare_or_reason` results, in any
     order): group, check and store them with the ingest service's `ingest_groups`."""
-    from collections import defaultdict
-
-    from platform_core.ingest.service import IngestReport, ingest_groups
+    from platform_core.ingest.service import IngestReport, ingest_groups, records_group
 
     ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, progress=0.5)
     report = IngestReport(files_seen=len(results))
-    groups: dict = defaultdict(list)
-    seen: set[str] = set()
-    for record in results:
-        if isinstance(record, dict):
-            report.rejected_files.append(record)
-        elif record.sop_uid in seen:
-            report.rejected_files.append(
-                {"file": record.name, "reason": "duplicate of another file in this import"}
-            )
-        else:
-            seen.add(record.sop_uid)
-            groups[(record.study_uid, record.series_uid)].append(record)
+    grouped = records_group(results, report)  # damaged slices refuse their series
 
     def progress(fraction: float, message: str) -> None:
         ImportJob.objects.filter(pk=job.pk).update(progress=round(fraction, 3))
@@ -313,12 +302,21 @@ def job_run_prepared(
     institution = Institution.objects.get(pk=job.institution_id)
     try:
         ingest_groups(
-            groups, institution=institution, campaign_id=job.campaign_id, report=report, progress=progress
+            grouped.groups,
+            institution=institution,
+            campaign_id=job.campaign_id,
+            report=report,
+            progress=progress,
+            damaged=grouped.damaged,
+            unplaced=grouped.unplaced,
         )
         data = report.as_dict()
         record_origins(
             origins, data["scans_created"] + data["scans_existing"], origin_source, institution=institution
         )
+        status, error = report_outcome(merge_report(data, extra))
+        if error:
+            data["error"] = error
     except Exception as exc:  # never leave a job "running" forever
         logger.exception("import %s failed", job.pk)
         data = {
@@ -326,4 +324,4 @@ def job_run_prepared(
             "error": f"the import failed unexpectedly ({exc.__class__.__name__}: {exc})",
         }
         return job_finish(job, status=ImportJob.Status.FAILED, report=merge_report(data, extra))
-    return job_finish(job, status=ImportJob.Status.DONE, report=merge_report(data, extra))
+    return job_finish(job, status=status, report=merge_report(data, extra))

@@ -166,4 +166,12 @@ def report_refused_delivery(
     }
     institution = Institution.objects.get(pk=institution_id)
     job = intake.job_create(institution=institution, source=f"DICOM C-STORE from {sender}")
-    intake.job_finish(job, status="done", report=intake.merge_report(intake.empty_report(), extra))
+    report = intake.merge_report(intake.empty_report(), extra)
+    names = sorted({str(r.get("name") or r.get("sop_class") or "") for r in refused} - {""})
+    # Nothing was stored, so the job failed: the data manager sees why at a glance.
+    report["error"] = "nothing was imported — " + (
+        f"only SOP classes that are not imported were sent ({', '.join(names)}); only CT series are imported"
+        if names
+        else "; ".join(str(n.get("reason", "")) for n in notes[:3]) or "no instance was received"
+    )
+    intake.job_finish(job, status="failed", report=report)

@@ -19,6 +19,11 @@ def _progress(task):
     return report
 
 
+def _claim(task, job: ImportJob) -> None:
+    """Name the node running the job: if it dies, its next start fails the job (ingest.cleanup)."""
+    ImportJob.objects.filter(pk=job.pk).update(worker=(task.request.hostname or "")[:200])
+
+
 @shared_task(
     bind=True,
     name="platform_core.pacs.tasks.pull_run",
@@ -30,6 +35,7 @@ def pull_run(self, job_id: int) -> dict:
     job = ImportJob.objects.select_related("institution").get(pk=job_id)
     if job.status in FINISHED:
         return job.report
+    _claim(self, job)
     return pulls.pull_run(job, _progress(self)).report
 
 
@@ -50,6 +56,7 @@ def spool_import_run(self, job_id: int) -> dict:
     job = ImportJob.objects.get(pk=job_id)
     if job.status in FINISHED:
         return job.report
+    _claim(self, job)
     folder = Path(job.report["spool"])
     extra = job.report.get("pending", {})
     if not folder.is_dir():

@@ -179,7 +179,9 @@ def test_a_delivery_of_only_non_ct_leaves_a_report_of_what_was_refused(listener,
     storescu(listener, mr, options=("-R",))
 
     (job,) = finished_jobs()
-    assert job.institution == cast.institution and job.status == "done"
+    # Nothing was imported: the job failed, with the reason (issue #12).
+    assert job.institution == cast.institution and job.status == "failed"
+    assert "only SOP classes that are not imported were sent (MR Image Storage)" in job.report["error"]
     assert job.report["files_seen"] == 0 and not job.report["scans_created"]
     (refused,) = job.report["refused_sop_classes"]
     assert (
@@ -202,7 +204,7 @@ def test_a_ct_sop_class_instance_that_is_not_ct_is_accepted_and_reported(listene
 
     assert result.returncode == 0, result.stderr
     (job,) = finished_jobs()
-    assert job.status == "done" and not job.report["scans_created"]
+    assert job.status == "failed" and not job.report["scans_created"]  # nothing imported (issue #12)
     (rejected,) = job.report["rejected_files"]
     assert "not a CT image (modality MR)" in rejected["reason"]
 
