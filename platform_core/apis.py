@@ -254,11 +254,29 @@ def import_out(job: ImportJob) -> dict:
     }
 
 
+class ImportCreateIn(serializers.Serializer):
+    files = serializers.ListField(
+        child=serializers.FileField(), required=False, help_text="DICOM files or zip archives"
+    )
+    institution = serializers.SlugField(required=False, help_text="default: the first one you manage")
+    campaign = serializers.SlugField(required=False, help_text="the stored scans join it")
+    import_incomplete = serializers.BooleanField(
+        default=False,
+        help_text="import anyway: store a series with a damaged or missing slice, the gap kept in its "
+        "geometry (Scan.slice_positions); without it such a series is refused whole",
+    )
+
+
 class ImportCreateApi(APIView):
     """Upload DICOM files or a zip; the import runs on the ingest queue."""
 
     parser_classes = [MultiPartParser]
 
+    @extend_schema(
+        request={"multipart/form-data": ImportCreateIn},
+        responses={202: ImportOut},
+        operation_id="import_create",
+    )
     def post(self, request: Request) -> Response:
         inst_slug = request.data.get("institution")
         institution = (
@@ -277,7 +295,7 @@ class ImportCreateApi(APIView):
         total = sum(f.size for f in files)
         if total > settings.INGEST_MAX_UPLOAD_BYTES:
             raise DomainError(f"upload of {total / 1e9:.1f} GB exceeds the limit; use manage.py import_dicom")
-        options = ImportOptionsIn(data={k: v for k, v in request.data.items() if k == IMPORT_INCOMPLETE})
+        options = ImportCreateIn(data={k: v for k, v in request.data.items() if k == IMPORT_INCOMPLETE})
         options.is_valid(raise_exception=True)
         job = import_upload_create(
             actor=request.user,
@@ -287,13 +305,6 @@ class ImportCreateApi(APIView):
             import_incomplete=options.validated_data[IMPORT_INCOMPLETE],
         )
         return Response(import_out(job), status=status.HTTP_202_ACCEPTED)
-
-
-class ImportOptionsIn(serializers.Serializer):
-    import_incomplete = serializers.BooleanField(
-        default=False,
-        help_text="import anyway: store series with a damaged or missing slice, the gap kept in the geometry",
-    )
 
 
 class ImportDetailApi(APIView):
@@ -307,11 +318,14 @@ class ImportDetailApi(APIView):
 class ImportCancelApi(APIView):
     """Cancel a queued or running import; its raw files are deleted."""
 
+    @extend_schema(request=None, responses=ImportOut, operation_id="import_cancel")
     def post(self, request: Request, job_id: int) -> Response:
         managed = institutions_of(request.user, Role.DATA_MANAGER)
         job = get_object_or_404(ImportJob.objects.filter(institution__in=managed), pk=job_id)
         if job.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
-            raise Conflict(f"the import has already ended ({job.status}); nothing to cancel", code="import_ended")
+            raise Conflict(
+                f"the import has already ended ({job.status}); nothing to cancel", code="import_ended"
+            )
         return Response(import_out(import_job_cancel(actor=request.user, job=job)))
 
 

@@ -193,7 +193,11 @@ def store(request: HttpRequest, user: User, study: str | None = None) -> HttpRes
             raise
     except BadRequest as exc:
         return error(exc.status, exc.detail, exc.code)
-    return _ingest(request, user, institution, campaign, folder, parts, study)
+    try:
+        return _ingest(request, user, institution, campaign, folder, parts, study)
+    finally:
+        # The parts are the files as sent (identifying): gone however the request ends.
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _ingest(

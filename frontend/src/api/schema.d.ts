@@ -384,7 +384,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** @description Upload DICOM files or a zip; the import runs on the ingest queue. */
-        post: operations["imports_create"];
+        post: operations["import_create"];
         delete?: never;
         options?: never;
         head?: never;
@@ -417,7 +417,7 @@ export interface paths {
         get?: never;
         put?: never;
         /** @description Cancel a queued or running import; its raw files are deleted. */
-        post: operations["imports_cancel_create"];
+        post: operations["import_cancel"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1067,6 +1067,19 @@ export interface components {
          * @enum {string}
          */
         EncodingEnum: "zstd" | "gzip";
+        ImportCreateIn: {
+            /** @description DICOM files or zip archives */
+            files?: string[];
+            /** @description default: the first one you manage */
+            institution?: string;
+            /** @description the stored scans join it */
+            campaign?: string;
+            /**
+             * @description import anyway: store a series with a damaged or missing slice, the gap kept in its geometry (Scan.slice_positions); without it such a series is refused whole
+             * @default false
+             */
+            import_incomplete: boolean;
+        };
         ImportListOut: {
             id: number;
             status: components["schemas"]["ImportStatusEnum"];
@@ -2137,21 +2150,26 @@ export interface operations {
             };
         };
     };
-    imports_create: {
+    import_create: {
         parameters: {
             query?: never;
             header?: never;
             path?: never;
             cookie?: never;
         };
-        requestBody?: never;
+        requestBody?: {
+            content: {
+                "multipart/form-data": components["schemas"]["ImportCreateIn"];
+            };
+        };
         responses: {
-            /** @description No response body */
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ImportOut"];
+                };
             };
         };
     };
@@ -2176,7 +2194,7 @@ export interface operations {
             };
         };
     };
-    imports_cancel_create: {
+    import_cancel: {
         parameters: {
             query?: never;
             header?: never;
@@ -2187,12 +2205,13 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description No response body */
             200: {
                 headers: {
                     [name: string]: unknown;
                 };
-                content?: never;
+                content: {
+                    "application/json": components["schemas"]["ImportOut"];
+                };
             };
         };
     };
