@@ -275,7 +275,9 @@ def test_api_and_dicomweb_answers_are_never_stored_by_the_browser(client, cast):
 def test_wado_rs_pixel_data_is_no_store_too(client, cast, import_phantoms):
     from platform_core.services.batches import batch_build
 
-    (scan,) = import_phantoms(1, slices=12, size=32)
+    # Its own seed: the per-process metadata cache is keyed by scan id and volume digest, and
+    # test_dicomweb.py makes the same scan id from seed 0.
+    (scan,) = import_phantoms(1, slices=12, size=32, first_seed=41)
     batch_build(actor=cast.manager, campaign=cast.campaign, scan_ids=[scan.pk], annotator=cast.annotator)
     client.force_login(cast.annotator)
     base = f"/dicomweb/studies/{scan.study.study_uid}/series/{scan.series_uid}"
