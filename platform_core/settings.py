@@ -263,11 +263,12 @@ SPECTACULAR_SETTINGS = {
     "TITLE": "CurateCT API",
     "DESCRIPTION": "Curated, quality-controlled chest CT lesion segmentation.",
     "VERSION": "0.1.0",
-    # Three models have a "status"; each gets its own named enum in the schema.
+    # Several objects have a "status"; each gets its own named enum in the schema.
     "ENUM_NAME_OVERRIDES": {
         "BatchStatusEnum": "platform_core.models.Batch.Status",
         "ImportStatusEnum": "platform_core.models.ImportJob.Status",
         "SendStatusEnum": "platform_core.pacs.models.PacsSend.Status",
+        "ApiTokenStatusEnum": ["active", "expired", "revoked"],
     },
 }
 
