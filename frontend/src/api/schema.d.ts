@@ -943,7 +943,7 @@ export interface components {
             name: string;
             /** @description the key's first characters, to tell keys apart */
             prefix: string;
-            status: components["schemas"]["Status4b9Enum"];
+            status: components["schemas"]["ApiTokenStatusEnum"];
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
@@ -971,7 +971,7 @@ export interface components {
             name: string;
             /** @description the key's first characters, to tell keys apart */
             prefix: string;
-            status: components["schemas"]["Status4b9Enum"];
+            status: components["schemas"]["ApiTokenStatusEnum"];
             /** Format: date-time */
             created_at: string;
             /** Format: date-time */
@@ -984,6 +984,13 @@ export interface components {
             /** Format: date-time */
             revoked_at: string | null;
         };
+        /**
+         * @description * `active` - active
+         *     * `expired` - expired
+         *     * `revoked` - revoked
+         * @enum {string}
+         */
+        ApiTokenStatusEnum: "active" | "expired" | "revoked";
         /**
          * @description * `none` - None
          *     * `basic` - HTTP Basic (username + password)
@@ -1369,13 +1376,6 @@ export interface components {
                 [key: string]: unknown;
             };
         };
-        /**
-         * @description * `active` - active
-         *     * `expired` - expired
-         *     * `revoked` - revoked
-         * @enum {string}
-         */
-        Status4b9Enum: "active" | "expired" | "revoked";
         StudySearchOut: {
             results: components["schemas"]["StudySummaryOut"][];
             limit: number;
