@@ -385,3 +385,23 @@ def test_a_server_folder_imported_by_the_command_is_not_deleted(cast, tmp_path):
     call_command("import_dicom", str(folder), "--institution", cast.institution.slug, stdout=io.StringIO())
 
     assert Scan.objects.count() == 1 and any(folder.rglob("*.dcm"))
+
+
+def test_cancelling_a_running_import_stops_it_before_the_next_series(cast, tmp_path):
+    from platform_core.ingest.service import import_job_cancel, import_job_run
+
+    folder = tmp_path / "two"
+    ct_series(folder / "a", slices=3, patient="INT-A")
+    ct_series(folder / "b", slices=3, patient="INT-B")
+    job = ImportJob.objects.create(institution=cast.institution, source=str(folder), created_by=cast.manager)
+
+    def cancel_on_first_step(fraction: float, message: str) -> None:
+        if ImportJob.objects.get(pk=job.pk).status == "running":
+            import_job_cancel(actor=cast.manager, job=ImportJob.objects.get(pk=job.pk))
+
+    job = import_job_run(job, cancel_on_first_step)
+
+    assert job.status == "failed" and job.report["error"] == "cancelled by manager"
+    assert Scan.objects.count() == 0
+    assert AuditEvent.objects.filter(action="import_cancel", object_id=str(job.pk)).count() == 1
+    assert not AuditEvent.objects.filter(action="import", object_id=str(job.pk)).exists()

@@ -140,9 +140,11 @@ def _spool_sweep(now: float) -> int:
     """pull-<job>, stow-<uuid> and queued/<series> of the PACS spool. The listener's own live
     folders (<institution id>/…) are left to it: at its start it imports what was committed
     and drops the rest."""
-    from platform_core.pacs.intake import spool_root
-
-    root = spool_root()
+    # The same folder as pacs.intake.spool_root(), read from settings so that ingest does not
+    # import the PACS layer.
+    root = Path(getattr(settings, "CURATECT_PACS_SPOOL", Path(settings.DATA_DIR) / "pacs-spool"))
+    if not root.is_dir():
+        return 0
     removed = _job_folder_sweep(
         [p for p in root.iterdir() if p.name.startswith(("pull-", "stow-"))], "pull-", now
     )

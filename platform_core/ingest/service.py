@@ -170,6 +170,7 @@ def ingest_groups(
     damaged, unplaced = damaged or {}, unplaced or []
     for n, (key, records) in enumerate(groups.items(), start=1):
         label = f"series {n} of {len(groups)} ({len(records)} files)"
+        progress(0.5 + 0.5 * (n - 1) / len(groups), f"checking {label}")  # a cancel stops here
         bad = damaged.get(series_id(key[1]), [])
         try:
             if not import_incomplete:
@@ -295,7 +296,7 @@ def import_upload_create(
                 obj=job,
                 to_state=job.status,
                 files=len(files),
-                **{IMPORT_INCOMPLETE: import_incomplete},
+                import_incomplete=import_incomplete,
             )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -405,6 +406,6 @@ def _job_finish(job: ImportJob, status: str, data: dict, incomplete: bool) -> Im
             to_state=job.status,
             scans=len(data.get("scans_created", [])),
             rejected=len(data.get("rejected_files", [])) + len(data.get("rejected_series", [])),
-            **{IMPORT_INCOMPLETE: incomplete},
+            import_incomplete=incomplete,
         )
     return job
