@@ -304,7 +304,9 @@ def _check_options(
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise RegionGrowError(f"spacing must be three positive numbers (x, y, z) in mm, not {spacing!r}")
     if radius_mm is not None and not (math.isfinite(radius_mm) and 0 < radius_mm <= MAX_RADIUS_MM):
-        raise RegionGrowError(f"radius_mm must be a number in (0, {MAX_RADIUS_MM:g}] mm, not {radius_mm!r}")
+        raise RegionGrowError(
+            f"radius_mm must be a positive number up to {MAX_RADIUS_MM:g} mm, not {radius_mm!r}"
+        )
     if max_voxels < 1:
         raise RegionGrowError(f"max_voxels must be at least 1, not {max_voxels}")
     if roi_start < 1:
