@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
@@ -20,27 +19,16 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import label_codec, region_grow, storage
+from annotation.access import campaign_and_scan
 from annotation.models import Annotation, Revision
 from annotation.permissions import revisions_readable_by
+from annotation.requests import revision_id_from
 from annotation.selectors import revisions_for_user, worklist_for
 from annotation.services import Box, revision_save
-from platform_core import volume_cache
-from platform_core.api_errors import DomainError, NotFound, PreconditionRequired, id_param
-from platform_core.ingest.store import VOLUME_FILE
-from platform_core.models import Campaign, Scan
-from platform_core.selectors import campaigns_visible_to, scans_visible_to
-
-# At most 18 digits: any revision id fits, and int() of thousands of digits raises instead.
-ETAG_RE = re.compile(r'^(?:W/)?"rev-(\d{1,18})"$')
-
-
-def campaign_and_scan(request: Request, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan]:
-    campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
-    # The campaign scopes an annotator's access: only an open batch of *this* campaign counts.
-    scan = get_object_or_404(
-        scans_visible_to(request.user, campaign).filter(campaign_scans__campaign=campaign), pk=scan_id
-    )
-    return campaign, scan
+from core.api_errors import DomainError, NotFound, id_param
+from core.models import Scan
+from imaging import volume_cache
+from imaging.ingest.store import VOLUME_FILE
 
 
 class RevisionOut(serializers.Serializer):
@@ -191,19 +179,6 @@ class RevisionIn(serializers.Serializer):
                 code="ambiguous_payload",
             )
         return attrs
-
-
-def revision_id_from(request: Request, body: dict, field: str, missing: str) -> int | None:
-    """The revision a request acts on: the If-Match ETag, else body[field]; 428 when neither."""
-    if_match = request.headers.get("If-Match")
-    if if_match:
-        m = ETAG_RE.match(if_match.strip())
-        if not m:
-            raise DomainError('If-Match must be an ETag like "rev-12"', code="bad_if_match")
-        return int(m.group(1))
-    if field not in body:
-        raise PreconditionRequired(missing)
-    return body[field]
 
 
 def parent_from(request: Request, body: dict) -> int | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from platform_core.models import Campaign, Scan, User
+from core.models import Campaign, Scan, User
 
 
 class AnnotationState(models.TextChoices):

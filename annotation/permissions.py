@@ -1,13 +1,13 @@
 """People rules of annotations: who reads which revisions, who may write.
 
-- Whoever may read the scan in the campaign (platform_core.selectors.scans_visible_to: its
+- Whoever may read the scan in the campaign (core.selectors.scans_visible_to: its
   annotator while it is in an open batch of theirs, a data manager, its checkers and senior)
   reads the annotation and every revision of it.
 - A **former annotator** (the batch closed, was reassigned, or the scan was batched again for
   someone else) keeps read-only access to the revisions they authored, and nothing else: not
   the annotation's head or state, not revisions of others (later work), not the scan's pixels;
   no saves, no submits, no region grow. Everything else answers 404, as for a stranger.
-- Only the annotator of the open batch holding the scan writes (platform_core.permissions).
+- Only the annotator of the open batch holding the scan writes (core.permissions).
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from __future__ import annotations
 from django.db.models import QuerySet
 
 from annotation.models import Revision, RevisionSource
-from platform_core.api_errors import NotFound
-from platform_core.models import Campaign, User
-from platform_core.permissions import annotates
-from platform_core.selectors import campaigns_visible_to, scans_visible_to
+from core.api_errors import NotFound
+from core.models import Campaign, User
+from core.permissions import annotates
+from core.selectors import campaigns_visible_to, scans_visible_to
 
 
 def may_read_scan(user: User, campaign_id: int, scan_id: int) -> bool:

@@ -6,8 +6,8 @@ from collections import Counter
 
 from annotation.models import Annotation, AnnotationState, Revision
 from annotation.permissions import may_read_scan, revisions_readable_by
-from platform_core.api_errors import NotFound
-from platform_core.models import Batch, BatchItem, User
+from core.api_errors import NotFound
+from core.models import Batch, BatchItem, User
 
 # What the worklist shows per scan: the annotation's state, or "not started" before any save.
 DONE_STATES = {AnnotationState.CHECKED, AnnotationState.SPOT_CHECK, AnnotationState.CURATED}

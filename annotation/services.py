@@ -17,10 +17,10 @@ from annotation.models import (
     RevisionSource,
 )
 from annotation.permissions import require_annotator
-from platform_core.api_errors import Conflict, DomainError, NotFound
-from platform_core.label_schema import class_values, validate_scan_labels
-from platform_core.models import Campaign, CampaignScan, Scan, User
-from platform_core.services.audit import audit_record
+from core.api_errors import Conflict, DomainError, NotFound
+from core.label_schema import class_values, validate_scan_labels
+from core.models import Campaign, CampaignScan, Scan, User
+from core.services.audit import audit_record
 
 
 @dataclass

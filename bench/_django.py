@@ -41,8 +41,8 @@ def setup() -> Path:
 
 def cast():
     """The demo cast on the throwaway database: institution, campaign, annotator, manager."""
-    from platform_core.label_schema import COVID19_SCHEMA
-    from platform_core.models import Campaign, CampaignMember, Institution, Membership, Role, User
+    from core.label_schema import COVID19_SCHEMA
+    from core.models import Campaign, CampaignMember, Institution, Membership, Role, User
 
     inst = Institution.objects.create(slug="bench", name="Bench Hospital")
     campaign = Campaign.objects.create(
@@ -59,7 +59,7 @@ def cast():
 
 def phantom_series(out: Path, **kw) -> tuple[Path, object]:
     """Write a phantom series holding only DICOM; returns (folder, its ground truth)."""
-    from platform_core.phantom import GROUND_TRUTH_FILE, load_ground_truth, write_phantom_study
+    from demo.phantom import GROUND_TRUTH_FILE, load_ground_truth, write_phantom_study
 
     folder = write_phantom_study(out, **kw)
     truth_file = out.parent / f"{out.name}-truth.npz"

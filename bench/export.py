@@ -25,7 +25,7 @@ def log(message: str) -> None:
 
 def people(campaign, inst):
     """Two checkers and a senior besides bench/_django's annotator and manager."""
-    from platform_core.models import CampaignMember, Membership, Role, User
+    from core.models import CampaignMember, Membership, Role, User
 
     out = {}
     for name, role in [("checker1", Role.CHECKER), ("checker2", Role.CHECKER), ("senior", Role.SENIOR)]:
@@ -38,8 +38,8 @@ def people(campaign, inst):
 
 def import_phantoms(work: Path, campaign, n: int, *, slices: int, size: int, hospitals: int):
     """n phantom series from `hospitals` institutions, imported: [(scan, truth lesions)]."""
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Institution, Scan
+    from core.models import Institution, Scan
+    from imaging.ingest.service import ingest_path
 
     cases = []
     for h in range(hospitals):
@@ -71,7 +71,7 @@ def import_phantoms(work: Path, campaign, n: int, *, slices: int, size: int, hos
 def approve_all(campaign, manager, annotator, cases) -> None:
     """One batch through the real services: saved, submitted, checked, spot-checked, approved."""
     from annotation.services import revision_save
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
     from qc.models import Check, SpotCheck, Verdict
     from qc.services import check_record, revision_submit, spot_check_record
 

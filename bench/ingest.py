@@ -19,7 +19,7 @@ def main() -> None:
     work = _django.setup()
     import pydicom
 
-    from platform_core.ingest.service import ingest_path
+    from imaging.ingest.service import ingest_path
 
     inst, campaign, _ = _django.cast()
     folder, _ = _django.phantom_series(

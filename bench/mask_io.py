@@ -37,9 +37,9 @@ def main() -> None:
     from rest_framework.test import APIClient
 
     from annotation import label_codec
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
-    from platform_core.services.batches import batch_build
+    from core.models import Scan
+    from core.services.batches import batch_build
+    from imaging.ingest.service import ingest_path
 
     inst, campaign, people = _django.cast()
     _django.phantom_series(

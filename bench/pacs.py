@@ -64,8 +64,8 @@ def _proc_cpu(pid: int) -> float:
 def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
     from django.conf import settings
 
-    from platform_core.models import Scan
-    from platform_core.pacs.receiver import StorageReceiver
+    from core.models import Scan
+    from pacs.receiver import StorageReceiver
 
     receiver = StorageReceiver(
         ae_title="CURATECT",
@@ -143,9 +143,9 @@ def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
     import pydicom
     import requests
 
-    from platform_core.models import Scan
-    from platform_core.pacs import pulls
-    from platform_core.pacs.models import RemotePacs
+    from core.models import Scan
+    from pacs import pulls
+    from pacs.models import RemotePacs
 
     root = Path(tempfile.mkdtemp(prefix="curatect-orthanc-"))
     http, dimse = _free_port(), _free_port()

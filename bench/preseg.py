@@ -36,8 +36,8 @@ def quick_model(work: Path) -> Path:
     Training stops after 6 minutes at the latest, as it may on a CPU."""
     import torch
 
+    from demo.phantom import make_phantom
     from modelassist import network
-    from platform_core.phantom import make_phantom
 
     cases = []
     for seed in range(7):
@@ -68,10 +68,10 @@ def quick_model(work: Path) -> Path:
 
 def campaign_with_model(inst, model_file: Path | None, slug: str):
     """A campaign whose active model is `model_file` (None: the baseline)."""
+    from core.label_schema import COVID19_SCHEMA
+    from core.models import Campaign
     from modelassist.selectors import media_path
     from modelassist.services.model_versions import model_version_activate, model_version_register
-    from platform_core.label_schema import COVID19_SCHEMA
-    from platform_core.models import Campaign
 
     campaign = Campaign.objects.create(slug=slug, name=slug, institution=inst, label_schema=COVID19_SCHEMA)
     if model_file is not None:
@@ -86,9 +86,9 @@ def campaign_with_model(inst, model_file: Path | None, slug: str):
 def presegment(campaign, scan, manager):
     """(seconds, labels) of one scan through the pre-segmentation service."""
     from annotation.services import revision_labels
+    from core.models import CampaignScan
+    from core.services.batches import batch_build
     from modelassist.services.preseg import preseg_queue_batch, presegment_scan_run
-    from platform_core.models import CampaignScan
-    from platform_core.services.batches import batch_build
 
     CampaignScan.objects.get_or_create(campaign=campaign, scan=scan)
     batch = batch_build(actor=manager, campaign=campaign, scan_ids=[scan.pk])
@@ -101,8 +101,8 @@ def presegment(campaign, scan, manager):
 
 
 def import_series(folder: Path, inst):
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
+    from core.models import Scan
+    from imaging.ingest.service import ingest_path
 
     report = ingest_path(folder, institution=inst)
     assert len(report.scans_created) == 1, report.as_dict()
@@ -113,11 +113,11 @@ def main() -> None:
     work = _django.setup()
     import SimpleITK as sitk
 
+    from core.models import CampaignMember, Role
+    from demo.phantom import nrrd_to_dicom_series
     from modelassist import network
     from modelassist.dice import dice, mean_dice
     from modelassist.services.quantification import scan_lungs
-    from platform_core.models import CampaignMember, Role
-    from platform_core.phantom import nrrd_to_dicom_series
 
     inst, base, cast = _django.cast()
     if MODEL_FROM_TRAIN_BENCH.exists():

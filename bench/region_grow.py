@@ -41,9 +41,9 @@ def main() -> None:
     from django.conf import settings
     from rest_framework.test import APIClient
 
-    from platform_core.ingest.service import ingest_path
-    from platform_core.phantom import nrrd_to_dicom_series
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
+    from demo.phantom import nrrd_to_dicom_series
+    from imaging.ingest.service import ingest_path
 
     inst, campaign, people = _django.cast()
     _, truth = _django.phantom_series(
@@ -97,7 +97,7 @@ def main() -> None:
 
 
 def _import(ingest_path, folder, inst, campaign):
-    from platform_core.models import Scan
+    from core.models import Scan
 
     report = ingest_path(folder, institution=inst, campaign_id=campaign.pk)
     return Scan.objects.get(pk=report.scans_created[0])

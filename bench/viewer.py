@@ -50,9 +50,9 @@ def scan_to_open(work: Path) -> str:
     """The demo cast and one phantom scan batched to the annotator; the viewer's path."""
     from django.core.management import call_command
 
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Campaign, User
-    from platform_core.services.batches import batch_build
+    from core.models import Campaign, User
+    from core.services.batches import batch_build
+    from imaging.ingest.service import ingest_path
 
     call_command("seed_demo", scans=0, no_batch=True, stdout=io.StringIO())
     campaign = Campaign.objects.get(slug="covid19")

@@ -13,13 +13,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis import campaign_and_scan
+from annotation.access import campaign_and_scan
+from core.api_errors import Conflict, DomainError, NotFound
+from core.selectors import campaigns_visible_to, scans_visible_to
 from modelassist import selectors
 from modelassist.models import DatasetExport, JobStatus, ModelVersion, TrainingRun
 from modelassist.services import export as exports
 from modelassist.services import export_archive, model_versions, preseg, quantification, training
-from platform_core.api_errors import Conflict, DomainError, NotFound
-from platform_core.selectors import campaigns_visible_to, scans_visible_to
 
 # ----------------------------------------------------------------------------- pre-segmentation
 

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Revision
-from platform_core.models import Batch, Campaign, Institution, Scan, User
+from core.models import Batch, Campaign, Institution, Scan, User
 
 BASELINE_LABEL = "baseline"  # model_label of revisions made by the classical baseline
 

@@ -30,8 +30,8 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
+from core.cpus import usable_cpus
 from modelassist.dice import pooled_dice
-from platform_core.cpus import usable_cpus
 
 NUM_CLASSES = 4
 

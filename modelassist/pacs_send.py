@@ -23,13 +23,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation import storage
+from core.models import Scan
+from core.services.audit import audit_record
 from modelassist.services.export_files import LOCAL_SCHEME, LUNG, SEG_CATEGORY, stable_uid
-from platform_core.models import Scan
-from platform_core.pacs import remote as pacs
-from platform_core.pacs import services
-from platform_core.pacs.models import PacsSend, RemotePacs, SeriesOrigin
-from platform_core.pacs.reidentify import OriginUnknown, original_sources
-from platform_core.services.audit import audit_record
+from pacs import remote as pacs
+from pacs import services
+from pacs.models import PacsSend, RemotePacs, SeriesOrigin
+from pacs.reidentify import OriginUnknown, original_sources
 from qc.models import CuratedRevision
 from qc.selectors import curated_revisions
 

@@ -11,10 +11,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from core.manage_pages import campaigns_with_role
+from core.models import BatchItem, CampaignScan, Role
+from core.selectors import campaigns_visible_to, scans_visible_to
 from modelassist.lazy import network
-from platform_core.manage_pages import campaigns_with_role
-from platform_core.models import BatchItem, CampaignScan, Role
-from platform_core.selectors import campaigns_visible_to, scans_visible_to
 
 
 @login_required

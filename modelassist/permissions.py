@@ -1,11 +1,11 @@
 """People rules of model assist: exporting datasets, starting training runs, re-running
 pre-segmentation and uploading, activating or deactivating model versions are for the
-campaign's data managers (who that is: platform_core.permissions)."""
+campaign's data managers (who that is: core.permissions)."""
 
 from __future__ import annotations
 
-from platform_core.models import Campaign, User
-from platform_core.permissions import require_data_manager
+from core.models import Campaign, User
+from core.permissions import require_data_manager
 
 
 def require_manager(user: User, campaign: Campaign, action: str) -> None:

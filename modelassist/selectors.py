@@ -12,6 +12,9 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 
+from core.models import Batch, Campaign, Scan, User
+from core.selectors import batches_visible_to, campaigns_visible_to
+from imaging.ingest.store import VOLUME_FILE
 from modelassist.models import (
     BASELINE_LABEL,
     PRESEG_FINAL,
@@ -23,9 +26,6 @@ from modelassist.models import (
     TrainingRun,
 )
 from modelassist.permissions import require_manager  # also re-exported: the services import it from here
-from platform_core.ingest.store import VOLUME_FILE
-from platform_core.models import Batch, Campaign, Scan, User
-from platform_core.selectors import batches_visible_to, campaigns_visible_to
 
 # ----------------------------------------------------------------------------- files
 
@@ -57,7 +57,7 @@ def scan_volume(scan: Scan) -> np.ndarray:
 def cached_scan_volume(scan: Scan) -> np.ndarray:
     """The volume through the web process's shared LRU cache (read-only): reports and the
     region-growing brush read the same scans."""
-    from platform_core import volume_cache
+    from imaging import volume_cache
 
     if not scan_volume_path(scan).exists():
         return scan_volume(scan)  # raises with the reason

@@ -10,8 +10,8 @@ from __future__ import annotations
 from celery import shared_task
 from django.conf import settings
 
+from core.models import Batch
 from modelassist.services import export, preseg, training
-from platform_core.models import Batch
 
 # Per scan: the baseline takes seconds and the network on a CPU about a minute for 300 slices
 # of 512 × 512; a scan past the soft limit is recorded as failed and the others carry on.

@@ -98,7 +98,7 @@ def lockout_response(
         from django.contrib.auth.forms import AuthenticationForm
 
         context = {"form": AuthenticationForm(request), "locked_out": message}
-        response = render(request, "platform_core/login.html", context, status=429)
+        response = render(request, "core/login.html", context, status=429)
     response["Retry-After"] = str(int(cool_off.total_seconds()))
     return response
 

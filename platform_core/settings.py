@@ -117,11 +117,14 @@ INSTALLED_APPS = [
     "csp",
     "django_celery_results",
     "django_celery_beat",
-    "platform_core",
-    "platform_core.tokens",
+    "core",
+    "core.tokens",
+    "imaging",
+    "pacs",
     "annotation",
     "qc",
     "modelassist",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -250,14 +253,14 @@ WHITENOISE_IMMUTABLE_FILE_TEST = r"^/static/assets/.+-[0-9A-Za-z_-]{8}\.(?:js|cs
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "platform_core.tokens.auth.ApiTokenAuthentication",
-        "platform_core.tokens.auth.BearerApiTokenAuthentication",
+        "core.tokens.auth.ApiTokenAuthentication",
+        "core.tokens.auth.BearerApiTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 100,
-    "EXCEPTION_HANDLER": "platform_core.api_errors.exception_handler",
+    "EXCEPTION_HANDLER": "core.api_errors.exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "CurateCT API",
@@ -265,9 +268,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "0.1.0",
     # Several objects have a "status"; each gets its own named enum in the schema.
     "ENUM_NAME_OVERRIDES": {
-        "BatchStatusEnum": "platform_core.models.Batch.Status",
-        "ImportStatusEnum": "platform_core.models.ImportJob.Status",
-        "SendStatusEnum": "platform_core.pacs.models.PacsSend.Status",
+        "BatchStatusEnum": "core.models.Batch.Status",
+        "ImportStatusEnum": "core.models.ImportJob.Status",
+        "SendStatusEnum": "pacs.models.PacsSend.Status",
         "ApiTokenStatusEnum": ["active", "expired", "revoked"],
     },
 }
@@ -299,7 +302,8 @@ CELERY_TASK_STORE_EAGER_RESULT = True
 CELERY_QUEUES_ALL = ("ingest", "assist", "train")
 CELERY_TASK_DEFAULT_QUEUE = "ingest"
 CELERY_TASK_ROUTES = {
-    "platform_core.*": {"queue": "ingest"},
+    "imaging.*": {"queue": "ingest"},
+    "pacs.*": {"queue": "ingest"},
     "annotation.*": {"queue": "assist"},
     "qc.*": {"queue": "assist"},
     "modelassist.tasks.preseg*": {"queue": "assist"},
@@ -310,7 +314,7 @@ CELERY_TASK_ROUTES = {
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {
     # Query each institution's PACS for new CT studies matching its filter.
-    "pacs-pull": {"task": "platform_core.pacs.tasks.pull_periodic", "schedule": 300.0},
+    "pacs-pull": {"task": "pacs.tasks.pull_periodic", "schedule": 300.0},
     # Send curated labels of newly approved batches back where the institution asked for it.
     "pacs-send-approved": {"task": "modelassist.pacs_send.send_approved_sweep", "schedule": 120.0},
 }
@@ -358,4 +362,6 @@ LOGGING = {
 }
 
 # Higher layers grant reviewers read access to the scans they review (see selectors).
+# STOW-RS is served by the one DICOMweb server (imaging) but stores through the PACS app.
+CURATECT_STOW_HANDLER = "pacs.stow.store_instances"
 CURATECT_SCAN_ACCESS_HOOKS = ["qc.selectors.scans_under_review_by"]

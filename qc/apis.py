@@ -16,13 +16,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation.apis import campaign_and_scan, revision_id_from
+from annotation.access import campaign_and_scan
 from annotation.models import Annotation
-from platform_core.api_errors import DomainError, Forbidden
-from platform_core.models import AuditEvent, Batch, BatchItem, Role, User
-from platform_core.permissions import is_data_manager, require_data_manager
-from platform_core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
-from platform_core.services.batches import open_batch_of
+from annotation.requests import revision_id_from
+from core.api_errors import DomainError, Forbidden
+from core.models import AuditEvent, Batch, BatchItem, Role, User
+from core.permissions import is_data_manager, require_data_manager
+from core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
+from core.services.batches import open_batch_of
 from qc import metrics, permissions, selectors, services
 from qc.models import BatchReview, Check, SpotCheck, Verdict
 

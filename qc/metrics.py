@@ -27,7 +27,7 @@ import numpy as np
 
 from annotation.models import Annotation, Revision, RevisionSource
 from annotation.services import revision_labels
-from platform_core.models import Batch, BatchItem, Campaign, User
+from core.models import Batch, BatchItem, Campaign, User
 from qc.models import BatchReview, Check, SpotCheck, Verdict
 from qc.permissions import round_closed
 

@@ -11,7 +11,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from annotation.models import Annotation, Revision
-from platform_core.models import Batch, Campaign, User
+from core.models import Batch, Campaign, User
 
 
 class Verdict(models.TextChoices):

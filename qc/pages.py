@@ -13,10 +13,10 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from platform_core.manage_pages import campaigns_with_role, require_role
-from platform_core.models import BatchItem, CampaignScan, Role
-from platform_core.selectors import campaign_roles, campaigns_visible_to, scans_visible_to
-from platform_core.services.batches import open_batch_of
+from core.manage_pages import campaigns_with_role, require_role
+from core.models import BatchItem, CampaignScan, Role
+from core.selectors import campaign_roles, campaigns_visible_to, scans_visible_to
+from core.services.batches import open_batch_of
 from qc import selectors
 from qc.models import Check, SpotCheck
 

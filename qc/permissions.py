@@ -8,7 +8,7 @@
   (nor its verdict, nor its audit events), whatever other roles (data manager, senior) they
   also hold. The queue and detail selectors, the batch board and the audit CSV all ask here.
 - Managing QC (reassigning, reopening, the board, the audit trail) is for data managers
-  (platform_core.permissions).
+  (core.permissions).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from collections.abc import Iterable
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from annotation.models import Annotation, Revision, RevisionSource
-from platform_core.api_errors import DomainError
-from platform_core.models import BatchItem, Role, User
-from platform_core.selectors import has_campaign_role
+from core.api_errors import DomainError
+from core.models import BatchItem, Role, User
+from core.selectors import has_campaign_role
 from qc.models import Check, CheckerPair, Verdict
 
 # --- never your own work ------------------------------------------------------------------

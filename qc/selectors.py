@@ -12,8 +12,8 @@ from collections import defaultdict
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from annotation.models import Annotation, AnnotationState
-from platform_core.models import Batch, BatchItem, Campaign, Scan, User
-from platform_core.permissions import campaigns_managed_by
+from core.models import Batch, BatchItem, Campaign, Scan, User
+from core.permissions import campaigns_managed_by
 from qc import permissions
 from qc.models import (
     BatchReview,

@@ -65,8 +65,8 @@ def _media_root(settings, tmp_path_factory):
 
 @pytest.fixture
 def cast(db) -> Cast:
-    from platform_core.label_schema import COVID19_SCHEMA
-    from platform_core.models import Campaign, CampaignMember, Institution, Membership, Role, User
+    from core.label_schema import COVID19_SCHEMA
+    from core.models import Campaign, CampaignMember, Institution, Membership, Role, User
 
     inst = Institution.objects.create(slug="demo", name="Demo Hospital")
     other = Institution.objects.create(slug="elsewhere", name="Elsewhere Clinic")
@@ -96,7 +96,7 @@ def make_series(
     tmp: Path, *, slices: int = 24, size: int = 64, seed: int = 0, patient: str = "P-1", **kw
 ) -> Path:
     """A phantom series folder holding only DICOM; its ground truth goes to truth_of(folder)."""
-    from platform_core.phantom import GROUND_TRUTH_FILE, write_phantom_study
+    from demo.phantom import GROUND_TRUTH_FILE, write_phantom_study
 
     out = tmp / f"series-{seed}-{patient}"
     folder = write_phantom_study(
@@ -121,8 +121,8 @@ def truth_of(series_folder: Path) -> Path:
 @pytest.fixture
 def import_phantoms(cast, tmp_path):
     """import_phantoms(n, slices=, size=) → list of Scan, imported into the cast's campaign."""
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
+    from core.models import Scan
+    from imaging.ingest.service import ingest_path
 
     def _import(n: int = 1, *, slices: int = 24, size: int = 64, first_seed: int = 0):
         folder = tmp_path / f"phantoms-{first_seed}"

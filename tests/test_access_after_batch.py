@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from annotation import label_codec
-from platform_core.models import Campaign, CampaignMember, CampaignScan, Role
-from platform_core.services.batches import batch_assign, batch_build
+from core.models import Campaign, CampaignMember, CampaignScan, Role
+from core.services.batches import batch_assign, batch_build
 from qc.models import Check
 from qc.services import check_record
 

@@ -14,7 +14,7 @@ import pytest
 from django.test import override_settings
 
 from annotation.models import Revision
-from platform_core.services.batches import batch_build
+from core.services.batches import batch_build
 
 
 def gz(arr: np.ndarray) -> str:
@@ -218,7 +218,7 @@ def test_multipart_uploads_get_the_upload_limit_not_the_memory_limit(cast, clien
 
 @pytest.mark.parametrize("body", [{"annotator_id": "abc"}, ["annotator_id", 1], "annotator"])
 def test_assigning_a_batch_to_a_non_id_is_400(cast, api, scan, body):
-    from platform_core.models import Batch
+    from core.models import Batch
 
     api.force_authenticate(cast.manager)
     batch = Batch.objects.get()

@@ -70,9 +70,9 @@ def one_connection() -> Iterator[None]:
 def world(cast, import_phantoms):
     """Real objects for the path parameters: ids by parameter name."""
     from annotation.services import revision_save
-    from platform_core.models import ImportJob
-    from platform_core.pacs import services as pacs_services
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
+    from imaging.models import ImportJob
+    from pacs import services as pacs_services
     from qc.models import Check
     from qc.services import revision_submit
 

@@ -11,9 +11,9 @@ from django.test import Client
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from platform_core.models import AuditEvent
-from platform_core.tokens.models import ApiToken
-from platform_core.tokens.services import api_token_create
+from core.models import AuditEvent
+from core.tokens.models import ApiToken
+from core.tokens.services import api_token_create
 
 SERIES = "/dicomweb/studies/1.2.3/series/4.5.6"  # no such series: 404 once authenticated
 

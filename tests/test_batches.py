@@ -7,9 +7,9 @@ import threading
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from platform_core.api_errors import Conflict, DomainError, Forbidden
-from platform_core.models import AuditEvent, Batch, BatchItem
-from platform_core.services.batches import batch_assign, batch_build, batch_close
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.models import AuditEvent, Batch, BatchItem
+from core.services.batches import batch_assign, batch_build, batch_close
 
 
 def test_build_takes_up_to_the_batch_size_and_assigns(cast, import_phantoms):

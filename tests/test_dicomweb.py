@@ -11,7 +11,7 @@ import pytest
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from platform_core.services.batches import batch_build
+from core.services.batches import batch_build
 
 FRAME_ACCEPT = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 
@@ -169,7 +169,7 @@ def test_only_get_and_head_are_allowed(client, cast, scan):
 
 
 def test_frame_fast_path_and_header_parse_agree(scan):
-    from platform_core.dicomweb import frame_bytes
+    from imaging.dicomweb.wado import frame_bytes
 
     instance = scan.instances.get(index=3)
     path = Path(settings.MEDIA_ROOT) / scan.storage_dir / instance.file_name
@@ -183,7 +183,7 @@ def test_frame_fast_path_and_header_parse_agree(scan):
 
 
 def test_series_metadata_is_cached_on_disk_for_the_next_process(client, cast, scan):
-    from platform_core import dicomweb
+    from imaging.dicomweb import wado as dicomweb
 
     dicomweb._metadata_cache._items.clear()
     client.force_login(cast.annotator)

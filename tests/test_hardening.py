@@ -25,7 +25,7 @@ from django.test import Client
 from django.urls import include, path
 from django.utils import timezone
 
-from platform_core.templatetags import vite
+from core.templatetags import vite
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -273,7 +273,7 @@ def test_api_and_dicomweb_answers_are_never_stored_by_the_browser(client, cast):
 
 
 def test_wado_rs_pixel_data_is_no_store_too(client, cast, import_phantoms):
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
 
     # Its own seed: the per-process metadata cache is keyed by scan id and volume digest, and
     # test_dicomweb.py makes the same scan id from seed 0.

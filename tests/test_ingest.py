@@ -12,11 +12,12 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from platform_core.ingest.collect import ArchiveRejected
-from platform_core.ingest.service import ingest_path
-from platform_core.models import ImportJob, Instance, PatientPseudonym, Scan, Study
-from platform_core.pseudonymise import assert_no_phi
+from core.models import Instance, PatientPseudonym, Scan, Study
+from imaging.ingest.collect import ArchiveRejected
+from imaging.ingest.service import ingest_path
+from imaging.models import ImportJob
 from tests.conftest import lung1_file, make_series, truth_of
+from tests.phi import assert_no_phi
 
 PYDICOM_DIRTESTS = Path(pydicom.data.__file__).parent / "test_files" / "dicomdirtests"
 
@@ -28,7 +29,7 @@ def stored_files(media: Path) -> list[Path]:
 
 
 def test_phantom_series_is_stored_sorted_with_its_volume(cast, tmp_path, settings):
-    from platform_core.phantom import load_ground_truth
+    from demo.phantom import load_ground_truth
 
     folder = make_series(tmp_path, slices=20, size=48, seed=3)
     report = ingest_path(folder, institution=cast.institution, campaign_id=cast.campaign.pk)
@@ -141,7 +142,7 @@ def test_pydicom_ct_small_single_slice_is_refused_with_a_reason(cast, tmp_path):
 def test_real_chest_ct_from_lung1_round_trips_voxel_for_voxel(cast, tmp_path, settings):
     import SimpleITK as sitk
 
-    from platform_core.phantom import nrrd_to_dicom_series
+    from demo.phantom import nrrd_to_dicom_series
 
     nrrd = lung1_file("lung1_image.nrrd")
     nrrd_to_dicom_series(nrrd, tmp_path / "lung1", patient_id="LUNG1", patient_name="LUNG^ONE")
@@ -231,7 +232,7 @@ def test_zip_entries_that_escape_the_target_folder_are_refused(cast, tmp_path):
 
 
 def test_over_size_archive_fails_the_job_and_stores_nothing(cast, tmp_path, settings):
-    from platform_core.ingest.service import import_job_run
+    from imaging.ingest.service import import_job_run
 
     settings.INGEST_MAX_ARCHIVE_BYTES = 10_000
     folder = make_series(tmp_path, slices=4, size=32)

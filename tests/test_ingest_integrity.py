@@ -17,8 +17,9 @@ import pydicom
 import pytest
 from celery.signals import worker_ready
 
-from platform_core.models import AuditEvent, ImportJob, Instance, Scan
-from platform_core.phantom import write_ct_series
+from core.models import AuditEvent, Instance, Scan
+from demo.phantom import write_ct_series
+from imaging.models import ImportJob
 from tests.conftest import make_series
 
 SPACING = (0.8, 0.8, 2.5)
@@ -271,7 +272,7 @@ def test_a_zip_with_a_crc_error_fails_the_job_and_leaves_nothing_unpacked(
 
 
 def test_an_unexpected_error_fails_the_job_with_its_reason(cast, tmp_path, settings):
-    from platform_core.ingest.service import import_job_run
+    from imaging.ingest.service import import_job_run
 
     # A file where the scans folder should be: storing cannot even start.
     Path(settings.MEDIA_ROOT).mkdir(parents=True, exist_ok=True)
@@ -309,7 +310,7 @@ def test_cancelling_a_queued_import_deletes_its_raw_files(cast, api, tmp_path, s
     api.force_authenticate(cast.outsider)
     assert api.post(f"/api/imports/{job_id}/cancel/").status_code == 404
 
-    from platform_core.tasks import import_run
+    from imaging.tasks import import_run
 
     import_run.apply(args=[job_id])  # the queued message still arrives: nothing happens
     assert ImportJob.objects.get(pk=job_id).status == "failed" and Scan.objects.count() == 0
@@ -320,8 +321,8 @@ class _Consumer:
 
 
 def test_a_starting_worker_fails_what_it_left_running_and_sweeps_leftovers(cast, tmp_path, settings):
-    from platform_core.ingest.service import uploads_root, work_root
-    from platform_core.pacs.intake import spool_root
+    from imaging.ingest.service import uploads_root, work_root
+    from pacs.intake import spool_root
 
     def folder(path: Path, *, old: bool = False) -> Path:
         path.mkdir(parents=True)
@@ -368,7 +369,7 @@ def test_a_starting_worker_fails_what_it_left_running_and_sweeps_leftovers(cast,
 
 
 def test_the_upload_of_a_finished_job_is_deleted(cast, api, tmp_path, django_capture_on_commit_callbacks):
-    from platform_core.ingest.service import uploads_root
+    from imaging.ingest.service import uploads_root
 
     ok = upload(api, cast, ct_series(tmp_path / "ok", slices=3), django_capture_on_commit_callbacks)
     bad = upload(api, cast, [zipped(tmp_path, {"../x.dcm": b"x"})], django_capture_on_commit_callbacks)
@@ -388,7 +389,7 @@ def test_a_server_folder_imported_by_the_command_is_not_deleted(cast, tmp_path):
 
 
 def test_cancelling_a_running_import_stops_it_before_the_next_series(cast, tmp_path):
-    from platform_core.ingest.service import import_job_cancel, import_job_run
+    from imaging.ingest.service import import_job_cancel, import_job_run
 
     folder = tmp_path / "two"
     ct_series(folder / "a", slices=3, patient="INT-A")

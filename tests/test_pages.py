@@ -7,8 +7,8 @@ import json
 import pytest
 from django.template import Context, Template
 
-from platform_core.services.batches import batch_build
-from platform_core.templatetags import vite
+from core.services.batches import batch_build
+from core.templatetags import vite
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from scipy import ndimage
 
-from platform_core.phantom import (
+from demo.phantom import (
     CONSOLIDATION,
     GGO,
     LEFT_LUNG,

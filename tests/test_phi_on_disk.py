@@ -16,7 +16,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from platform_core.models import PatientPseudonym, Scan
+from core.models import PatientPseudonym, Scan
 from tests.conftest import make_series
 
 PATIENT_ID = "MRN-PHI-4711"

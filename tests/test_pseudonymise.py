@@ -1,4 +1,4 @@
-"""Tests of platform_core.pseudonymise (pure functions: no Django, no database)."""
+"""Tests of imaging.pseudonymise (pure functions: no Django, no database)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,15 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ImplicitVRLittleEndian
 
-from platform_core.pseudonymise import (
+from imaging.pseudonymise import (
     DEIDENTIFICATION_METHOD,
     PatientKey,
-    assert_no_phi,
     date_offset_for,
     pseudonym_for,
     pseudonymise,
     remap_uid,
 )
+from tests.phi import assert_no_phi
 
 KEY = b"test-secret-key-0123456789abcdef"
 ISSUER = "ST-ELSEWHERE"

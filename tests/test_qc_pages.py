@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from platform_core.manage_pages import workflow_links
-from platform_core.templatetags import vite
+from core.manage_pages import workflow_links
+from core.templatetags import vite
 from qc.models import SpotCheck
 from tests.qc.conftest import decide, make_batch, make_scans, open_checks, save, submit
 

@@ -19,12 +19,13 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from platform_core import pseudonymise as pseudo
-from platform_core.ingest.service import ingest_path
-from platform_core.ingest.store import pseudonym_key, uid_key
-from platform_core.label_schema import COVID19_SCHEMA
-from platform_core.models import Campaign, CampaignScan, ImportJob, Instance, Scan, Study
-from platform_core.pacs.models import SeriesOrigin
+from core.label_schema import COVID19_SCHEMA
+from core.models import Campaign, CampaignScan, Instance, Scan, Study
+from imaging import pseudonymise as pseudo
+from imaging.ingest.service import ingest_path
+from imaging.ingest.store import pseudonym_key, uid_key
+from imaging.models import ImportJob
+from pacs.models import SeriesOrigin
 from tests.conftest import make_series
 from tests.pacs.conftest import start_listener, storescu, wait_for
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from platform_core import volume_cache
-from platform_core.volume_cache import cache_clear, cache_info, load_volume
+from imaging import volume_cache
+from imaging.volume_cache import cache_clear, cache_info, load_volume
 
 SHAPE = (4, 10, 10)  # 800 bytes of int16
 

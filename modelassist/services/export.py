@@ -28,13 +28,14 @@ from django.utils import timezone
 from annotation import storage
 from annotation.models import Revision, RevisionSource
 from annotation.services import revision_labels
+from core.api_errors import Conflict, DomainError
+from core.models import Campaign, User
+from core.services.audit import audit_record
 from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split
 from modelassist.selectors import media_path, require_manager, scan_volume
 from modelassist.services import export_files, splits
 from modelassist.services.jobs import job_fail
-from platform_core.api_errors import Conflict, DomainError
-from platform_core.models import Campaign, User
-from platform_core.services.audit import audit_record
+from platform_core.celery import task_named
 from qc.models import BatchReviewState, Check, CuratedRevision, SpotCheck, Verdict
 
 log = logging.getLogger(__name__)
@@ -95,9 +96,8 @@ def export_request(*, actor: User | None, campaign: Campaign, enqueue: bool = Tr
 
 
 def _send(export_id: int) -> None:
-    from modelassist import tasks  # tasks import services; this side only sends
-
-    tasks.export_dataset.delay(export_id)
+    # Found by name: the tasks module imports the services, so the services never import it.
+    task_named("modelassist.tasks.export_dataset").delay(export_id)
 
 
 def export_run(export_id: int, progress: Progress | None = None) -> DatasetExport:

@@ -21,8 +21,8 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
+from core.models import Scan
 from modelassist.selectors import media_path
-from platform_core.models import Scan
 
 log = logging.getLogger(__name__)
 # highdicom logs every attribute module it copies at INFO: thousands of lines per export.

@@ -5,9 +5,9 @@ from __future__ import annotations
 from django.db import models
 from django.utils import timezone
 
+from core.api_errors import DomainError
+from core.services.audit import audit_record
 from modelassist.models import JobStatus
-from platform_core.api_errors import DomainError
-from platform_core.services.audit import audit_record
 
 
 def job_fail(job: models.Model, exc: Exception, *, action: str) -> None:

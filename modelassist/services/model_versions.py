@@ -19,12 +19,12 @@ from typing import IO, Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core.api_errors import Conflict, DomainError
+from core.models import Campaign, User
+from core.services.audit import audit_record
 from modelassist.lazy import network
 from modelassist.models import DatasetExport, ModelVersion
 from modelassist.selectors import media_path, require_manager
-from platform_core.api_errors import Conflict, DomainError
-from platform_core.models import Campaign, User
-from platform_core.services.audit import audit_record
 
 MODELS_DIR = "models"
 MAX_UPLOAD_BYTES = 512 * 1024**2  # a 2D U-Net is a few MB; anything near this is not one

@@ -21,14 +21,15 @@ from django.utils import timezone
 
 from annotation.models import Annotation
 from annotation.services import model_revision_save
+from core.label_schema import class_values
+from core.models import Batch, BatchItem, Campaign, Scan, User
+from core.services.audit import audit_record
 from modelassist.baseline import baseline_presegment
 from modelassist.lazy import network
 from modelassist.models import BASELINE_LABEL, ModelVersion, PresegRun, PresegScan, PresegStatus
 from modelassist.selectors import active_model_version, require_manager, scan_volume
 from modelassist.services import model_versions, quantification
-from platform_core.label_schema import class_values
-from platform_core.models import Batch, BatchItem, Campaign, Scan, User
-from platform_core.services.audit import audit_record
+from platform_core.celery import task_named
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +86,9 @@ def preseg_rerun(*, actor: User, batch: Batch) -> None:
     """A data manager re-runs a batch's pre-segmentation: failed and lost scans are retried,
     finished ones stay as they are."""
     require_manager(actor, batch.campaign, "re-run pre-segmentation")
-    from modelassist import tasks  # tasks import services; this side only sends
-
     batch_id = batch.pk
-    transaction.on_commit(lambda: tasks.presegment_batch.delay(batch_id))
+    # Found by name: the tasks module imports the services, so the services never import it.
+    transaction.on_commit(lambda: task_named("modelassist.tasks.presegment_batch").delay(batch_id))
 
 
 def _needs_sending(row: PresegScan, now) -> bool:

@@ -19,11 +19,11 @@ from django.db.models import QuerySet
 from annotation import label_codec
 from annotation.models import Annotation, AnnotationState, Revision
 from annotation.services import revision_labels
+from core.api_errors import NotFound
+from core.models import Campaign, Scan
 from modelassist.baseline import segment_lungs
 from modelassist.quantify import quantify
 from modelassist.selectors import cached_scan_volume, cranial_first, media_path, scan_volume
-from platform_core.api_errors import NotFound
-from platform_core.models import Campaign, Scan
 from qc.models import CuratedRevision
 
 # Bump when the baseline's lung segmentation changes: old cache files are then not read.

@@ -18,8 +18,8 @@ import secrets
 from collections import Counter
 from collections.abc import Iterable
 
+from core.models import Campaign, Scan
 from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, InstitutionSplit, Split, SplitPlan
-from platform_core.models import Campaign, Scan
 
 FILL_ORDER = (Split.TRAIN, Split.TEST, Split.VALIDATION)
 TIE_ORDER = (Split.TRAIN, Split.TEST, Split.VALIDATION)  # ties favour the held-out test split

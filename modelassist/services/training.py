@@ -17,6 +17,9 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from core.api_errors import DomainError
+from core.models import Campaign, User
+from core.services.audit import audit_record
 from modelassist.dice import pooled_dice
 from modelassist.lazy import network
 from modelassist.models import (
@@ -32,9 +35,7 @@ from modelassist.selectors import active_model_version, media_path, require_mana
 from modelassist.services import evaluation, export_files, model_versions
 from modelassist.services import export as exports
 from modelassist.services.jobs import job_fail
-from platform_core.api_errors import DomainError
-from platform_core.models import Campaign, User
-from platform_core.services.audit import audit_record
+from platform_core.celery import task_named
 from qc.models import CuratedRevision
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,8 @@ def training_request(
 
 
 def _send(run_id: int) -> None:
-    from modelassist import tasks  # tasks import services; this side only sends
-
-    tasks.train_run.delay(run_id)
+    # Found by name: the tasks module imports the services, so the services never import it.
+    task_named("modelassist.tasks.train_run").delay(run_id)
 
 
 def retrain_if_due(

@@ -11,10 +11,10 @@ from django.utils import timezone
 
 from annotation.models import Annotation, AnnotationState
 from annotation.services import annotation_transition
-from platform_core.api_errors import Conflict, Forbidden
-from platform_core.models import Role, User
-from platform_core.selectors import has_campaign_role
-from platform_core.services.audit import audit_record
+from core.api_errors import Conflict, Forbidden
+from core.models import Role, User
+from core.selectors import has_campaign_role
+from core.services.audit import audit_record
 from qc.models import BatchReview, Check, Verdict
 from qc.services import locks, reviews, rules
 

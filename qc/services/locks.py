@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from django.db import IntegrityError, transaction
 
 from annotation.models import Annotation
-from platform_core.models import Batch
+from core.models import Batch
 from qc.models import BatchReview
 
 

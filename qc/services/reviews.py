@@ -19,12 +19,12 @@ from django.utils import timezone
 
 from annotation.models import Annotation, AnnotationState
 from annotation.services import annotation_transition
-from platform_core.api_errors import Conflict, DomainError, Forbidden
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.models import Batch, BatchItem, Role, User
+from core.permissions import require_data_manager
+from core.selectors import has_campaign_role
+from core.services.audit import audit_record
 from platform_core.celery import app as celery_app
-from platform_core.models import Batch, BatchItem, Role, User
-from platform_core.permissions import require_data_manager
-from platform_core.selectors import has_campaign_role
-from platform_core.services.audit import audit_record
 from qc.models import (
     BATCH_TRANSITIONS,
     BatchReview,

@@ -13,8 +13,8 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet
 
 from annotation.models import Annotation
-from platform_core.api_errors import DomainError
-from platform_core.models import Campaign, Role, Scan, User
+from core.api_errors import DomainError
+from core.models import Campaign, Role, Scan, User
 from qc.models import FindingKind, SpotCheck, Verdict
 from qc.permissions import (  # noqa: F401  (re-exported: the services call rules.makers_of etc.)
     checkers_of,

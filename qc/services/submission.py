@@ -8,12 +8,12 @@ from django.db import transaction
 
 from annotation.models import EDITABLE_STATES, Annotation, AnnotationState, Revision, RevisionSource
 from annotation.services import annotation_transition
-from platform_core.api_errors import Conflict, DomainError, Forbidden
-from platform_core.label_schema import validate_scan_labels
-from platform_core.models import Campaign, Scan, User
-from platform_core.permissions import require_data_manager
-from platform_core.services.audit import audit_record
-from platform_core.services.batches import open_batch_of
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.label_schema import validate_scan_labels
+from core.models import Campaign, Scan, User
+from core.permissions import require_data_manager
+from core.services.audit import audit_record
+from core.services.batches import open_batch_of
 from qc.models import Check, CheckerPair, Slot, SpotCheck, Verdict
 from qc.services import locks, rules
 

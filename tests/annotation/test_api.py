@@ -10,7 +10,7 @@ import pytest
 
 from annotation import label_codec
 from annotation.models import Annotation, ImmutableRevision, Revision
-from platform_core.services.batches import batch_build
+from core.services.batches import batch_build
 
 
 def gz(arr: np.ndarray) -> str:

@@ -115,7 +115,7 @@ class PhantomScan:
 @pytest.fixture
 def demo(transactional_db):
     """The demo institution, campaign and users (manage.py seed_demo), without scans."""
-    from platform_core.models import Campaign, User
+    from core.models import Campaign, User
 
     call_command("seed_demo", scans=0, no_batch=True, stdout=io.StringIO())
     return {
@@ -129,9 +129,9 @@ def demo(transactional_db):
 def phantom_scan(demo, tmp_path):
     """phantom_scan(slices=, size=, seed=) → a phantom scan imported through the real ingest
     and batched to the demo annotator, with its ground truth."""
-    from platform_core.ingest.service import ingest_path
-    from platform_core.phantom import load_ground_truth, write_phantom_study
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
+    from demo.phantom import load_ground_truth, write_phantom_study
+    from imaging.ingest.service import ingest_path
 
     def make(*, slices: int = 64, size: int = 256, seed: int = 3) -> PhantomScan:
         source = tmp_path / f"phantom-{seed}"
@@ -151,7 +151,7 @@ def phantom_scan(demo, tmp_path):
         )
         assert report.scans_created and not report.rejected_series, report.as_dict()
         shutil.rmtree(source, ignore_errors=True)
-        from platform_core.models import Scan
+        from core.models import Scan
 
         scan = Scan.objects.get(pk=report.scans_created[0])
         batch_build(

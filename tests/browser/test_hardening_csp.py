@@ -49,9 +49,9 @@ def test_a_compressed_series_decodes_under_the_policy(live_server, page, demo, t
     # PACS send JPEG-LS and JPEG 2000; Cornerstone decodes them with WebAssembly codecs in its
     # workers. The page's policy has no 'wasm-unsafe-eval': this fails if decoding ever moves
     # to the page itself.
-    from platform_core.ingest.service import ingest_path
-    from platform_core.phantom import write_phantom_study
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
+    from demo.phantom import write_phantom_study
+    from imaging.ingest.service import ingest_path
 
     source = tmp_path / "jpeg-ls"
     folder = write_phantom_study(

@@ -33,7 +33,7 @@ def eager_celery():
 
 
 def institution(slug: str):
-    from platform_core.models import Institution
+    from core.models import Institution
 
     return Institution.objects.get_or_create(slug=slug, defaults={"name": slug.title()})[0]
 
@@ -42,9 +42,9 @@ def import_scans(
     cast, tmp_path: Path, inst_slug: str, n: int, *, first_seed: int, slices: int = 8, size: int = 32
 ):
     """n phantom series of one institution imported into the campaign: [(scan, truth lesions)]."""
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
-    from platform_core.phantom import load_ground_truth
+    from core.models import Scan
+    from demo.phantom import load_ground_truth
+    from imaging.ingest.service import ingest_path
 
     inst = institution(inst_slug)
     cast.campaign.shared_with.add(inst)
@@ -76,7 +76,7 @@ def approve(cast, scans_and_labels, *, annotator=None) -> object:
     by the senior and approved, all through the real services. Returns the batch."""
     from annotation.models import Annotation
     from annotation.services import revision_save
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
     from qc.models import Check, SpotCheck, Verdict
     from qc.services import check_record, revision_submit, spot_check_record
 

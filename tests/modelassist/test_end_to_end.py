@@ -56,10 +56,10 @@ def test_curated_labels_retrain_the_model_that_presegments_the_next_scan(
 ):
     from annotation.models import Revision
     from annotation.services import revision_save
+    from core.services.batches import batch_build
     from modelassist.models import ModelVersion
     from modelassist.selectors import media_path, scan_volume
     from modelassist.services.export_files import read_nifti, read_seg_labels
-    from platform_core.services.batches import batch_build
     from qc.models import Check, SpotCheck, Verdict
     from qc.services import check_record, revision_submit, spot_check_record
 

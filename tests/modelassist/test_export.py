@@ -148,8 +148,8 @@ def test_export_writes_nnunet_layout_seg_and_manifest_that_read_back_to_the_same
 
 
 def test_nifti_affine_puts_voxels_where_the_dicom_geometry_does(cast, tmp_path):
+    from core.models import Instance
     from modelassist.services.export_files import nifti_affine
-    from platform_core.models import Instance
 
     ((scan, _),) = import_scans(cast, tmp_path, "alpha", 1, first_seed=3)
     import pydicom
@@ -197,9 +197,9 @@ def test_same_content_same_hash_and_cases_never_change_split(cast, four_hospital
 
 
 def test_split_assignment_is_stable_and_close_to_70_15_15(cast):
+    from core.models import Campaign
     from modelassist.models import SplitPlan
     from modelassist.services import splits
-    from platform_core.models import Campaign
 
     def plan_for(slug, seed, sizes):
         from tests.qc.conftest import make_scans

@@ -30,7 +30,7 @@ def _fast_passwords(settings):
 
 def assign_batch(cast, scans, django_capture_on_commit_callbacks):
     """Build a batch of the scans for the annotator; its on-commit pre-segmentation runs."""
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
 
     with django_capture_on_commit_callbacks(execute=True):
         return batch_build(
@@ -149,9 +149,9 @@ def test_a_failing_scan_is_reported_and_does_not_stop_the_others(
 def test_a_scan_whose_task_hits_the_time_limit_is_failed_with_a_reason(cast, import_phantoms, monkeypatch):
     from celery.exceptions import SoftTimeLimitExceeded
 
+    from core.services.batches import batch_build
     from modelassist.models import PresegStatus
     from modelassist.services import preseg
-    from platform_core.services.batches import batch_build
 
     (scan,) = import_phantoms(1, **SMALL)
     batch = batch_build(actor=cast.manager, campaign=cast.campaign, scan_ids=[scan.pk])
@@ -171,9 +171,9 @@ def test_people_s_work_is_never_overwritten_whatever_model_is_active(
     cast, import_phantoms, eager, tmp_path, django_capture_on_commit_callbacks
 ):
     from annotation.services import revision_save
+    from core.services.batches import batch_build
     from modelassist.services.model_versions import model_version_upload
     from modelassist.tasks import presegment_batch, presegment_scan
-    from platform_core.services.batches import batch_build
 
     scans = import_phantoms(2, **SMALL)
     batch = batch_build(
@@ -214,7 +214,7 @@ def test_an_uploaded_active_model_presegments_and_authors_revision_zero(
     cast, import_phantoms, eager, api, tmp_path, django_capture_on_commit_callbacks
 ):
     from annotation.services import revision_labels
-    from platform_core.models import AuditEvent
+    from core.models import AuditEvent
 
     path = tiny_model_file(tmp_path / "weights.pt")
     api.force_authenticate(cast.manager)
@@ -296,7 +296,7 @@ def write_lung_cache(scan, lungs):
 
 def test_report_numbers_match_a_phantom_with_known_volumes(cast, import_phantoms, tmp_path, api):
     from annotation.services import model_revision_save
-    from platform_core.phantom import load_ground_truth
+    from demo.phantom import load_ground_truth
 
     (scan,) = import_phantoms(1, **SMALL)
     truth = load_ground_truth(next((tmp_path / "truth").glob("*.npz")))
@@ -328,8 +328,8 @@ def test_report_numbers_match_a_phantom_with_known_volumes(cast, import_phantoms
 
 def test_report_segments_the_lungs_once_and_caches_them_by_volume(cast, import_phantoms, tmp_path, api):
     from annotation.services import model_revision_save
+    from demo.phantom import load_ground_truth
     from modelassist.services.quantification import lung_cache_path
-    from platform_core.phantom import load_ground_truth
 
     (scan,) = import_phantoms(1, slices=16, size=96)
     truth = load_ground_truth(next((tmp_path / "truth").glob("*.npz")))
@@ -352,8 +352,8 @@ def raw_scan(campaign, hu: np.ndarray, *, patient: str = "RAW-1"):
     """A scan row with a volume file written directly (no DICOM): geometry is the identity."""
     import hashlib
 
+    from core.models import CampaignScan, PatientPseudonym, Scan, Study
     from modelassist.selectors import scan_volume_path
-    from platform_core.models import CampaignScan, PatientPseudonym, Scan, Study
 
     p = PatientPseudonym.objects.create(
         institution=campaign.institution, original_id_hash=patient, pseudonym=patient, date_offset_days=0
@@ -397,7 +397,7 @@ def lesions_per_zone(lungs: np.ndarray, counts: dict[tuple[int, int], int]) -> n
 
 def test_severity_band_edges_through_the_report_api(cast, api):
     from annotation.services import model_revision_save, revision_save
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
 
     lungs = box_lungs()
     scan = raw_scan(cast.campaign, np.where(lungs > 0, -850, 40).astype(np.int16))
@@ -452,9 +452,9 @@ def test_report_answers_404_without_labels_or_access(cast, import_phantoms, api)
 
 def test_patient_reports_line_up_serial_scans_by_study_date(cast, tmp_path, api):
     from annotation.services import model_revision_save
-    from platform_core.ingest.service import ingest_path
-    from platform_core.models import Scan
-    from platform_core.phantom import load_ground_truth
+    from core.models import Scan
+    from demo.phantom import load_ground_truth
+    from imaging.ingest.service import ingest_path
 
     folder = tmp_path / "serial"
     dates = ["20200324", "20200310"]  # imported out of order on purpose
@@ -521,8 +521,8 @@ def celery_worker_parameters():
 
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_presegments_a_batch_when_it_is_assigned(cast, import_phantoms, celery_worker):
+    from core.services.batches import batch_build
     from modelassist.models import PRESEG_FINAL, PresegScan
-    from platform_core.services.batches import batch_build
 
     scans = import_phantoms(2, slices=10, size=48)
 

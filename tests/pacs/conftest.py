@@ -64,7 +64,7 @@ def sender_allowed(cast):
 
 
 def start_listener(tmp_path: Path, **options):
-    from platform_core.pacs.receiver import StorageReceiver
+    from pacs.receiver import StorageReceiver
 
     receiver = StorageReceiver(
         ae_title="CURATECT",

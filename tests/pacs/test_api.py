@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from platform_core.models import AuditEvent, ImportJob
-from platform_core.pacs.models import PacsSend, RemotePacs
+from core.models import AuditEvent
+from imaging.models import ImportJob
+from pacs.models import PacsSend, RemotePacs
 
 pytestmark = pytest.mark.django_db
 

@@ -15,11 +15,12 @@ from django.conf import settings
 from pydicom.uid import MRImageStorage
 from rest_framework.authtoken.models import Token
 
-from platform_core import pseudonymise as pseudo
-from platform_core.ingest.store import uid_key
-from platform_core.models import ImportJob, Scan
-from platform_core.pacs.models import SeriesOrigin
-from platform_core.services.batches import batch_build
+from core.models import Scan
+from core.services.batches import batch_build
+from imaging import pseudonymise as pseudo
+from imaging.ingest.store import uid_key
+from imaging.models import ImportJob
+from pacs.models import SeriesOrigin
 from tests.conftest import make_series
 
 pytestmark = pytest.mark.django_db(transaction=True)

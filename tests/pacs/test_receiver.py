@@ -18,8 +18,9 @@ from pydicom.uid import MRImageStorage
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage
 
-from platform_core.models import ImportJob, Scan
-from platform_core.pacs.models import SeriesOrigin
+from core.models import Scan
+from imaging.models import ImportJob
+from pacs.models import SeriesOrigin
 from tests.conftest import make_series
 from tests.pacs.conftest import SENDER_AE, free_port, need, start_listener, storescu, wait_for
 
@@ -278,7 +279,7 @@ def test_instances_are_prepared_by_worker_processes(sender_allowed, tmp_path):
 
 
 def test_with_celery_ingest_the_listener_spools_and_a_worker_imports(sender_allowed, tmp_path):
-    from platform_core.pacs.tasks import spool_import_run
+    from pacs.tasks import spool_import_run
 
     receiver = start_listener(tmp_path, ingest="celery")
     try:
@@ -402,7 +403,7 @@ def _listening(port: int) -> bool:
 
 
 def test_arrivals_join_the_intake_campaign_when_one_is_configured(cast, settings):
-    from platform_core.pacs.intake import intake_campaign_id
+    from pacs.intake import intake_campaign_id
 
     assert intake_campaign_id(cast.institution) is None
     settings.CURATECT_INTAKE_CAMPAIGN = "covid19"

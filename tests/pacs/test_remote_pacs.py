@@ -14,11 +14,12 @@ import pytest
 import requests
 from django.utils import timezone
 
-from platform_core.ingest.service import ingest_path
-from platform_core.models import AuditEvent, ImportJob, Scan
-from platform_core.pacs import pulls, services
-from platform_core.pacs.models import PacsSend, PulledStudy, RemotePacs, SeriesOrigin
-from platform_core.pacs.tasks import pull_run
+from core.models import AuditEvent, Scan
+from imaging.ingest.service import ingest_path
+from imaging.models import ImportJob
+from pacs import pulls, services
+from pacs.models import PacsSend, PulledStudy, RemotePacs, SeriesOrigin
+from pacs.tasks import pull_run
 from tests.conftest import make_series
 from tests.pacs.conftest import need
 
@@ -206,7 +207,7 @@ def curate(cast, scan: Scan, labels: np.ndarray, scan_labels: dict | None = None
     """An approved batch whose curated revision of `scan` holds `labels` (QC rows made directly)."""
     from annotation import storage
     from annotation.models import Annotation, Revision
-    from platform_core.models import Batch, BatchItem, CampaignScan
+    from core.models import Batch, BatchItem, CampaignScan
     from qc.models import BatchReview, CuratedRevision, SpotCheckDraw
 
     CampaignScan.objects.get_or_create(campaign=cast.campaign, scan=scan)

@@ -13,10 +13,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 
-from platform_core import sealing
-from platform_core.models import AuditEvent
-from platform_core.pacs import remote as pacs
-from platform_core.pacs.models import RemotePacs
+from core import sealing
+from core.models import AuditEvent
+from pacs import remote as pacs
+from pacs.models import RemotePacs
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN_SECRET = "bearer-token-which-must-not-leak"

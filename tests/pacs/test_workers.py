@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from platform_core.pacs.workers import BatchingExecutor, prepare_pool
+from pacs.workers import BatchingExecutor, prepare_pool
 
 
 def square(x: int) -> int:
@@ -76,7 +76,7 @@ def test_calls_not_yet_handed_over_can_be_cancelled_and_shutdown_waits_for_the_r
 
 
 def test_the_listener_pool_leaves_a_core_to_the_receiving_process(monkeypatch):
-    monkeypatch.setattr("platform_core.pacs.workers.usable_cpus", lambda: 1)
+    monkeypatch.setattr("pacs.workers.usable_cpus", lambda: 1)
 
     pool = prepare_pool(4, leave_core=True)  # one core: no process can be spared
 

@@ -15,7 +15,7 @@ _uid = itertools.count(1)
 
 def make_scans(campaign, n: int, *, shape=SHAPE) -> list:
     """n scans in the campaign, created as rows (no DICOM): the QC path only needs their shape."""
-    from platform_core.models import CampaignScan, PatientPseudonym, Scan, Study
+    from core.models import CampaignScan, PatientPseudonym, Scan, Study
 
     scans = []
     for _ in range(n):
@@ -45,7 +45,7 @@ def make_scans(campaign, n: int, *, shape=SHAPE) -> list:
 
 
 def make_batch(campaign, manager, annotator, scans):
-    from platform_core.services.batches import batch_build
+    from core.services.batches import batch_build
 
     return batch_build(actor=manager, campaign=campaign, scan_ids=[s.pk for s in scans], annotator=annotator)
 

@@ -10,8 +10,8 @@ import math
 import pytest
 
 from annotation.models import Annotation, AnnotationState, Revision
-from platform_core.label_schema import COVID19_SCHEMA
-from platform_core.models import AuditEvent, Campaign, CampaignMember, Institution, Membership, Role, User
+from core.label_schema import COVID19_SCHEMA
+from core.models import AuditEvent, Campaign, CampaignMember, Institution, Membership, Role, User
 from qc import selectors
 from qc.metrics import qc_metrics
 from qc.models import BatchReview, Check

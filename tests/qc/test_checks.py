@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import Annotation, AnnotationState
-from platform_core.api_errors import Conflict, DomainError, Forbidden
-from platform_core.models import AuditEvent
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.models import AuditEvent
 from qc import selectors
 from qc.models import Check
 from qc.services import check_reassign, check_record
@@ -92,7 +92,7 @@ def test_checkers_are_blind_until_both_are_in(cast, submitted):
 
 
 def test_a_data_manager_who_also_checks_is_blind_too(cast, submitted):
-    from platform_core.models import CampaignMember, Role
+    from core.models import CampaignMember, Role
 
     a, b = open_checks(cast.campaign, submitted)
     CampaignMember.objects.create(campaign=cast.campaign, user=cast.manager, role=Role.CHECKER)
@@ -113,7 +113,7 @@ def test_reassign_moves_the_check_and_the_pair_slot(cast, submitted):
         check_reassign(actor=cast.manager, check=a, checker=b.checker)
     assert exc.value.code == "same_checker"
     with pytest.raises(DomainError) as exc:  # never the annotator
-        from platform_core.models import CampaignMember, Role
+        from core.models import CampaignMember, Role
 
         CampaignMember.objects.create(campaign=cast.campaign, user=cast.annotator, role=Role.CHECKER)
         check_reassign(actor=cast.manager, check=a, checker=cast.annotator)

@@ -13,8 +13,8 @@ import pytest
 from django.db import connection, connections
 
 from annotation.models import Annotation, AnnotationState
-from platform_core.api_errors import Conflict
-from platform_core.models import AuditEvent
+from core.api_errors import Conflict
+from core.models import AuditEvent
 from qc.models import BatchReview, Check, SpotCheckDraw
 from qc.services import check_record, revision_submit
 from tests.qc.conftest import finding, head_id, make_batch, make_scans, open_checks, save, submit

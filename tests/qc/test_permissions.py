@@ -8,7 +8,7 @@ import io
 
 import pytest
 
-from platform_core.models import CampaignMember, Role
+from core.models import CampaignMember, Role
 from qc import permissions, selectors
 from qc.models import Check
 from qc.services import check_reassign

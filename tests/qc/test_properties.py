@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 
 from annotation.models import EDITABLE_STATES, Annotation, AnnotationState, Revision, RevisionSource
 from annotation.services import revision_save
-from platform_core.api_errors import DomainError
-from platform_core.models import AuditEvent, CampaignMember, Role
+from core.api_errors import DomainError
+from core.models import AuditEvent, CampaignMember, Role
 from qc import selectors
 from qc.models import BatchReview, BatchReviewState, Check, CuratedRevision, SpotCheck, Verdict
 from qc.services import (

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from annotation.models import Annotation, AnnotationState
-from platform_core.api_errors import Conflict, DomainError, Forbidden
-from platform_core.models import AuditEvent, CampaignMember, Role
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.models import AuditEvent, CampaignMember, Role
 from qc import selectors
 from qc.models import BatchReview, CuratedRevision, SpotCheck
 from qc.services import (

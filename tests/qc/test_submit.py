@@ -6,8 +6,8 @@ import pytest
 
 from annotation.models import Annotation, AnnotationState
 from annotation.services import model_revision_save
-from platform_core.api_errors import Conflict, DomainError, Forbidden
-from platform_core.models import AuditEvent, CampaignMember, Role
+from core.api_errors import Conflict, DomainError, Forbidden
+from core.models import AuditEvent, CampaignMember, Role
 from qc.models import Check, CheckerPair
 from qc.services import revision_submit
 from tests.qc.conftest import cube, decide, head_id, make_batch, open_checks, save, submit

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.api_errors import DomainError
+from core.models import Campaign
 from modelassist.models import JobStatus
 from modelassist.selectors import media_path
 from modelassist.services.export import export_request, export_run
-from platform_core.api_errors import DomainError
-from platform_core.models import Campaign
 
 
 class Command(BaseCommand):

@@ -7,11 +7,11 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
+from core.api_errors import DomainError
+from core.models import Campaign
 from modelassist.lazy import network
 from modelassist.models import DatasetExport, JobStatus, TrainingTrigger
 from modelassist.services.training import training_request, training_run_execute
-from platform_core.api_errors import DomainError
-from platform_core.models import Campaign
 
 
 class Command(BaseCommand):

@@ -1,0 +1,281 @@
+"""Read one file: is it a CT image we can use, and where does it sit in space?"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+
+
+class FileRejected(ValueError):
+    """This file cannot be used; the message says why in words a data manager understands.
+
+    `series_uid` (original) names the series the file belongs to when its header said so: a
+    damaged slice refuses its series. `unplaced` marks a file that claims to be DICOM (it has
+    the "DICM" marker) but whose header cannot be read, so it may belong to any series."""
+
+    def __init__(self, reason: str, *, series_uid: str = "", unplaced: bool = False) -> None:
+        super().__init__(reason)
+        self.series_uid = series_uid
+        self.unplaced = unplaced
+
+
+class NotCtImage(FileRejected):
+    """A readable DICOM object that is not a single-frame CT image."""
+
+
+@dataclass
+class SliceRecord:
+    """What ingest keeps of one file once read: where it sits, its pixels in HU, and (after
+    `prepare_slice`) its pseudonymised copy in a staging folder. Picklable, so worker
+    processes can prepare slices in parallel."""
+
+    path: Path
+    name: str
+    sha256: str
+    ds: Dataset | None
+    study_uid: str
+    series_uid: str
+    sop_uid: str
+    patient_id: str
+    issuer: str
+    patient_name: str
+    rows: int
+    columns: int
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing) as DICOM orders it
+    orientation: tuple[float, ...]  # six direction cosines: row direction, column direction
+    position: tuple[float, float, float]
+    hu: np.ndarray | None  # int16 (rows, columns); None once prepared: then in hu_file
+    staged: Path | None = None  # the pseudonymised file, once prepared
+    hu_file: Path | None = None  # the slice's HU as raw native int16, once prepared
+    header: dict | None = None  # pseudonymised study/series attributes, once prepared
+    # What the header states about the slice spacing: gaps are judged against it.
+    slice_thickness: float | None = None
+    spacing_between_slices: float | None = None
+
+    @property
+    def normal(self) -> np.ndarray:
+        row, col = np.array(self.orientation[:3]), np.array(self.orientation[3:])
+        return np.cross(row, col)
+
+
+def read_slice(path: Path, name: str) -> SliceRecord:
+    raw = path.read_bytes()
+    claims_dicom = raw[128:132] == b"DICM"
+    try:
+        ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(raw))
+        series_uid = str(ds.get("SeriesInstanceUID", "") or "")
+    except InvalidDicomError as exc:
+        raise FileRejected("not DICOM (no DICOM preamble or header)", unplaced=claims_dicom) from exc
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise FileRejected(f"not readable as DICOM: {exc}", unplaced=claims_dicom) from exc
+    meta_class = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or "")
+    if claims_dicom and not series_uid and meta_class != MEDIA_STORAGE_DIRECTORY:
+        # Every image object has a series; only a DICOMDIR lacks one. Without it the file may
+        # be a slice of any series of the import.
+        raise FileRejected("damaged DICOM header: the series it belongs to cannot be read", unplaced=True)
+    try:
+        return _checked(ds, raw, path, name)
+    except NotCtImage:
+        # Another kind of object (an MR, a dose report) is no slice of a CT series, even under
+        # its series UID: it does not refuse the series; a missing slice shows as a gap anyway.
+        raise
+    except FileRejected as exc:
+        exc.series_uid = series_uid
+        raise
+    except Exception as exc:  # pydicom reads lazily: damage may surface at any attribute
+        raise FileRejected(f"damaged DICOM header ({exc})", series_uid=series_uid) from exc
+
+
+def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
+    modality = str(ds.get("Modality", "")).upper()
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if modality != "CT" or sop_class not in {CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE}:
+        raise NotCtImage(f"not a CT image (modality {modality or 'missing'}); only CT series are imported")
+    if sop_class == ENHANCED_CT_IMAGE_STORAGE:
+        raise NotCtImage("enhanced (multi-frame) CT is not supported yet; export as single-frame CT")
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        if not ds.get(keyword):
+            raise FileRejected(f"missing {keyword}")
+    if "PixelData" not in ds:
+        raise FileRejected("missing pixel data")
+    if not str(ds.get("PatientID", "") or "").strip():
+        raise FileRejected("missing Patient ID: scans cannot be kept together per patient without one")
+    try:
+        geometry = _geometry(ds)
+    except (AttributeError, KeyError, ValueError, TypeError) as exc:
+        raise FileRejected(f"missing or invalid geometry ({exc}); cannot place the slice in 3D") from exc
+    hu = _hu(ds)
+    return SliceRecord(
+        path=path,
+        name=name,
+        sha256=hashlib.sha256(raw).hexdigest(),
+        ds=ds,
+        study_uid=str(ds.StudyInstanceUID),
+        series_uid=str(ds.SeriesInstanceUID),
+        sop_uid=str(ds.SOPInstanceUID),
+        patient_id=str(ds.get("PatientID", "")),
+        issuer=str(ds.get("IssuerOfPatientID", "")),
+        patient_name=str(ds.get("PatientName", "")),
+        hu=hu,
+        slice_thickness=_positive(ds.get("SliceThickness")),
+        spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
+        **geometry,
+    )
+
+
+def _positive(value: object) -> float | None:
+    """A stated spacing, or None when absent or nonsense (some exporters write 0 or negatives)."""
+    try:
+        number = abs(float(value))  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if number > 1e-3 else None
+
+
+def _geometry(ds: Dataset) -> dict:
+    spacing = tuple(float(v) for v in ds.PixelSpacing)
+    orientation = tuple(float(v) for v in ds.ImageOrientationPatient)
+    position = tuple(float(v) for v in ds.ImagePositionPatient)
+    if len(spacing) != 2 or len(orientation) != 6 or len(position) != 3:
+        raise ValueError("PixelSpacing, ImageOrientationPatient or ImagePositionPatient has the wrong length")
+    if min(spacing) <= 0:
+        raise ValueError("non-positive pixel spacing")
+    return {
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "pixel_spacing": spacing,  # type: ignore[dict-item]
+        "orientation": orientation,
+        "position": position,  # type: ignore[dict-item]
+    }
+
+
+def _hu(ds: Dataset) -> np.ndarray:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    bits = int(ds.get("BitsAllocated", 16))
+    signed = int(ds.get("PixelRepresentation", 0)) == 1
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if ts is not None and not ts.is_transfer_syntax:
+        raise FileRejected(
+            f"unsupported transfer syntax {ts}: not a DICOM transfer syntax this system can decode"
+        )
+    if ts is not None and not ts.is_compressed and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1:
+        # Fast path: uncompressed 16-bit pixels are read straight from the bytes.
+        data = ds.PixelData
+        expected = rows * cols * 2
+        if len(data) < expected:
+            raise FileRejected(f"truncated pixel data ({len(data)} of {expected} bytes); the file is damaged")
+        dtype = np.dtype("<i2" if signed else "<u2")
+        if not ts.is_little_endian:
+            dtype = dtype.newbyteorder(">")
+        stored = np.frombuffer(data, dtype=dtype, count=rows * cols).reshape(rows, cols)
+    else:
+        try:
+            stored = ds.pixel_array
+        except NotImplementedError as exc:
+            raise FileRejected(
+                f"unsupported transfer syntax {ts.name if ts else 'unknown'}: no installed decoder ({exc})"
+            ) from exc
+        except Exception as exc:
+            raise FileRejected(f"pixel data cannot be decoded ({exc}); the file may be truncated") from exc
+        if stored.shape != (rows, cols):
+            raise FileRejected(f"pixel data of shape {stored.shape} does not match {rows}×{cols}")
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if slope == 1 and intercept == int(intercept):
+        lo, hi = int(stored.min()), int(stored.max())
+        if lo >= -32768 and hi <= 32767 and lo + intercept >= -32768 and hi + intercept <= 32767:
+            # The usual CT case (12-bit values, intercept -1024): exact in int16, no wide copies.
+            hu16 = stored.astype(np.int16)
+            hu16 += np.int16(intercept)
+            return hu16
+        hu = stored.astype(np.int32) + int(intercept)
+    else:
+        hu = np.rint(stored.astype(np.float32) * slope + intercept)
+    return np.clip(hu, -32768, 32767).astype(np.int16)
+
+
+def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_prefix: str) -> SliceRecord:
+    """Read, check and pseudonymise one file into `staging`. Runs in worker processes.
+
+    The patient's pseudonym and date shift are keyed hashes of the original ID, so a worker
+    derives them without the database; the ingest records the same values in its table. UIDs
+    are remapped under the institution's own key (`issuer_prefix` is its slug), as
+    `store.uid_key` computes it for the lookups.
+    """
+    from imaging import pseudonymise as pseudo
+
+    record = read_slice(path, name)
+    ds = record.ds
+    issuer = f"{issuer_prefix}/{record.issuer}"
+    patient = pseudo.PatientKey(
+        pseudo.pseudonym_for(record.patient_id, issuer, key),
+        pseudo.date_offset_for(record.patient_id, issuer, key),
+    )
+    pseudo.pseudonymise(ds, patient, pseudo.uid_key_for(key, issuer_prefix))
+    record.staged = staging / f"{record.sha256}.dcm"
+    buffer = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    record.staged.write_bytes(buffer.getvalue())  # one write: pydicom's many small writes are slow
+    # The pixels travel back by file, not through the pool's pipe: pickling half a megabyte
+    # per slice cost more CPU than reading the file back into the volume does.
+    record.hu_file = staging / f"{record.sha256}.hu"
+    record.hu_file.write_bytes(record.hu.tobytes())  # type: ignore[union-attr]
+    record.hu = None
+    record.sop_uid = str(ds.SOPInstanceUID)
+    record.header = {
+        keyword: str(ds.get(keyword, "") or "")
+        for keyword in (
+            "StudyInstanceUID",
+            "StudyDate",
+            "StudyDescription",
+            "SeriesDescription",
+            "FrameOfReferenceUID",
+        )
+    }
+    record.ds = None
+    return record
+
+
+def read_hu_into(record: SliceRecord, out: np.ndarray) -> None:
+    """Put a slice's HU into `out` (int16, rows × columns): from memory, or read straight
+    from the file a worker wrote, without an intermediate copy."""
+    if record.hu is not None:
+        out[...] = record.hu
+        return
+    if record.hu_file is None:
+        raise ValueError(f"{record.name}: neither pixels nor a pixel file")
+    view = memoryview(out).cast("B")
+    with open(record.hu_file, "rb") as f:
+        if f.readinto(view) != view.nbytes:
+            raise OSError(f"{record.hu_file}: the prepared pixels are truncated")
+
+
+def prepare_or_reason(item: tuple[Path, str], **kwargs) -> SliceRecord | dict:
+    """prepare_slice for a worker pool: a rejected file comes back as {"file", "reason"}, with
+    "series" (the remapped series UID) when its header named one, and "unplaced": true when
+    it looks like DICOM but nothing of its header can be read."""
+    from imaging import pseudonymise as pseudo
+
+    path, name = item
+    try:
+        return prepare_slice(path, name, **kwargs)
+    except FileRejected as exc:
+        refusal: dict = {"file": name, "reason": str(exc)}
+        if exc.series_uid:
+            # The stored (remapped) UID, never the original: reports are kept.
+            refusal["series"] = pseudo.remap_uid(exc.series_uid, kwargs["key"])
+        if exc.unplaced:
+            refusal["unplaced"] = True
+        return refusal
+    except OSError as exc:
+        return {"file": name, "reason": f"cannot read the file: {exc}", "unplaced": True}

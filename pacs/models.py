@@ -1,0 +1,161 @@
+"""PACS connectivity state: remote PACS endpoints, pulled studies, original UIDs, label sends.
+
+The `pacs` app's tables keep the names they had inside the core app (no data moved).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from core import sealing
+
+
+class RemotePacs(models.Model):
+    """A PACS of an institution: searched and pulled over DICOMweb, sent labels back to.
+
+    The secret (password or bearer token) is write-only in the API and never logged. It is stored
+    sealed (platform_core/sealing.py): set it with set_secret(), read it with secret_value().
+    """
+
+    class Auth(models.TextChoices):
+        NONE = "none", "None"
+        BASIC = "basic", "HTTP Basic (username + password)"
+        BEARER = "bearer", "Bearer token"
+
+    class SendMethod(models.TextChoices):
+        NONE = "", "Do not send labels"
+        STOW = "stow", "DICOMweb STOW-RS"
+        CSTORE = "cstore", "DICOM C-STORE"
+
+    institution = models.ForeignKey(
+        "platform_core.Institution", on_delete=models.CASCADE, related_name="remote_pacs"
+    )
+    name = models.CharField(max_length=100)
+    # DICOMweb service root: QIDO/WADO/STOW paths start below it ({url}/studies).
+    dicomweb_url = models.URLField(max_length=500, blank=True)
+    auth_type = models.CharField(max_length=10, choices=Auth.choices, default=Auth.NONE)
+    username = models.CharField(max_length=150, blank=True)
+    # The password or token as a Fernet token under CURATECT_SEALING_KEYS; "" when there is none.
+    secret_sealed = models.TextField(blank=True)
+    # DIMSE peer for C-STORE sends (the remote's AE title, host and port).
+    ae_title = models.CharField(max_length=16, blank=True)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    send_method = models.CharField(
+        max_length=10, choices=SendMethod.choices, default=SendMethod.NONE, blank=True
+    )
+    # Send curated labels by itself once a batch is approved (swept by a periodic task).
+    send_on_approval = models.BooleanField(default=False)
+    # QIDO-RS study search parameters of the periodic pull, e.g. {"StudyDescription": "*CHEST*"};
+    # ModalitiesInStudy=CT is always added. 0 minutes: no periodic pull.
+    pull_filter = models.JSONField(default=dict, blank=True)
+    pull_interval_minutes = models.PositiveIntegerField(default=0)
+    # Scans pulled periodically join this campaign (manual pulls name their own).
+    pull_campaign = models.ForeignKey(
+        "platform_core.Campaign", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    last_pull_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "platform_core_remotepacs"
+        ordering = ["institution_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["institution", "name"], name="uniq_remote_pacs_name")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def set_secret(self, text: str) -> None:
+        """Store the password or token, sealed; "" removes it."""
+        self.secret_sealed = sealing.seal(text) if text else ""
+
+    def secret_value(self) -> str:
+        """The password or token in clear ("" when none); SealingKeyChanged when the sealing keys
+        no longer open it."""
+        return sealing.unseal(self.secret_sealed) if self.secret_sealed else ""
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.secret_sealed)
+
+
+class PulledStudy(models.Model):
+    """A study of a remote PACS requested for import. One row per remote and study, so the
+    periodic pull never fetches a study twice; a manual pull may request it again."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"  # waiting for its import job to run
+        DONE = "done", "Done"  # retrieved and ingested (the job's report says what was stored)
+        FAILED = "failed", "Failed"  # could not be retrieved; `detail` says why
+
+    remote = models.ForeignKey(RemotePacs, on_delete=models.CASCADE, related_name="pulled_studies")
+    study_uid = models.CharField(max_length=64)  # as the remote PACS knows it (original UID)
+    import_job = models.ForeignKey(
+        "imaging.ImportJob", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "platform_core_pulledstudy"
+        constraints = [models.UniqueConstraint(fields=["remote", "study_uid"], name="uniq_pulled_study")]
+
+
+class SeriesOrigin(models.Model):
+    """The hospital's own identifiers of a stored scan, recorded when it arrived from a PACS.
+
+    Stored files carry remapped UIDs; labels sent back must reference the originals or the
+    hospital's PACS cannot attach them. Re-identifying data, like PatientPseudonym: only the
+    send path and data managers of the institution use it.
+    """
+
+    scan = models.OneToOneField("platform_core.Scan", on_delete=models.CASCADE, related_name="pacs_origin")
+    study_uid = models.CharField(max_length=64)
+    series_uid = models.CharField(max_length=64)
+    frame_of_reference_uid = models.CharField(max_length=64, blank=True)
+    sop_uids = models.JSONField()  # original SOP instance UIDs in volume (index) order
+    # Original study-level attributes: StudyDate, StudyTime, AccessionNumber, StudyID, ...
+    header = models.JSONField(default=dict, blank=True)
+    source = models.CharField(max_length=20)  # "dimse", "stow", "dicomweb" or "lookup"
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        db_table = "platform_core_seriesorigin"
+
+
+class PacsSend(models.Model):
+    """One request to send a scan's curated labels, as DICOM SEG, to a remote PACS."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"  # waiting for the send task
+        SENT = "sent", "Sent"  # the PACS acknowledged the SEG
+        FAILED = "failed", "Failed"  # nothing (more) will happen; `detail` says why
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Requested by a person"
+        APPROVAL = "approval", "Batch approval"
+
+    remote = models.ForeignKey(RemotePacs, on_delete=models.CASCADE, related_name="sends")
+    scan = models.ForeignKey("platform_core.Scan", on_delete=models.CASCADE, related_name="pacs_sends")
+    campaign = models.ForeignKey(
+        "platform_core.Campaign", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # The curated revision sent (annotation.Revision; a plain id, the core imports no app above it).
+    revision_id = models.BigIntegerField(null=True, blank=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices, default=Trigger.MANUAL)
+    requested_by = models.ForeignKey(
+        "platform_core.User", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    method = models.CharField(max_length=10, blank=True)
+    seg_sop_uid = models.CharField(max_length=64, blank=True)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "platform_core_pacssend"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["remote", "revision_id"])]

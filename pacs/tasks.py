@@ -1,0 +1,74 @@
+"""Celery tasks of the PACS features (ingest queue): thin, take ids, safe to run twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from celery import shared_task
+
+from imaging.models import ImportJob
+from pacs import intake, pulls
+
+FINISHED = (ImportJob.Status.DONE, ImportJob.Status.FAILED)
+
+
+def _progress(task):
+    def report(fraction: float, message: str) -> None:
+        task.update_state(state="PROGRESS", meta={"progress": fraction, "message": message})
+
+    return report
+
+
+def _claim(task, job: ImportJob) -> None:
+    """Name the node running the job: if it dies, its next start fails the job (ingest.cleanup)."""
+    ImportJob.objects.filter(pk=job.pk).update(worker=(task.request.hostname or "")[:200])
+
+
+@shared_task(
+    bind=True,
+    name="pacs.tasks.pull_run",
+    acks_late=True,
+    soft_time_limit=6 * 3600,
+    time_limit=6 * 3600 + 120,
+)
+def pull_run(self, job_id: int) -> dict:
+    job = ImportJob.objects.select_related("institution").get(pk=job_id)
+    if job.status in FINISHED:
+        return job.report
+    _claim(self, job)
+    return pulls.pull_run(job, _progress(self)).report
+
+
+@shared_task(name="pacs.tasks.pull_periodic", soft_time_limit=600, time_limit=660)
+def pull_periodic() -> list[int]:
+    return pulls.pull_periodic()
+
+
+@shared_task(
+    bind=True,
+    name="pacs.tasks.spool_import_run",
+    acks_late=True,
+    soft_time_limit=3600,
+    time_limit=3700,
+)
+def spool_import_run(self, job_id: int) -> dict:
+    """A series the C-STORE listener received (its --ingest celery mode)."""
+    job = ImportJob.objects.get(pk=job_id)
+    if job.status in FINISHED:
+        return job.report
+    _claim(self, job)
+    folder = Path(job.report["spool"])
+    extra = job.report.get("pending", {})
+    if not folder.is_dir():
+        return intake.job_finish(
+            job,
+            status=ImportJob.Status.FAILED,
+            report={
+                **intake.empty_report(),
+                **extra,
+                "error": "the spooled files are gone (listener data volume?)",
+            },
+        ).report
+    return intake.job_run_folder(
+        job, folder, origin_source="dimse", extra=extra, progress=_progress(self)
+    ).report

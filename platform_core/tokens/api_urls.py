@@ -1,8 +1,0 @@
-from django.urls import path
-
-from platform_core.tokens import apis
-
-urlpatterns = [
-    path("tokens/", apis.ApiTokenListCreateApi.as_view(), name="api-tokens-list"),
-    path("tokens/<int:token_id>/revoke/", apis.ApiTokenRevokeApi.as_view(), name="api-token-revoke"),
-]

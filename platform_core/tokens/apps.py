@@ -1,8 +1,0 @@
-from django.apps import AppConfig
-
-
-class TokensConfig(AppConfig):
-    name = "platform_core.tokens"
-    label = "tokens"
-    verbose_name = "API tokens"
-    default_auto_field = "django.db.models.BigAutoField"
