@@ -1,6 +1,6 @@
 """Data managers' browser pages: the batch board and DICOM import.
 
-Thin views like platform_core/pages.py: they decide who may open a page (anyone else gets
+Thin views like core/pages.py: they decide who may open a page (anyone else gets
 404, never 403) and hand the page the few choices it needs to draw its forms; the data
 itself comes from the JSON API (docs/api.md) through the page's TypeScript module.
 """

@@ -38,7 +38,7 @@ def home(request: HttpRequest) -> HttpResponse:
         links.append(
             {"url": reverse("worklist"), "label": "Worklist", "description": "your batches to annotate"}
         )
-    # The QC and management pages of the user's roles (platform_core/manage_pages.py).
+    # The QC and management pages of the user's roles (core/manage_pages.py).
     links += workflow_links(request.user)
     links.append({"url": "/api/docs/", "label": "API", "description": "the HTTP API, for scripts"})
     links.append(

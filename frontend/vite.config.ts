@@ -1,7 +1,7 @@
 import { defineConfig } from "vite";
 
 // Django serves the build from frontend/dist through staticfiles (STATIC_URL "/static/");
-// pages find the hashed file names in dist/.vite/manifest.json (platform_core/templatetags/vite.py).
+// pages find the hashed file names in dist/.vite/manifest.json (core/templatetags/vite.py).
 export default defineConfig({
   base: "/static/",
   build: {

@@ -14,7 +14,7 @@ class RemotePacs(models.Model):
     """A PACS of an institution: searched and pulled over DICOMweb, sent labels back to.
 
     The secret (password or bearer token) is write-only in the API and never logged. It is stored
-    sealed (platform_core/sealing.py): set it with set_secret(), read it with secret_value().
+    sealed (core/sealing.py): set it with set_secret(), read it with secret_value().
     """
 
     class Auth(models.TextChoices):

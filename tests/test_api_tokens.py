@@ -1,4 +1,4 @@
-"""API tokens (platform_core/tokens): made on a page or the API, shown once, expiring, revocable,
+"""API tokens (core/tokens): made on a page or the API, shown once, expiring, revocable,
 and refused with the reason on every door that takes them (API, WADO-RS, QIDO/STOW-RS)."""
 
 from __future__ import annotations

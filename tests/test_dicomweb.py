@@ -1,4 +1,4 @@
-"""WADO-RS for the viewer: what it serves, and to whom (platform_core/dicomweb.py)."""
+"""WADO-RS for the viewer: what it serves, and to whom (imaging/dicomweb/wado.py)."""
 
 from __future__ import annotations
 

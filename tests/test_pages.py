@@ -1,4 +1,4 @@
-"""Browser pages (platform_core/pages.py) and the Vite manifest tag, without a browser."""
+"""Browser pages (core/pages.py) and the Vite manifest tag, without a browser."""
 
 from __future__ import annotations
 

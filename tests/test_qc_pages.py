@@ -1,4 +1,4 @@
-"""The QC and management pages (qc/pages.py, platform_core/manage_pages.py, modelassist/pages.py):
+"""The QC and management pages (qc/pages.py, core/manage_pages.py, modelassist/pages.py):
 each opens for the role it serves, sends anonymous visitors to the login, and answers 404 to
 everyone else, exactly like the API behind it. No browser: the pages' data comes from the API,
 tested elsewhere; here only who may open which page and what the page hands its script."""

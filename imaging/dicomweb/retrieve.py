@@ -1,4 +1,4 @@
-"""WADO-RS resources that standard clients use besides the viewer's (platform_core/dicomweb.py):
+"""WADO-RS resources that standard clients use besides the viewer's (imaging/dicomweb/wado.py):
 retrieve a whole study or series as `multipart/related; type="application/dicom"`, study
 metadata, and one instance's metadata. Same permissions: what the caller may not see is 404.
 

@@ -1,4 +1,4 @@
-"""The C-STORE receiver against dcmtk's storescu/echoscu (platform_core/pacs/receiver.py)."""
+"""The C-STORE receiver against dcmtk's storescu/echoscu (pacs/receiver.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A PACS's password or token is sealed at rest (platform_core/sealing.py): the database never holds
+"""A PACS's password or token is sealed at rest (core/sealing.py): the database never holds
 it in clear, it still authenticates against real peers, keys rotate, a changed key says so."""
 
 from __future__ import annotations
