@@ -140,13 +140,19 @@ test: setup browsers dicom-peers testdata ## run the whole test suite (DATABASE_
 test-pg: setup browsers dicom-peers testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
 	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: venv ## ruff check, ruff format --check, makemigrations --check (+ the frontend's lint and API types)
+# mypy's scope: the service layer of every app, where the invariants live (see [tool.mypy]).
+MYPY_FILES = $$(ls -d */services.py */services */selectors.py */permissions.py 2>/dev/null | grep -v '^frontend/')
+
+lint: venv ## ruff, import contracts, the OpenAPI schema, makemigrations --check, mypy (+ the frontend's lint and API types)
 	@mkdir -p "$(DATA_DIR)"
 	@# Every check runs, so one pass shows every problem; any failure fails the target.
 	@status=0; \
 	echo ">> ruff check"; $(VENV)/bin/ruff check . || status=1; \
 	echo ">> ruff format --check"; $(VENV)/bin/ruff format --check . || status=1; \
+	echo ">> lint-imports"; $(VENV)/bin/lint-imports || status=1; \
+	echo ">> spectacular --validate --fail-on-warn"; $(PY) manage.py spectacular --validate --fail-on-warn --file /dev/null || status=1; \
 	echo ">> makemigrations --check"; $(PY) manage.py makemigrations --check --dry-run || status=1; \
+	echo ">> mypy (service layer)"; $(PY) -m mypy $(MYPY_FILES) || status=1; \
 	if [ -f frontend/package.json ]; then \
 	  [ -d frontend/node_modules ] || rm -f $(STAMPS)/frontend-deps; \
 	  $(MAKE) --no-print-directory $(STAMPS)/frontend-deps || status=1; \
@@ -164,13 +170,8 @@ format: venv ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-typecheck: venv ## mypy on the service layer (optional: needs mypy + django-stubs in the venv)
-	@if ! $(PY) -c 'import mypy, mypy_django_plugin' 2>/dev/null; then \
-	  echo ">> mypy/django-stubs are not installed (not in requirements.txt): skipping"; \
-	else \
-	  files=$$(ls -d */services.py */services */selectors.py 2>/dev/null | grep -v '^frontend/' || true); \
-	  $(PY) -m mypy $$files; \
-	fi
+typecheck: venv ## mypy on the service layer (also part of make lint)
+	$(PY) -m mypy $(MYPY_FILES)
 
 bench: setup testdata ## run every bench/*.py and print their JSON
 	@# bench/_*.py are helpers, not benchmarks. One failing bench does not hide the others' numbers.
@@ -190,7 +191,7 @@ bench: setup testdata ## run every bench/*.py and print their JSON
 # ---------------------------------------------------------------- cleaning
 
 clean: ## remove build output and caches (keeps the venv, node_modules and data)
-	rm -rf $(STAMPS)/frontend-build frontend/dist platform_core/static/app staticfiles test-artifacts .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(STAMPS)/frontend-build frontend/dist platform_core/static/app staticfiles test-artifacts .pytest_cache .ruff_cache .mypy_cache .hypothesis
 	find . -path ./$(VENV) -prune -o -path ./frontend/node_modules -prune -o -name __pycache__ -type d -print0 | xargs -0 rm -rf
 
 distclean: clean ## also remove the venv, node_modules and the local data in var/

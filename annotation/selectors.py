@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any, cast
 
 from annotation.models import Annotation, AnnotationState, Revision
 from annotation.permissions import may_read_scan, revisions_readable_by
@@ -14,7 +15,11 @@ DONE_STATES = {AnnotationState.CHECKED, AnnotationState.SPOT_CHECK, AnnotationSt
 
 
 def batch_items_with_state(batch: Batch) -> list[dict]:
-    items = list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position"))
+    # Plain dicts: each item gains its "state" below.
+    items = cast(
+        list[dict[str, Any]],
+        list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position")),
+    )
     states = dict(
         Annotation.objects.filter(
             campaign_id=batch.campaign_id, scan_id__in=[i["scan_id"] for i in items]

@@ -71,7 +71,7 @@ def annotation_transition(
 
 def head_labels(annotation: Annotation) -> np.ndarray:
     shape = annotation.scan.shape
-    if annotation.head_id is None:
+    if annotation.head is None:  # no query when head_id is None
         return np.zeros(shape, dtype=np.uint8)
     return storage.load_labels(annotation.head.label_sha256, shape)
 

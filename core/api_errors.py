@@ -13,7 +13,7 @@ from rest_framework.response import Response
 class DomainError(Exception):
     """Raised by services: a rule a person broke, with a reason they can act on."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
     code = "invalid"
 
     def __init__(self, detail: str, *, code: str | None = None, **extra: Any) -> None:

@@ -96,7 +96,7 @@ def model_version_out(version: ModelVersion | None) -> dict[str, Any]:
         "sha256": version.sha256,
         "trained_on": (
             {"id": version.trained_on_id, "version": version.trained_on.version}
-            if version.trained_on_id
+            if version.trained_on is not None  # no query when trained_on_id is None
             else None
         ),
         "metrics": version.metrics,

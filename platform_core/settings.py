@@ -269,7 +269,7 @@ SPECTACULAR_SETTINGS = {
     # Several objects have a "status"; each gets its own named enum in the schema.
     "ENUM_NAME_OVERRIDES": {
         "BatchStatusEnum": "core.models.Batch.Status",
-        "ImportStatusEnum": "core.models.ImportJob.Status",
+        "ImportStatusEnum": "imaging.models.ImportJob.Status",
         "SendStatusEnum": "pacs.models.PacsSend.Status",
         "ApiTokenStatusEnum": ["active", "expired", "revoked"],
     },

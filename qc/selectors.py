@@ -8,6 +8,7 @@ whatever other roles (data manager, senior) the checker also holds.
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any, cast
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
@@ -91,7 +92,7 @@ def check_detail(user: User, check: Check) -> dict:
     round_checks = list(Check.objects.filter(annotation_id=check.annotation_id, round=check.round))
     closed = permissions.round_closed(round_checks)
     other = next((c for c in round_checks if c.pk != check.pk), None)
-    history = {}
+    history: dict[int, dict[str, Any]] = {}
     for c in Check.objects.filter(annotation_id=check.annotation_id, round__lt=check.round).order_by(
         "round", "slot"
     ):
@@ -194,7 +195,7 @@ def annotator_findings(annotation: Annotation) -> dict:
         closed_rounds.filter(verdict=Verdict.FAIL).order_by("-round").values_list("round", flat=True).first()
     )
     round_checks = list(closed_rounds.filter(round=failed_round).order_by("slot")) if failed_round else []
-    round_time = max((c.decided_at for c in round_checks), default=None)
+    round_time = max((c.decided_at for c in round_checks if c.decided_at is not None), default=None)
     spot = (
         SpotCheck.objects.filter(annotation=annotation, verdict=Verdict.FAIL).order_by("-decided_at").first()
     )
@@ -206,7 +207,9 @@ def annotator_findings(annotation: Annotation) -> dict:
         "revision_id": None,
         "reviews": [],
     }
-    if spot is not None and (round_time is None or spot.decided_at > round_time):
+    if spot is not None and (
+        round_time is None or (spot.decided_at is not None and spot.decided_at > round_time)
+    ):
         out.update(
             source="spot_check",
             revision_id=spot.revision_id,
@@ -255,7 +258,11 @@ def batch_board(viewer: User, batch: Batch) -> dict:
     verdict of that round (blindness holds for every role)."""
     review = BatchReview.objects.filter(batch=batch).first()
     draw = review.current_draw() if review else None
-    items = list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position"))
+    # Plain dicts: each item gains the review's keys below.
+    items = cast(
+        list[dict[str, Any]],
+        list(BatchItem.objects.filter(batch=batch).order_by("position").values("scan_id", "position")),
+    )
     annotations = {
         a.scan_id: a
         for a in Annotation.objects.filter(
@@ -269,9 +276,9 @@ def batch_board(viewer: User, batch: Batch) -> dict:
     ):
         by_annotation[c.annotation_id].append(c)
     latest_round = {aid: [c for c in cs if c.round == cs[-1].round] for aid, cs in by_annotation.items()}
-    spot = {}
-    for sc in SpotCheck.objects.filter(annotation_id__in=ann_ids).select_related("senior").order_by("pk"):
-        spot[sc.annotation_id] = sc
+    spot: dict[int, SpotCheck] = {}
+    for s in SpotCheck.objects.filter(annotation_id__in=ann_ids).select_related("senior").order_by("pk"):
+        spot[s.annotation_id] = s
     pairs = {
         p.annotation_id: p
         for p in CheckerPair.objects.filter(annotation_id__in=ann_ids).select_related(

@@ -167,7 +167,7 @@ def _write_cases(export: DatasetExport, tmp: Path, progress: Progress) -> tuple[
 def _write_case(tmp: Path, row: CuratedRevision, case: ExportCase, classes: dict[int, str]) -> dict[str, Any]:
     scan, revision = row.annotation.scan, row.revision
     hu = scan_volume(scan)
-    if hashlib.sha256(memoryview(hu).cast("B")).hexdigest() != scan.volume_sha256:
+    if hashlib.sha256(hu.data.cast("B")).hexdigest() != scan.volume_sha256:
         raise ValueError(f"the volume file of scan {scan.pk} changed since import (sha256 differs)")
     labels = revision_labels(revision)
     label_sha = storage.raw_sha256(labels)

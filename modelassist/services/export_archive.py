@@ -28,6 +28,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:  # zipfile never closes a file it was given; typeshed asks for it
+        pass
+
     def take(self) -> bytes:
         out = bytes(self._buffer)
         self._buffer.clear()

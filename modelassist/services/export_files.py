@@ -13,6 +13,7 @@ import hashlib
 import logging
 import warnings
 from pathlib import Path
+from typing import cast
 
 import highdicom as hd
 import nibabel as nib
@@ -62,7 +63,7 @@ def write_nifti(volume: np.ndarray, scan: Scan, path: Path) -> None:
 
 def read_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(volume (z, y, x) in the stored dtype, affine) of a file written by write_nifti."""
-    image = nib.load(path)
+    image = cast(nib.Nifti1Image, nib.load(path))
     return np.asarray(image.dataobj).transpose(2, 1, 0), image.affine
 
 
@@ -126,8 +127,9 @@ def write_seg(
         warnings.filterwarnings("ignore", message=".*unlikely to represent the intended person name.*")
         seg = _segmentation(scan, table[labels], descriptions, label_sha256)
     # Content date and time from the curation, not the clock: same labels, same bytes.
-    seg.ContentDate = content_date.strftime("%Y%m%d")
-    seg.ContentTime = content_date.strftime("%H%M%S")
+    # highdicom declares these as DA/TM; pydicom takes the DICOM string form as well.
+    seg.ContentDate = content_date.strftime("%Y%m%d")  # type: ignore[assignment]
+    seg.ContentTime = content_date.strftime("%H%M%S")  # type: ignore[assignment]
     seg.SeriesDate, seg.SeriesTime = seg.ContentDate, seg.ContentTime
     path.parent.mkdir(parents=True, exist_ok=True)
     seg.save_as(path, enforce_file_format=True)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from django.db import models
 from django.utils import timezone
 
 from core.api_errors import DomainError
 from core.services.audit import audit_record
-from modelassist.models import JobStatus
+from modelassist.models import DatasetExport, JobStatus, TrainingRun
 
 
-def job_fail(job: models.Model, exc: Exception, *, action: str) -> None:
+def job_fail(job: DatasetExport | TrainingRun, exc: Exception, *, action: str) -> None:
     """Mark a running job failed with a reason the data manager can read, and audit it."""
     detail = exc.detail if isinstance(exc, DomainError) else f"{type(exc).__name__}: {exc}"
     type(job).objects.filter(pk=job.pk).update(

@@ -166,7 +166,7 @@ def scan_report(
 def patient_reports(campaign: Campaign, scans: QuerySet[Scan], pseudonym: str) -> dict[str, Any]:
     """A patient's serial scans in a campaign, oldest study first, each with its report summary
     (head revision), and the percent of lung involved over time."""
-    entries = []
+    entries: list[dict[str, Any]] = []
     for scan in scans.select_related("study__patient").order_by("study__study_date", "pk"):
         try:
             revision, _ = report_revision(campaign, scan, None)

@@ -136,6 +136,7 @@ def _send_to_senior(
     annotation_transition(
         annotation, AnnotationState.SPOT_CHECK, actor=actor, revision=annotation.head, draw=draw.number
     )
+    assert annotation.head is not None  # a checked annotation has a head revision
     senior = _pick_senior(annotation)
     spot_check = SpotCheck.objects.create(
         review=review, draw=draw, annotation=annotation, revision=annotation.head, senior=senior
@@ -280,6 +281,7 @@ def _approve(actor: User, review: BatchReview) -> None:
         annotation_transition(
             annotation, AnnotationState.CURATED, actor=actor, revision=annotation.head, batch=review.batch_id
         )
+        assert annotation.head_id is not None  # an annotation in spot check or checked has a head
         CuratedRevision.objects.create(
             review=review,
             draw=draw,
