@@ -37,18 +37,39 @@ PASS, FAIL = Verdict.PASS.value, Verdict.FAIL.value
 # --- the statistics -------------------------------------------------------------------------
 
 
-def cohen_kappa(pairs: list[tuple[str, str]]) -> dict:
+def cohen_kappa(pairs: list[tuple[str, str]], raters: tuple[str, str] = ("checker A", "checker B")) -> dict:
     """Percent agreement and Cohen's kappa of two raters on pass/fail.
 
-    Kappa is undefined (None) when the expected agreement is 1: both raters gave one and the
-    same verdict every time, so there is no variation to agree on beyond chance."""
+    Kappa is undefined (None, with `kappa_reason`) when a rater gave one verdict only: then the
+    chance agreement equals the observed one whatever the other rater did, and the formula gives
+    0 (or 0/0) however often the two agree, e.g. 75 % agreement and kappa 0 when one checker
+    passed every scan. `pass_share` is the prevalence of pass among all verdicts, the figure that
+    says why."""
     n = len(pairs)
     if n == 0:
-        return {"pairs": 0, "agreement": None, "kappa": None}
+        return {"pairs": 0, "agreement": None, "kappa": None, "kappa_reason": "", "pass_share": None}
     po = sum(a == b for a, b in pairs) / n
     pe = sum((sum(a == c for a, _ in pairs) / n) * (sum(b == c for _, b in pairs) / n) for c in (PASS, FAIL))
-    kappa = None if math.isclose(pe, 1.0) else (po - pe) / (1 - pe)
-    return {"pairs": n, "agreement": po, "kappa": kappa}
+    pass_share = sum((a == PASS) + (b == PASS) for a, b in pairs) / (2 * n)
+    reasons = []
+    for name, verdicts in zip(raters, zip(*pairs, strict=True), strict=True):
+        if len(set(verdicts)) == 1:
+            reasons.append(f"{name} {'passed' if verdicts[0] == PASS else 'failed'} every scan")
+    if reasons or math.isclose(pe, 1.0):
+        return {
+            "pairs": n,
+            "agreement": po,
+            "kappa": None,
+            "kappa_reason": " and ".join(reasons),
+            "pass_share": pass_share,
+        }
+    return {
+        "pairs": n,
+        "agreement": po,
+        "kappa": (po - pe) / (1 - pe),
+        "kappa_reason": "",
+        "pass_share": pass_share,
+    }
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -211,7 +232,10 @@ def _checker_figures(anns: list[_AnnotationQc], names: dict[int, str]) -> list[d
                 "checks": len(pairs),
                 "passed": passed,
                 "pass_rate": _rate(passed, len(pairs)),
-                "agreement_with_partner": cohen_kappa([(own.verdict, other.verdict) for own, other in pairs]),
+                "agreement_with_partner": cohen_kappa(
+                    [(own.verdict, other.verdict) for own, other in pairs],
+                    raters=(names.get(checker_id, "this checker"), "the partner"),
+                ),
                 "time": {"total_s": sum(seconds), "mean_s_per_check": _mean(seconds)},
             }
         )

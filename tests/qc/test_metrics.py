@@ -11,19 +11,31 @@ from tests.qc.conftest import SHAPE, cube, decide, make_batch, open_checks, save
 
 def test_kappa_of_perfect_agreement_on_one_verdict_is_undefined():
     # expected agreement is 1: nothing to agree on beyond chance
-    assert cohen_kappa([("pass", "pass")] * 20) == {"pairs": 20, "agreement": 1.0, "kappa": None}
+    assert cohen_kappa([("pass", "pass")] * 20) == {
+        "pairs": 20,
+        "agreement": 1.0,
+        "kappa": None,
+        "kappa_reason": "checker A passed every scan and checker B passed every scan",
+        "pass_share": 1.0,
+    }
 
 
 def test_kappa_textbook_values():
     assert cohen_kappa([("pass", "pass"), ("fail", "fail")] * 5)["kappa"] == pytest.approx(1.0)
     # one verdict each, never agreeing
-    assert cohen_kappa([("pass", "fail")] * 4)["kappa"] == pytest.approx(0.0)
+    assert cohen_kappa([("pass", "fail"), ("fail", "pass")] * 2)["kappa"] == pytest.approx(-1.0)
     # 20 PP, 15 FF, 5 PF, 10 FP: po 0.7, pe 0.5 → 0.4
     pairs = (
         [("pass", "pass")] * 20 + [("fail", "fail")] * 15 + [("pass", "fail")] * 5 + [("fail", "pass")] * 10
     )
     assert cohen_kappa(pairs)["kappa"] == pytest.approx(0.4)
-    assert cohen_kappa([]) == {"pairs": 0, "agreement": None, "kappa": None}
+    assert cohen_kappa([]) == {
+        "pairs": 0,
+        "agreement": None,
+        "kappa": None,
+        "kappa_reason": "",
+        "pass_share": None,
+    }
 
 
 def test_dice():
