@@ -272,6 +272,10 @@ SPECTACULAR_SETTINGS = {
         "ImportStatusEnum": "imaging.models.ImportJob.Status",
         "SendStatusEnum": "pacs.models.PacsSend.Status",
         "ApiTokenStatusEnum": ["active", "expired", "revoked"],
+        "AnnotationStateEnum": "annotation.models.AnnotationState",
+        "BatchReviewStateEnum": "qc.models.BatchReviewState",
+        "ReviewVerdictEnum": "qc.models.Verdict",
+        "BoardVerdictEnum": "qc.serializers.BOARD_VERDICTS",
     },
 }
 

@@ -25,6 +25,7 @@ from core.permissions import is_data_manager, require_data_manager
 from core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
 from core.services.batches import open_batch_of
 from qc import metrics, permissions, selectors, services
+from qc import serializers as out
 from qc.models import BatchReview, Check, SpotCheck, Verdict
 
 # --- submit ---------------------------------------------------------------------------------
@@ -44,7 +45,7 @@ def _revision_id_from(request: Request, body: dict) -> int:
 
 
 class SubmitApi(APIView):
-    @extend_schema(request=SubmitIn, responses=OpenApiTypes.OBJECT, operation_id="annotation_submit")
+    @extend_schema(request=SubmitIn, responses=out.SubmitOut, operation_id="annotation_submit")
     def post(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         body = SubmitIn(data=request.data)
@@ -92,7 +93,7 @@ def _queue_item(check: Check) -> dict:
 
 
 class CheckQueueApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_checks_list")
+    @extend_schema(responses=out.CheckQueueItemOut(many=True), operation_id="qc_checks_list")
     def get(self, request: Request) -> Response:
         return Response([_queue_item(c) for c in selectors.checker_queue(request.user)])
 
@@ -113,14 +114,14 @@ def _verdict_in(request: Request) -> dict:
 
 
 class CheckDetailApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_check_retrieve")
+    @extend_schema(responses=out.CheckDetailOut, operation_id="qc_check_retrieve")
     def get(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         return Response(selectors.check_detail(request.user, check))
 
 
 class CheckVerdictApi(APIView):
-    @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_check_verdict")
+    @extend_schema(request=VerdictIn, responses=out.CheckDetailOut, operation_id="qc_check_verdict")
     def post(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         check = services.check_record(actor=request.user, check=check, **_verdict_in(request))
@@ -143,7 +144,7 @@ def _user_or_400(user_id: int | None) -> User:
 
 
 class CheckReassignApi(APIView):
-    @extend_schema(request=ReassignIn, responses=OpenApiTypes.OBJECT, operation_id="qc_check_reassign")
+    @extend_schema(request=ReassignIn, responses=out.CheckReassignOut, operation_id="qc_check_reassign")
     def post(self, request: Request, check_id: int) -> Response:
         check = _check_or_404(request, check_id)
         body = ReassignIn(data=request.data)
@@ -166,7 +167,7 @@ class CheckReassignApi(APIView):
 
 
 class SpotCheckQueueApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_spot_checks_list")
+    @extend_schema(responses=out.SpotCheckDetailOut(many=True), operation_id="qc_spot_checks_list")
     def get(self, request: Request) -> Response:
         return Response([selectors.spot_check_detail(sc) for sc in selectors.senior_queue(request.user)])
 
@@ -179,13 +180,13 @@ def _spot_check_or_404(request: Request, spot_check_id: int) -> SpotCheck:
 
 
 class SpotCheckDetailApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_retrieve")
+    @extend_schema(responses=out.SpotCheckDetailOut, operation_id="qc_spot_check_retrieve")
     def get(self, request: Request, spot_check_id: int) -> Response:
         return Response(selectors.spot_check_detail(_spot_check_or_404(request, spot_check_id)))
 
 
 class SpotCheckVerdictApi(APIView):
-    @extend_schema(request=VerdictIn, responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_verdict")
+    @extend_schema(request=VerdictIn, responses=out.SpotCheckDetailOut, operation_id="qc_spot_check_verdict")
     def post(self, request: Request, spot_check_id: int) -> Response:
         spot_check = _spot_check_or_404(request, spot_check_id)
         spot_check = services.spot_check_record(
@@ -197,7 +198,11 @@ class SpotCheckVerdictApi(APIView):
 
 
 class SpotCheckReassignApi(APIView):
-    @extend_schema(request=ReassignIn, responses=OpenApiTypes.OBJECT, operation_id="qc_spot_check_reassign")
+    @extend_schema(
+        request=ReassignIn,
+        responses=out.SpotCheckReassignOut,
+        operation_id="qc_spot_check_reassign",
+    )
     def post(self, request: Request, spot_check_id: int) -> Response:
         spot_check = _spot_check_or_404(request, spot_check_id)
         body = ReassignIn(data=request.data)
@@ -220,7 +225,7 @@ class SpotCheckReassignApi(APIView):
 class FindingsApi(APIView):
     """The findings of the last failed review, with reviewers shown as "checker A"/"checker B"/"senior"."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="scan_findings")
+    @extend_schema(responses=out.AnnotatorFindingsOut, operation_id="scan_findings")
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
         campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
         is_annotator = open_batch_of(request.user, campaign, scan.pk) is not None
@@ -253,7 +258,7 @@ def _managed_batch(request: Request, batch_id: int) -> Batch:
 
 
 class BatchBoardApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="batch_board")
+    @extend_schema(responses=out.BatchBoardOut, operation_id="batch_board")
     def get(self, request: Request, batch_id: int) -> Response:
         return Response(selectors.batch_board(request.user, _managed_batch(request, batch_id)))
 
@@ -264,7 +269,7 @@ class ReopenIn(serializers.Serializer):
 
 
 class BatchReopenApi(APIView):
-    @extend_schema(request=ReopenIn, responses=OpenApiTypes.OBJECT, operation_id="batch_reopen")
+    @extend_schema(request=ReopenIn, responses=out.BatchBoardOut, operation_id="batch_reopen")
     def post(self, request: Request, batch_id: int) -> Response:
         batch = get_object_or_404(batches_visible_to(request.user).select_related("campaign"), pk=batch_id)
         body = ReopenIn(data=request.data)
@@ -284,7 +289,7 @@ class BatchReopenApi(APIView):
 class MetricsApi(APIView):
     @extend_schema(
         parameters=[OpenApiParameter("campaign", int, required=True), OpenApiParameter("batch", int)],
-        responses=OpenApiTypes.OBJECT,
+        responses=out.QcMetricsOut,
         operation_id="qc_metrics",
     )
     def get(self, request: Request) -> Response:
