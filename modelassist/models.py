@@ -111,11 +111,18 @@ class Split(models.TextChoices):
 SPLIT_SHARES: dict[str, float] = {Split.TRAIN: 0.70, Split.VALIDATION: 0.15, Split.TEST: 0.15}
 
 
+class SplitMethod(models.TextChoices):
+    INSTITUTION = "institution", "By institution"  # three or more institutions: none in two splits
+    PATIENT = "patient", "By patient"  # fewer: every scan of a patient in one split
+
+
 class SplitPlan(models.Model):
-    """The stored seed that orders new institutions when they are given a split."""
+    """The stored seed that orders new institutions (or patients) when they are given a split,
+    and the split's method, chosen when the campaign's first cases are given a split."""
 
     campaign = models.OneToOneField(Campaign, on_delete=models.CASCADE, related_name="split_plan")
     seed = models.BigIntegerField()
+    method = models.CharField(max_length=12, choices=SplitMethod.choices, blank=True)  # "": not chosen yet
     created_at = models.DateTimeField(auto_now_add=True)
 
 

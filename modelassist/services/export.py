@@ -31,7 +31,7 @@ from annotation.services import revision_labels
 from core.api_errors import Conflict, DomainError
 from core.models import Campaign, User
 from core.services.audit import audit_record
-from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split
+from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split, SplitMethod
 from modelassist.selectors import media_path, require_manager, scan_volume
 from modelassist.services import export_files, splits
 from modelassist.services.jobs import job_fail
@@ -285,7 +285,7 @@ def _publish(export: DatasetExport, tmp: Path, cases: list[dict], files: dict[st
     summary = {
         "cases": len(cases),
         "splits": {s: counts[s] for s in Split.values},
-        "institutions": {c["institution"]: c["split"] for c in cases},
+        **_split_summary(campaign, cases),
         "bytes": sum((tmp / f).stat().st_size for f in files),
     }
     final: Path | None = None
@@ -336,6 +336,20 @@ def _publish(export: DatasetExport, tmp: Path, cases: list[dict], files: dict[st
         raise
 
 
+def _split_summary(campaign: Campaign, cases: list[dict]) -> dict[str, Any]:
+    """How the cases are split, said plainly: by institution, or by patient (same hospital)."""
+    method = splits.split_plan(campaign).method
+    out: dict[str, Any] = {"split_method": method, "tested_on": splits.TESTED_ON[method]}
+    if method == SplitMethod.INSTITUTION:
+        out["institutions"] = {c["institution"]: c["split"] for c in cases}
+    else:
+        patients = {s: set() for s in Split.values}
+        for c in cases:
+            patients[c["split"]].add(c["patient"])
+        out["patients"] = {s: len(p) for s, p in patients.items()}
+    return out
+
+
 def _manifest(
     export: DatasetExport, version: int, digest: str, cases: list[dict], files: dict[str, str], summary: dict
 ) -> dict[str, Any]:
@@ -360,12 +374,14 @@ def _manifest(
         "platform's storage address of the revision (sha256 of its zstd frame)",
         "image_sha256_of": "the raw int16 (z, y, x) HU volume (C order) built at import",
         "split": {
-            "method": "institution-level: all cases of an institution are in one split; a case never "
-            "changes split in later exports of the campaign",
+            "by": plan.method,
+            "method": f"{splits.METHOD_TEXT[plan.method]}; a case never changes split in later exports "
+            "of the campaign",
+            "tested_on": summary["tested_on"],
             "target_shares": SPLIT_SHARES,
             "seed": plan.seed,
             "validation_choice": VALIDATION_CHOICE,
-            "institutions": summary["institutions"],
+            **{k: summary[k] for k in ("institutions", "patients") if k in summary},
             "cases": summary["splits"],
         },
         "cases": cases,

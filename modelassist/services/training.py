@@ -32,7 +32,7 @@ from modelassist.models import (
     TrainingTrigger,
 )
 from modelassist.selectors import active_model_version, media_path, require_manager
-from modelassist.services import evaluation, export_files, model_versions
+from modelassist.services import evaluation, export_files, model_versions, splits
 from modelassist.services import export as exports
 from modelassist.services.jobs import job_fail
 from platform_core.celery import task_named
@@ -236,6 +236,7 @@ def _execute(run: TrainingRun, report: Progress) -> None:
         "epochs_run": len(history),
         "dice_definition": "pooled over the test cases; mean = mean of the per-class Dice of the lesion "
         "classes 1 and 2; a class absent from truth and prediction scores 1",
+        **_split_facts(manifest, len(test)),
     }
     version = _register(run, export, model, history, metrics)
     promoted, decision = _decide(run, export, version, metrics, incumbent_version)
@@ -349,6 +350,18 @@ def _register(
     )
 
 
+def _split_facts(manifest: dict, test_cases: int) -> dict[str, Any]:
+    """What the test figures are worth (held-out hospitals or patients), and whether there are enough."""
+    split = manifest.get("split", {})
+    facts: dict[str, Any] = {
+        "split_method": split.get("by", "institution"),  # exports before the patient fallback
+        "tested_on": split.get("tested_on", splits.TESTED_ON["institution"]),
+    }
+    if test_cases < splits.min_test_cases():
+        facts["needs_more_scans"] = splits.more_scans_for_test(test_cases)
+    return facts
+
+
 def _decide(
     run: TrainingRun,
     export: DatasetExport,
@@ -360,10 +373,13 @@ def _decide(
     name = incumbent.label if incumbent else "the baseline (no model version was active)"
     cand, inc, n = metrics["candidate"]["mean"], metrics["incumbent"]["mean"], metrics["test_cases"]
     where = f"on the {n} test case{'s' if n != 1 else ''} of export v{export.version}"
-    if n == 0:
+    if n < splits.min_test_cases():
+        more = metrics["needs_more_scans"]
         return False, (
-            f"not promoted: export v{export.version} has no test cases (the test split needs an "
-            "institution of its own), so the new model cannot be compared with the active one"
+            f"too few test cases to decide: export v{export.version} has {n} test case{'s' if n != 1 else ''}, "
+            f"at least {splits.min_test_cases()} are needed; about {more} more approved scan"
+            f"{'s' if more != 1 else ''} (15 % of new cases go to the test split) will give enough. "
+            f"The new version is registered; {incumbent.label if incumbent else 'the baseline'} stays active"
         )
     if cand <= inc:
         return False, f"not promoted: mean lesion Dice {cand:.3f} {where} does not beat {name} ({inc:.3f})"

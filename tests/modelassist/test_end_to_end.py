@@ -22,6 +22,9 @@ HOSPITALS = [("north", 3, 0), ("south", 1, 10), ("east", 1, 20), ("west", 1, 30)
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # These tiny campaigns have one or two test cases; tests/modelassist/test_patient_split.py
+    # covers the default of five.
+    settings.CURATECT_MIN_TEST_CASES = 1
 
 
 @pytest.fixture

@@ -17,6 +17,9 @@ TINY = {"epochs": 2, "slices_per_case": 4, "batch_size": 4, "patience": 2, "max_
 @pytest.fixture(autouse=True)
 def _fast_passwords(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    # These tiny campaigns have one or two test cases; tests/modelassist/test_patient_split.py
+    # covers the default of five.
+    settings.CURATECT_MIN_TEST_CASES = 1
 
 
 @pytest.fixture
