@@ -269,13 +269,24 @@ SPECTACULAR_SETTINGS = {
     # Several objects have a "status"; each gets its own named enum in the schema.
     "ENUM_NAME_OVERRIDES": {
         "BatchStatusEnum": "core.models.Batch.Status",
-        "ImportStatusEnum": "imaging.models.ImportJob.Status",
+        # Imports, dataset exports and training runs share this lifecycle (modelassist JobStatus).
+        "JobStatusEnum": "imaging.models.ImportJob.Status",
         "SendStatusEnum": "pacs.models.PacsSend.Status",
         "ApiTokenStatusEnum": ["active", "expired", "revoked"],
         "AnnotationStateEnum": "annotation.models.AnnotationState",
         "BatchReviewStateEnum": "qc.models.BatchReviewState",
         "ReviewVerdictEnum": "qc.models.Verdict",
         "BoardVerdictEnum": "qc.serializers.BOARD_VERDICTS",
+        "FindingKindEnum": "qc.models.FindingKind",
+        "PresegStatusEnum": "modelassist.models.PresegStatus",
+        "PresegProgressStatusEnum": "modelassist.serializers.PRESEG_PROGRESS_STATUSES",
+        "RegionKindEnum": "modelassist.serializers.REGION_KINDS",
+        "TrainingTriggerEnum": "modelassist.models.TrainingTrigger",
+        # Names the schema had before the QC and model-assist bodies joined it, kept stable.
+        "TriggerEnum": "pacs.models.PacsSend.Trigger",
+        "VerdictEnum": ["pass", "fail"],
+        "FindingsSourceEnum": "qc.serializers.FINDINGS_SOURCES",
+        "HolderRoleEnum": "qc.serializers.HOLDER_ROLES",
     },
 }
 
@@ -371,3 +382,9 @@ LOGGING = {
 # STOW-RS is served by the one DICOMweb server (imaging) but stores through the PACS app.
 CURATECT_STOW_HANDLER = "pacs.stow.store_instances"
 CURATECT_SCAN_ACCESS_HOOKS = ["qc.selectors.scans_under_review_by"]
+# Each app's generator of the files its rows own under MEDIA_ROOT (manage.py verify_storage).
+CURATECT_STORED_FILES = [
+    "imaging.stored_files.stored_files",
+    "annotation.stored_files.stored_files",
+    "modelassist.stored_files.stored_files",
+]
