@@ -127,6 +127,7 @@ async function queuePage(root: HTMLElement): Promise<void> {
 function decidedPart(
   check: CheckDetail,
   linkOf: (slice: number | null) => string | null,
+  bounds: ScanBounds | null,
 ): HTMLElement {
   const own = reviewCard(
     `Your verdict (checker ${check.slot})`,
@@ -134,6 +135,7 @@ function decidedPart(
     check.findings,
     check.decided_at,
     (f) => linkOf(f.slice),
+    bounds,
   );
   const other = check.other
     ? reviewCard(
@@ -142,6 +144,7 @@ function decidedPart(
         check.other.findings,
         check.other.decided_at,
         (f) => linkOf(f.slice),
+        bounds,
       )
     : el(
         "section",
@@ -231,9 +234,9 @@ function renderCheck(
   } else if (check.verdict === "pending") {
     parts.push(el("p", { className: "card muted" }, "This check waits for its checker's verdict."));
   } else {
-    parts.push(decidedPart(check, linkOf));
+    parts.push(decidedPart(check, linkOf, bounds));
   }
-  parts.push(roundsSection("Earlier rounds", check.history, linkOf));
+  parts.push(roundsSection("Earlier rounds", check.history, linkOf, bounds));
   root.replaceChildren(...parts.filter((p): p is HTMLElement => p !== null));
   root.setAttribute("aria-busy", "false");
 }

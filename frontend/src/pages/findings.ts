@@ -5,7 +5,7 @@ import "../styles/pages.css";
 
 import { qcApi } from "../api/qc";
 import { badge, el, showLoadError, when } from "../panels/dom";
-import { withSlice } from "../panels/reviewParts";
+import { scanBounds, withSlice } from "../panels/reviewParts";
 import { findingsList } from "../panels/verdictForm";
 
 async function main(root: HTMLElement): Promise<void> {
@@ -13,7 +13,10 @@ async function main(root: HTMLElement): Promise<void> {
   const scanId = Number(root.dataset.scanId);
   const viewer = root.dataset.viewerUrl ?? `/viewer/${campaignId}/${scanId}/`;
   try {
-    const result = await qcApi.findings(campaignId, scanId);
+    const [result, bounds] = await Promise.all([
+      qcApi.findings(campaignId, scanId),
+      scanBounds(scanId),
+    ]);
     const state = el("p", {}, "This scan is ", badge(result.state), ".");
     if (!result.reviews.length) {
       root.replaceChildren(
@@ -56,7 +59,7 @@ async function main(root: HTMLElement): Promise<void> {
           { className: "card review" },
           el("h2", {}, review.reviewer, " ", badge(review.verdict)),
           el("p", { className: "muted" }, "Decided ", when(review.decided_at)),
-          findingsList(review.findings, (f) => withSlice(viewer, f.slice)),
+          findingsList(review.findings, (f) => withSlice(viewer, f.slice), bounds),
         ),
       ),
     );

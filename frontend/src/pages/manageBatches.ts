@@ -321,7 +321,17 @@ function boardPage(root: HTMLElement): void {
         "dl",
         { className: "summary" },
         el("dt", {}, "Status"),
-        el("dd", {}, badge(board.batch.status)),
+        // An approved batch stays "open" in the data (its annotator keeps it); saying "Open"
+        // beside "Approved" read as a contradiction, so the board says what it means.
+        el(
+          "dd",
+          {},
+          board.review.state === "approved"
+            ? el("span", { className: "state state-approved" }, "Approved — its labels are curated")
+            : board.batch.status === "open"
+              ? el("span", { className: "state state-open" }, "Open — in annotation or QC")
+              : badge(board.batch.status),
+        ),
         el("dt", {}, "Annotator"),
         el("dd", {}, board.batch.annotator || "unassigned"),
         el("dt", {}, "QC"),

@@ -91,7 +91,8 @@ async function loadExports(): Promise<void> {
     root.replaceChildren(
       table(
         "Dataset exports, newest first",
-        ["Version", "Status", "Content", "Size", "SHA-256", "Made by", "Download"],
+        // summary.bytes is the files' size unpacked; the zip download is smaller (compressed).
+        ["Version", "Status", "Content", "Size unpacked", "SHA-256", "Made by", "Download"],
         rows.map((e) => [
           e.version ? `v${e.version}` : `job ${e.id}`,
           exportStatusCell(e, () => void loadExports()),
@@ -262,11 +263,13 @@ function runOutcome(run: TrainingRun): HTMLElement | null {
     );
   if (run.status !== "done") return null;
   const m = run.metrics ?? {};
-  const headline = run.promoted ? "Promoted: the new version is now active." : "Not promoted.";
+  const headline = run.promoted ? "Promoted: the new version is now active." : "Not promoted:";
+  // The decision starts with its own "promoted:" / "not promoted:"; the headline says it once.
+  const reason = (run.decision ?? "").replace(/^(not )?promoted:\s*/i, "");
   return el(
     "div",
     { className: "notice notice-ok", attrs: { role: "status" }, id: "run-outcome" },
-    el("p", {}, el("strong", {}, headline), " ", run.decision),
+    el("p", {}, el("strong", {}, headline), " ", reason),
     m.test_cases
       ? el(
           "p",
@@ -274,6 +277,23 @@ function runOutcome(run: TrainingRun): HTMLElement | null {
           `Test Dice of the new version ${num(m.candidate?.mean ?? null, 3)} vs ${m.incumbent?.label ?? "the active one"} ${num(m.incumbent?.mean ?? null, 3)} on ${m.test_cases} test cases.`,
         )
       : null,
+  );
+}
+
+/** The notice under the training form follows the run it announced ("… is queued" no longer once it ran). */
+function trainNotice(run: TrainingRun): void {
+  const notice = document.getElementById("train-notice");
+  if (!notice || !notice.textContent?.startsWith(`Training run ${run.id} `)) return;
+  const words: Record<string, string> = {
+    queued: `Training run ${run.id} is queued.`,
+    running: `Training run ${run.id} is running.`,
+    done: `Training run ${run.id} finished: ${run.promoted ? "promoted" : "not promoted"}.`,
+    failed: `Training run ${run.id} failed.`,
+  };
+  say(
+    notice,
+    words[run.status] ?? `Training run ${run.id}: ${run.status}.`,
+    run.status === "failed" ? "error" : "ok",
   );
 }
 
@@ -329,6 +349,7 @@ function watchRun(runId: number): void {
           run.status === "queued" ? null : run.progress,
           run.message || "waiting for the training worker",
         );
+      trainNotice(run);
       outcome.replaceChildren(...[runOutcome(run)].filter((x): x is HTMLElement => x !== null));
     },
     (run) => run.status === "done" || run.status === "failed",

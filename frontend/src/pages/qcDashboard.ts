@@ -37,10 +37,26 @@ function tile(title: string, value: string, detail: string, id: string): HTMLEle
   );
 }
 
-function kappaText(kappa: number | null, pairs: number): string {
-  if (!pairs) return "no closed rounds yet";
-  if (kappa === null) return `Cohen's κ undefined (every verdict the same) · ${pairs} pairs`;
-  return `Cohen's κ ${num(kappa)} · ${pairs} pairs`;
+/** The agreement figures; `kappa_reason` and `pass_share` are newer than api/qc.ts's type. */
+type Agreement = Figures["checker_agreement"] & {
+  kappa_reason?: string;
+  pass_share?: number | null;
+};
+
+/** Why κ is undefined, in words: "κ undefined: checker A passed every scan (prevalence of pass 88 %)". */
+function kappaUndefined(a: Agreement): string {
+  const why = a.kappa_reason ? `: ${a.kappa_reason}` : ": every verdict the same";
+  const prevalence =
+    a.pass_share === null || a.pass_share === undefined
+      ? ""
+      : ` (prevalence of pass ${pct(a.pass_share)})`;
+  return `κ undefined${why}${prevalence}`;
+}
+
+function kappaText(a: Agreement): string {
+  if (!a.pairs) return "no closed rounds yet";
+  if (a.kappa === null) return `Cohen's ${kappaUndefined(a)} · ${a.pairs} pairs`;
+  return `Cohen's κ ${num(a.kappa)} · ${a.pairs} pairs`;
 }
 
 function overview(f: Figures): HTMLElement {
@@ -63,7 +79,7 @@ function overview(f: Figures): HTMLElement {
     tile(
       "Checker agreement",
       pct(f.checker_agreement.agreement),
-      kappaText(f.checker_agreement.kappa, f.checker_agreement.pairs),
+      kappaText(f.checker_agreement),
       "tile-agreement",
     ),
     tile(
@@ -105,7 +121,7 @@ function figureCells(f: Figures): (string | Node)[] {
     String(f.scans),
     `${pct(f.first_pass.rate)} (${f.first_pass.passed}/${f.first_pass.annotations})`,
     num(f.rounds_until_pass.mean, 2),
-    `${pct(f.checker_agreement.agreement)} (${f.checker_agreement.kappa === null ? "κ —" : `κ ${num(f.checker_agreement.kappa)}`})`,
+    `${pct(f.checker_agreement.agreement)} (${f.checker_agreement.kappa === null ? (f.checker_agreement.pairs ? kappaUndefined(f.checker_agreement) : "κ —") : `κ ${num(f.checker_agreement.kappa)}`})`,
     `${pct(f.step3.rate)} (${f.step3.passed}/${f.step3.spot_checks})`,
     num(f.dice_consecutive_revisions.mean, 3),
     duration(t.annotator.mean_s_per_scan),
@@ -251,6 +267,20 @@ function checkerSection(rows: CheckerFigures[]): HTMLElement {
     options: { scales: { y: { min: -1, max: 1 } } },
   });
   charts.push(rates, kappa);
+  const undefinedFor = rows.filter(
+    (c) => c.agreement_with_partner.kappa === null && c.agreement_with_partner.pairs,
+  );
+  if (undefinedFor.length) {
+    kappa.figure.append(
+      el(
+        "p",
+        { className: "muted kappa-note" },
+        `No bar where κ is undefined — ${undefinedFor
+          .map((c) => `${c.username}: ${kappaUndefined(c.agreement_with_partner)}`)
+          .join("; ")}. κ needs both raters to give both verdicts at least once.`,
+      ),
+    );
+  }
   return section(
     "Per checker",
     "per-checker",
@@ -263,7 +293,11 @@ function checkerSection(rows: CheckerFigures[]): HTMLElement {
         String(c.checks),
         `${pct(c.pass_rate)} (${c.passed}/${c.checks})`,
         pct(c.agreement_with_partner.agreement),
-        c.agreement_with_partner.kappa === null ? "undefined" : num(c.agreement_with_partner.kappa),
+        c.agreement_with_partner.kappa === null
+          ? c.agreement_with_partner.pairs
+            ? kappaUndefined(c.agreement_with_partner)
+            : "—"
+          : num(c.agreement_with_partner.kappa),
         duration(c.time.mean_s_per_check),
       ]),
     ),

@@ -85,7 +85,8 @@ function renderReport(r: ScanReport): void {
         when(l.created_at),
         " · ",
         badge(l.annotation_state),
-        l.curated ? " · curated" : " · not curated yet",
+        // The state "curated" already says it; only the other states need the word.
+        l.annotation_state === "curated" ? "" : l.curated ? " · curated" : " · not curated yet",
       ),
       el("dt", {}, "Voxel"),
       el(

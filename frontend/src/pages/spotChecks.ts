@@ -166,11 +166,18 @@ function renderSpotCheck(
         "section",
         { className: "card reviews" },
         el("h2", { tabIndex: -1, id: "verdicts-heading" }, "Spot-check verdict"),
-        reviewCard("Senior", spot.verdict, spot.findings, spot.decided_at, (f) => linkOf(f.slice)),
+        reviewCard(
+          "Senior",
+          spot.verdict,
+          spot.findings,
+          spot.decided_at,
+          (f) => linkOf(f.slice),
+          bounds,
+        ),
       ),
     );
   }
-  const rounds = roundsSection("The checkers' rounds", spot.check_rounds, linkOf);
+  const rounds = roundsSection("The checkers' rounds", spot.check_rounds, linkOf, bounds);
   if (rounds) parts.push(rounds);
   root.replaceChildren(...parts);
   root.setAttribute("aria-busy", "false");

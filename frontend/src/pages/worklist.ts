@@ -7,12 +7,13 @@ import type { ItemState, WorklistBatch } from "../api/types";
 import { nextUnfinished, progressBar, viewerUrl } from "../panels/progress";
 import { warmScanMetadata } from "../api/dicomweb";
 
-const STATE_LABEL: Record<ItemState, string> = {
+const STATE_LABEL: Record<string, string> = {
   not_started: "Not started",
   in_progress: "In progress",
   submitted: "In check",
   needs_revision: "Needs revision",
-  checked: "Checked",
+  checked: "Checked, awaiting spot check",
+  spot_check: "In spot check",
   curated: "Curated",
 };
 
@@ -29,6 +30,27 @@ function el<K extends keyof HTMLElementTagNameMap>(
 
 function stateBadge(state: ItemState): HTMLElement {
   return el("span", { className: `state state-${state}` }, STATE_LABEL[state] ?? state);
+}
+
+/**
+ * The batch's counts in words. The API's `done` counts a scan once both checkers passed it;
+ * a scan is only curated after the senior's spot check approved the batch, so the two are said
+ * apart ("2 curated · 3 passed the checks, awaiting the spot check").
+ */
+function progressWords(batch: WorklistBatch): string {
+  const { progress } = batch;
+  const curated = batch.items.filter((i) => i.state === "curated").length;
+  const checked = progress.done - curated;
+  return [
+    curated ? `${curated} curated` : "",
+    checked ? `${checked} passed the checks, awaiting the spot check` : "",
+    `${progress.submitted} in check`,
+    `${progress.in_progress} in progress`,
+    `${progress.not_started} not started`,
+    `${progress.total} scans`,
+  ]
+    .filter(Boolean)
+    .join(" · ");
 }
 
 function renderBatch(batch: WorklistBatch): HTMLElement {
@@ -56,11 +78,7 @@ function renderBatch(batch: WorklistBatch): HTMLElement {
       { className: "batch-head" },
       el("h2", { id: headingId }, batch.name),
       el("span", { className: "muted" }, batch.campaign.name),
-      el(
-        "span",
-        {},
-        `${progress.done} done · ${progress.submitted} in check · ${progress.in_progress} in progress · ${progress.not_started} not started · ${progress.total} scans`,
-      ),
+      el("span", {}, progressWords(batch)),
       actions,
     ),
   );
@@ -71,7 +89,7 @@ function renderBatch(batch: WorklistBatch): HTMLElement {
     el(
       "p",
       { className: "legend" },
-      el("span", {}, "■ done"),
+      el("span", {}, "■ passed the checks or curated"),
       el("span", {}, "■ in check"),
       el("span", {}, "■ in progress"),
     ),

@@ -50,7 +50,9 @@ export async function showBatchNav(
     (b) => b.campaign.id === campaignId && b.items.some((i) => i.scan_id === scanId),
   );
   if (!batch) {
-    el.position.textContent = "Not in one of your batches";
+    // The worklist holds open batches only: a scan of an approved (or closed) batch of this
+    // annotator is theirs too, so only "not in your open batches" is sure.
+    el.position.textContent = "Not in one of your open batches";
     el.bar.hidden = true;
     return { inMyBatch: false, next: null };
   }

@@ -9,8 +9,17 @@ export interface ViewerKeys {
   nextWindowPreset(): void;
   toggleLabels(): void;
   toggleMpr(): void;
-  scroll(delta: number): void;
+  /** Slices on: positive = next = towards the feet. */
+  step(delta: number): void;
+  /** Home (first = top slice) or End (last = bottom slice). */
   toEnd(last: boolean): void;
+  /** Next (1) / previous (-1) slice that holds labels. */
+  labelled(dir: 1 | -1): void;
+  /** Next (1) / previous (-1) slice with a finding. */
+  finding(dir: 1 | -1): void;
+  toggleMarkers(): void;
+  /** Esc: cancel an armed finding placement. */
+  cancel(): boolean;
   undo(): void;
   redo(): void;
   save(): void;
@@ -32,13 +41,19 @@ export function viewerKeydown(keys: ViewerKeys, help: HelpOverlay): (evt: Keyboa
     "[": () => keys.brushSize(-1),
     "]": () => keys.brushSize(1),
     "?": () => help.open(),
-    // Up and PageUp go towards the head.
-    ArrowUp: () => keys.scroll(-1),
-    ArrowLeft: () => keys.scroll(-1),
-    ArrowDown: () => keys.scroll(1),
-    ArrowRight: () => keys.scroll(1),
-    PageUp: () => keys.scroll(-10),
-    PageDown: () => keys.scroll(10),
+    o: keys.toggleMarkers,
+    // Slices count from the top as in PACS viewers: Up / PageUp / Home go towards the head,
+    // Down / PageDown / End towards the feet (next).
+    ArrowUp: () => keys.step(-1),
+    ArrowLeft: () => keys.step(-1),
+    ArrowDown: () => keys.step(1),
+    ArrowRight: () => keys.step(1),
+    PageUp: () => keys.step(-10),
+    PageDown: () => keys.step(10),
+    ".": () => keys.labelled(1),
+    ",": () => keys.labelled(-1),
+    n: () => keys.finding(1),
+    p: () => keys.finding(-1),
     Home: () => keys.toEnd(false),
     End: () => keys.toEnd(true),
   };
@@ -49,6 +64,9 @@ export function viewerKeydown(keys: ViewerKeys, help: HelpOverlay): (evt: Keyboa
     let action: (() => void) | undefined;
     if (help.isOpen) {
       if (key === "Escape" || key === "?") action = () => help.close();
+    } else if (key === "Escape") {
+      if (keys.cancel()) evt.preventDefault();
+      return;
     } else if (ctrl && lower === "s") {
       action = keys.save;
     } else if (ctrl && (lower === "y" || (lower === "z" && evt.shiftKey))) {

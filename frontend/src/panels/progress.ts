@@ -22,7 +22,7 @@ export function progressBar(bar: HTMLElement, progress: BatchProgress): void {
   bar.setAttribute("aria-valuenow", String(progress.done + progress.submitted));
   bar.setAttribute(
     "aria-valuetext",
-    `${progress.done} done, ${progress.submitted} in check, ${progress.in_progress} in progress, ${progress.not_started} not started, of ${progress.total}`,
+    `${progress.done} passed the checks or curated, ${progress.submitted} in check, ${progress.in_progress} in progress, ${progress.not_started} not started, of ${progress.total}`,
   );
 }
 

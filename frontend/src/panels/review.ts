@@ -13,7 +13,9 @@ import {
   type VerdictIn,
 } from "../api/qc";
 import type { Scene } from "../viewer/scene";
+import { confirmOnce } from "./confirm";
 import { el, say } from "./dom";
+import { sliceWords, type SliceGeometry } from "./slices";
 import { VisibleTime } from "./verdictForm";
 
 const MAX_FINDING_TEXT = 2000; // qc/services/rules.py
@@ -30,6 +32,8 @@ export interface MarkedFinding {
 export class FindingMarkers {
   private readonly layer: HTMLDivElement;
   private marked: MarkedFinding[] = [];
+  /** Hidden with the O key: the image under the markers, unobstructed. */
+  private shown = true;
 
   constructor(
     private readonly scene: Scene,
@@ -42,6 +46,13 @@ export class FindingMarkers {
 
   set(marked: MarkedFinding[]): void {
     this.marked = marked;
+    this.update();
+  }
+
+  /** Show or hide the markers (the O key). */
+  toggle(): void {
+    this.shown = !this.shown;
+    this.layer.hidden = !this.shown;
     this.update();
   }
 
@@ -63,10 +74,16 @@ export class FindingMarkers {
       return; // not on screen yet
     }
     const markers: HTMLElement[] = [];
+    if (!this.shown) {
+      this.layer.replaceChildren();
+      return;
+    }
     for (const { finding, label, reviewer } of this.marked) {
       if (finding.slice !== z || !finding.position) continue;
       const [x, y] = finding.position;
       const [cx, cy] = this.scene.canvasOf(z, y, x);
+      // A hollow ring around the voxel and the label on a pin beside it: the small lesion it
+      // points at stays visible.
       const marker = el(
         "div",
         {
@@ -74,7 +91,7 @@ export class FindingMarkers {
           title: `${reviewer ? `${reviewer}: ` : ""}${kindLabel(finding.kind)}${finding.text ? ` — ${finding.text}` : ""}`,
           dataset: { slice: z, x, y },
         },
-        label,
+        el("span", { className: "finding-pin" }, label),
       );
       marker.style.left = `${cx}px`;
       marker.style.top = `${cy}px`;
@@ -84,10 +101,11 @@ export class FindingMarkers {
   }
 }
 
-export function whereText(f: Finding): string {
+/** Where a finding is, as a person reads it (slices numbered from the head end). */
+export function whereText(f: Finding, g: SliceGeometry | null): string {
   if (f.slice === null) return "whole scan";
   const pos = f.position ? ` · x ${Math.round(f.position[0])}, y ${Math.round(f.position[1])}` : "";
-  return `slice ${f.slice}${pos}`;
+  return `${sliceWords(f.slice, g)}${pos}`;
 }
 
 // --- The reviewer's panel (check mode) ------------------------------------------------------
@@ -112,10 +130,13 @@ export interface ReviewTarget {
 export interface ReviewPanelOptions {
   target: ReviewTarget;
   markers: FindingMarkers;
+  geometry: SliceGeometry;
   jumpTo: (z: number) => void;
-  /** Turn the finding tool on or off. */
+  /** Arm (true) or disarm (false) one finding placement: the finding tool, or window/level. */
   setFindingTool: (on: boolean) => void;
   findingToolOn: () => boolean;
+  /** The viewer's status line, where a recorded verdict says so too. */
+  status: (text: string, kind?: "" | "ok" | "warn" | "error") => void;
 }
 
 /** The review panel: the findings placed so far, the kind of the next one, the verdict. */
@@ -125,6 +146,7 @@ export class ReviewPanel {
   private readonly kind: HTMLSelectElement;
   private readonly toolButton: HTMLButtonElement;
   private readonly notice: HTMLElement;
+  private readonly hint: HTMLElement;
   private readonly time = new VisibleTime();
   submitted = false;
 
@@ -142,11 +164,16 @@ export class ReviewPanel {
     );
     this.toolButton = el(
       "button",
-      { type: "button", id: "finding-tool", title: "Place a finding with a click (F)" },
+      { type: "button", id: "finding-tool", title: "Arm one finding placement (F); Esc cancels" },
       "Place finding ",
       el("kbd", {}, "F"),
     );
     this.toolButton.setAttribute("aria-pressed", "false");
+    this.hint = el("p", {
+      className: "muted finding-hint",
+      id: "finding-hint",
+      attrs: { "aria-live": "polite" },
+    });
     this.list = el("ol", { className: "review-findings", id: "review-findings" });
     this.notice = el("div", { className: "notice", id: "review-notice", hidden: true });
     const labels = Object.entries(target.scanLabels);
@@ -161,7 +188,7 @@ export class ReviewPanel {
         "p",
         { className: "muted" },
         target.open
-          ? "The revision under review is read-only. Click on the image to place a finding."
+          ? "The revision under review is read-only. Press Place finding (F), then click on the image."
           : target.closedReason,
       ),
       labels.length
@@ -185,8 +212,10 @@ export class ReviewPanel {
       this.toolButton.addEventListener("click", () =>
         options.setFindingTool(!options.findingToolOn()),
       );
+      this.kind.addEventListener("change", () => this.toolChanged(options.findingToolOn()));
       root.append(
         el("div", { className: "row" }, this.toolButton),
+        this.hint,
         el("label", { className: "field" }, el("span", {}, "Kind of the next finding"), this.kind),
         this.list,
         addWhole,
@@ -205,15 +234,22 @@ export class ReviewPanel {
     return this.options.target.open && !this.submitted;
   }
 
-  /** The finding tool's state changed: show it on the button. */
-  toolChanged(on: boolean): void {
-    this.toolButton.setAttribute("aria-pressed", String(on));
+  /** The finding tool's state changed: show it on the button, and say what a click will do. */
+  toolChanged(armed: boolean): void {
+    this.toolButton.setAttribute("aria-pressed", String(armed));
+    this.toolButton.firstChild!.textContent = armed ? "Cancel placing " : "Place finding ";
+    const kind = this.kind.selectedOptions[0]?.textContent ?? "";
+    this.hint.textContent = armed
+      ? `A click on the image places finding ${this.findings.length + 1} (${kind.toLowerCase()}). Esc cancels.`
+      : "A click on the image sets window/level. Press Place finding (F) to place one finding.";
+    this.root.classList.toggle("placing", armed);
   }
 
-  /** A click on the image at server voxel (z, y, x). */
+  /** A click on the image at server voxel (z, y, x): places one finding, then disarms. */
   place(z: number, y: number, x: number): void {
     if (!this.open) return;
     this.add({ slice: z, position: [x, y], kind: this.kind.value as FindingKind, text: "" });
+    this.options.setFindingTool(false);
   }
 
   private add(finding: Finding): void {
@@ -229,7 +265,7 @@ export class ReviewPanel {
         const where = el(
           "button",
           { type: "button", className: "link jump", disabled: f.slice === null },
-          `${i + 1}. ${whereText(f)}`,
+          `${i + 1}. ${whereText(f, this.options.geometry)}`,
         );
         where.addEventListener("click", () => f.slice !== null && this.options.jumpTo(f.slice));
         if (!open) {
@@ -336,6 +372,23 @@ export class ReviewPanel {
         );
         return;
       }
+      const n = this.findings.length;
+      const withFindings = `${n} finding${n === 1 ? "" : "s"}`;
+      const what =
+        verdict === "pass"
+          ? "Pass: the annotation is right as it is"
+          : `Fail: send it back with ${withFindings}`;
+      this.notice.hidden = true;
+      if (
+        !(await confirmOnce(
+          submit,
+          `${what}? A recorded verdict cannot be changed.`,
+          `Record ${verdict}`,
+        ))
+      ) {
+        submit.focus();
+        return;
+      }
       submit.disabled = true;
       say(this.notice, "Recording your verdict…");
       try {
@@ -345,8 +398,22 @@ export class ReviewPanel {
           time_spent_s: this.time.seconds(),
         });
         this.submitted = true;
-        say(this.notice, `Recorded: ${verdict}. Back to the queue…`, "ok");
-        window.location.assign(this.options.target.queueUrl);
+        this.options.setFindingTool(false);
+        const recorded =
+          verdict === "pass" ? "Pass recorded" : `Fail recorded — sent back with ${withFindings}`;
+        this.notice.replaceChildren(
+          `${recorded}. `,
+          el("a", { href: this.options.target.queueUrl, id: "back-to-queue" }, "Back to the queue"),
+        );
+        this.notice.className = "notice notice-ok";
+        this.notice.setAttribute("role", "status");
+        this.notice.hidden = false;
+        this.options.status(recorded, "ok");
+        form
+          .querySelectorAll<HTMLInputElement | HTMLButtonElement>("input, button")
+          .forEach((c) => (c.disabled = true));
+        this.toolButton.disabled = true;
+        this.notice.querySelector<HTMLElement>("a")?.focus();
       } catch (error) {
         say(this.notice, `The verdict was not recorded: ${errorMessage(error)}`, "error");
         submit.disabled = false;
@@ -364,6 +431,7 @@ export function showAnnotatorFindings(
   data: AnnotatorFindings,
   markers: FindingMarkers,
   jumpTo: (z: number) => void,
+  geometry: SliceGeometry,
 ): MarkedFinding[] {
   const marked: MarkedFinding[] = [];
   const sections = data.reviews.map((review, r) => {
@@ -374,7 +442,7 @@ export function showAnnotatorFindings(
       const jump = el(
         "button",
         { type: "button", className: "link jump", disabled: f.slice === null },
-        `${label}. ${kindLabel(f.kind)} · ${whereText(f)}`,
+        `${label}. ${kindLabel(f.kind)} · ${whereText(f, geometry)}`,
       );
       jump.addEventListener("click", () => f.slice !== null && jumpTo(f.slice));
       return el(

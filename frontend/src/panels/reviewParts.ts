@@ -3,6 +3,7 @@
 import { api } from "../api/client";
 import type { CheckRound } from "../api/qc";
 import type { Campaign } from "../api/types";
+import type { SliceGeometry } from "./slices";
 import { reviewCard, type ScanBounds } from "./verdictForm";
 import { age, DASH, el, table, when } from "./dom";
 
@@ -46,7 +47,12 @@ export function voxelCountsTable(
 export async function scanBounds(scanId: number): Promise<ScanBounds | null> {
   try {
     const scan = await api.scan(scanId);
-    return { slices: scan.slices, rows: scan.rows, columns: scan.columns };
+    return {
+      slices: scan.slices,
+      rows: scan.rows,
+      columns: scan.columns,
+      direction: scan.direction,
+    };
   } catch {
     return null;
   }
@@ -84,6 +90,7 @@ export function roundsSection(
   title: string,
   rounds: CheckRound[],
   linkOf: (slice: number | null) => string | null,
+  g: SliceGeometry | null = null,
 ): HTMLElement | null {
   if (!rounds.length) return null;
   return el(
@@ -96,7 +103,7 @@ export function roundsSection(
         { className: "round" },
         el("h3", {}, `Round ${round.round} (revision id ${round.revision_id})`),
         ...round.checks.map((c) =>
-          reviewCard(c.label, c.verdict, c.findings, c.decided_at, (f) => linkOf(f.slice)),
+          reviewCard(c.label, c.verdict, c.findings, c.decided_at, (f) => linkOf(f.slice), g),
         ),
       ),
     ),

@@ -9,10 +9,11 @@ import {
   type VerdictIn,
 } from "../api/qc";
 import { badge, DASH, el, say, when } from "./dom";
+import { sliceNumber, sliceWords, sliceZ, type SliceGeometry } from "./slices";
 
 const MAX_FINDING_TEXT = 2000; // qc/services/rules.py
 
-export interface ScanBounds {
+export interface ScanBounds extends SliceGeometry {
   slices: number;
   rows: number;
   columns: number;
@@ -40,16 +41,18 @@ export class VisibleTime {
   }
 }
 
-export function whereText(f: Finding): string {
+/** Where a finding is, as a person reads it: "slice 12, x 40, y 51" (slices from the head end). */
+export function whereText(f: Finding, g: SliceGeometry | null = null): string {
   if (f.slice === null) return "whole scan";
   const pos = f.position ? `, x ${Math.round(f.position[0])}, y ${Math.round(f.position[1])}` : "";
-  return `slice ${f.slice}${pos}`;
+  return `${sliceWords(f.slice, g)}${pos}`;
 }
 
 /** A review's findings as a list; `link` gives a viewer URL for a finding with a slice. */
 export function findingsList(
   findings: Finding[],
   link?: (f: Finding) => string | null,
+  g: SliceGeometry | null = null,
 ): HTMLElement {
   if (!findings.length) return el("p", { className: "muted" }, "No findings.");
   return el(
@@ -62,10 +65,10 @@ export function findingsList(
         { className: "finding" },
         el("strong", {}, kindLabel(f.kind)),
         " · ",
-        el("span", { className: "where" }, whereText(f)),
+        el("span", { className: "where" }, whereText(f, g)),
         f.text ? el("p", { className: "finding-text" }, f.text) : null,
         href
-          ? el("a", { href, className: "button small" }, `Show ${whereText(f)} in the viewer`)
+          ? el("a", { href, className: "button small" }, `Show ${whereText(f, g)} in the viewer`)
           : null,
       );
     }),
@@ -79,13 +82,14 @@ export function reviewCard(
   findings: Finding[],
   decidedAt: string | null,
   link?: (f: Finding) => string | null,
+  g: SliceGeometry | null = null,
 ): HTMLElement {
   return el(
     "section",
     { className: "review" },
     el("h3", {}, title, " ", badge(verdict)),
     el("p", { className: "muted" }, "Decided ", decidedAt ? when(decidedAt) : DASH),
-    findingsList(findings, link),
+    findingsList(findings, link, g),
   );
 }
 
@@ -118,10 +122,15 @@ function findingRow(bounds: ScanBounds | null, initial?: Partial<Finding>): HTML
     ),
   );
   const slice = numberInput(
-    bounds ? `Slice (0–${bounds.slices - 1})` : "Slice",
-    bounds ? bounds.slices - 1 : null,
-    initial?.slice ?? null,
+    bounds ? `Slice (1–${bounds.slices}, 1 = top)` : "Slice index (from 0)",
+    bounds ? bounds.slices : null,
+    initial?.slice === null || initial?.slice === undefined
+      ? null
+      : bounds
+        ? sliceNumber(initial.slice, bounds)
+        : initial.slice,
   );
+  if (bounds) slice.querySelector("input")!.min = "1";
   slice.classList.add("finding-slice");
   const x = numberInput(
     bounds ? `x (0–${bounds.columns - 1})` : "x",
@@ -191,10 +200,10 @@ function readFinding(row: HTMLLIElement, index: number, bounds: ScanBounds | nul
   const sliceLabel = row.querySelector<HTMLElement>(".finding-slice")!;
   const xLabel = row.querySelector<HTMLElement>(".finding-x")!;
   const yLabel = row.querySelector<HTMLElement>(".finding-y")!;
-  const z = readInt(sliceLabel);
+  const n = readInt(sliceLabel);
   const x = readInt(xLabel);
   const y = readInt(yLabel);
-  if (kind === "wrong_scan_label" && z === null && x === null && y === null) {
+  if (kind === "wrong_scan_label" && n === null && x === null && y === null) {
     return { slice: null, position: null, kind, text };
   }
   const check = (
@@ -202,18 +211,20 @@ function readFinding(row: HTMLLIElement, index: number, bounds: ScanBounds | nul
     label: HTMLElement,
     name: string,
     max: number | undefined,
+    min = 0,
   ) => {
     const field = label.querySelector("input")!;
     if (value === null) throw new FindingError(`${where}: give the ${name}`, field);
-    if (!Number.isInteger(value) || value < 0 || (max !== undefined && value > max)) {
-      const range = max !== undefined ? ` from 0 to ${max}` : "";
+    if (!Number.isInteger(value) || value < min || (max !== undefined && value > max)) {
+      const range = max !== undefined ? ` from ${min} to ${max}` : "";
       throw new FindingError(`${where}: the ${name} must be a whole number${range}`, field);
     }
   };
-  check(z, sliceLabel, "slice", bounds ? bounds.slices - 1 : undefined);
+  // The person types the slice number they read in the viewer (1 = top); the API takes z.
+  check(n, sliceLabel, "slice", bounds ? bounds.slices : undefined, bounds ? 1 : 0);
   check(x, xLabel, "x position", bounds ? bounds.columns - 1 : undefined);
   check(y, yLabel, "y position", bounds ? bounds.rows - 1 : undefined);
-  return { slice: z, position: [x!, y!], kind, text };
+  return { slice: bounds ? sliceZ(n!, bounds) : n, position: [x!, y!], kind, text };
 }
 
 export interface VerdictFormOptions {
@@ -265,7 +276,7 @@ export function verdictForm(options: VerdictFormOptions): HTMLFormElement {
       el(
         "p",
         { className: "muted hint" },
-        "Slice is the z index of the scan (0 = first slice); x and y are pixel columns and rows. ",
+        "Slice is the number the viewer shows (1 = the top slice, towards the head); x and y are pixel columns and rows. ",
         "A wrong scan label needs no place.",
       ),
       rows,

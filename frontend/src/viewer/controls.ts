@@ -1,6 +1,8 @@
 // The controls both modes share: tool buttons, brush and grow sliders, labelmap display,
 // window presets, MPR, help and the keyboard. Their listeners go through viewer.listen(), so
 // the viewer's destroy() removes them.
+import { Enums as CoreEnums } from "@cornerstonejs/core";
+
 import { HelpOverlay } from "../panels/help";
 import { viewerKeydown } from "../panels/keyboard";
 import type { ToolMode } from "../tools/toolGroup";
@@ -39,10 +41,20 @@ export class ViewControls {
   private applyPreset(index: number): void {
     this.presetIndex = index;
     this.viewer.scene?.setWindow(WINDOW_PRESETS[index]);
-    for (const button of document.querySelectorAll<HTMLButtonElement>("[data-preset]")) {
-      button.setAttribute("aria-pressed", String(Number(button.dataset.preset) === index));
-    }
+    this.markPreset();
     this.viewer.updateViewerStatus();
+  }
+
+  /** Highlight the preset the window shows now; none after a manual window/level change. */
+  private markPreset(): void {
+    const scene = this.viewer.scene;
+    if (!scene) return;
+    const { center, width } = scene.currentWindow();
+    for (const button of document.querySelectorAll<HTMLButtonElement>("[data-preset]")) {
+      const p = WINDOW_PRESETS[Number(button.dataset.preset)];
+      const same = Math.abs(p.center - center) < 1 && Math.abs(p.width - width) < 1;
+      button.setAttribute("aria-pressed", String(same));
+    }
   }
 
   private async setMpr(on: boolean): Promise<void> {
@@ -104,6 +116,7 @@ export class ViewControls {
         return button;
       }),
     );
+    viewer.listen($("#view-axial"), CoreEnums.Events.VOI_MODIFIED, () => this.markPreset());
     viewer.listen($("#reload"), "click", () => {
       viewer.leaving = true;
       window.location.reload();
@@ -118,9 +131,12 @@ export class ViewControls {
         nextWindowPreset: () => this.applyPreset((this.presetIndex + 1) % WINDOW_PRESETS.length),
         toggleLabels: () => this.toggleLabels(),
         toggleMpr: () => void this.setMpr(!$<HTMLInputElement>("#mpr-toggle").checked),
-        scroll: (delta) => scene.viewport("axial").scroll(delta),
-        toEnd: (last) =>
-          scene.viewport("axial").scroll(last ? scene.kToZ.length : -scene.kToZ.length),
+        step: (delta) => viewer.step(delta),
+        toEnd: (last) => viewer.goToSlice(last ? scene.kToZ.length : 1),
+        labelled: (dir) => viewer.goToNearest(viewer.labelledNumbers(), dir, "labelled slice"),
+        finding: (dir) => viewer.goToNearest(viewer.findingNumbers(), dir, "finding"),
+        toggleMarkers: () => viewer.markers?.toggle(),
+        cancel: () => viewer.mode.cancel(),
         undo: () => viewer.mode.undo(),
         redo: () => viewer.mode.redo(),
         save: () => viewer.mode.save(),

@@ -174,6 +174,13 @@ export class LabelState {
     }
   }
 
+  /** Server slices z that hold at least one labelled voxel now, in z order. */
+  labelledSlices(): number[] {
+    const out: number[] = [];
+    for (let z = 0; z < this.slices; z++) if (hasNonZero(this.slice(z))) out.push(z);
+    return out;
+  }
+
   voxelCount(): number {
     let n = 0;
     for (let z = 0; z < this.slices; z++) {

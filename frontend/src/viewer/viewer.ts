@@ -15,6 +15,7 @@ import { ClassPicker } from "../panels/classPicker";
 import { $ } from "../panels/dom";
 import { FindingMarkers } from "../panels/review";
 import { ScanLabelsPanel } from "../panels/scanLabels";
+import { sliceNumber, sliceZ, type SliceGeometry } from "../panels/slices";
 import { ViewerTools, type ToolMode } from "../tools/toolGroup";
 import { initCornerstone } from "./cornerstone";
 import { ViewControls } from "./controls";
@@ -61,6 +62,8 @@ export class Viewer {
   scanLabels?: ScanLabelsPanel;
   classPicker?: ClassPicker;
   markers?: FindingMarkers;
+  /** The scan's slice count and directions: what slice numbers (1 = top) are counted from. */
+  geometry: SliceGeometry = { slices: 0 };
   /** Everything the scene shows is in and drawn; edits count from here. */
   ready = false;
   /** A reload the person asked for: no "unsaved changes" prompt. */
@@ -126,6 +129,7 @@ export class Viewer {
     const campaignP = api.campaign(this.campaignId);
     const metadataP = fetchSeriesMetadata(ref);
     const scan = await scanP;
+    this.geometry = { slices: scan.slices, direction: scan.direction };
     mark(this.hook, "scan");
     const imageIds = scan.instances.map((sop) => frameImageId(ref, sop));
     // ?prefetch=0 (one request per frame), ?chunk=, ?parallel=: for measuring the loader.
@@ -195,6 +199,11 @@ export class Viewer {
     const labelVolume = await this.mode.labels;
     mark(this.hook, "labels");
     if (labelVolume) this.labels.loadVolume(zstd(labelVolume.compressed), labelVolume.shape);
+    // Open on the first (most cranial) slice that holds labels; the middle stays when none does.
+    const firstLabelled = this.labelledNumbers()[0];
+    if (firstLabelled !== undefined) {
+      scene.jumpToZ(sliceZ(firstLabelled, this.geometry), "axial", false);
+    }
     const values = await this.mode.scanLabelValues(annotation, labelVolume);
     if (values) this.scanLabels.values = values;
     const { inMyBatch } = await placeP;
@@ -217,7 +226,7 @@ export class Viewer {
       annotation.head ? `Revision ${annotation.head.number} loaded` : "No revision yet",
     );
     await this.mode.afterLoad();
-    // ?slice=<z>: open at that slice (a finding's, from the QC pages).
+    // ?slice=<z> (the API's 0-based z): open at that slice (a finding's, from the QC pages).
     const slice = params.get("slice");
     if (slice !== null && /^\d+$/.test(slice)) this.jumpTo(Number(slice));
     this.markers.update();
@@ -273,10 +282,10 @@ export class Viewer {
   updateViewerStatus(): void {
     const scene = this.scene;
     if (!scene) return;
-    // Slices count like the API's z, from 1: slice 1 is the lowest (feet side).
+    // Slices are numbered from 1 at the top (head end), as PACS viewers and the findings say.
     const { center, width } = scene.currentWindow();
     $("#viewer-status").textContent = [
-      `Slice ${scene.currentZ() + 1} / ${scene.kToZ.length}`,
+      `Slice ${this.currentSlice()} / ${scene.kToZ.length}`,
       this.lastHu,
       `W ${Math.round(width)} L ${Math.round(center)}`,
     ]
@@ -326,6 +335,53 @@ export class Viewer {
     if (!scene || z < 0 || z >= scene.kToZ.length) return;
     scene.jumpToZ(z);
     this.updateViewerStatus();
+    this.markers?.update();
+  }
+
+  // --- Slices as a person counts them: 1 = top (head end), next = one slice towards the feet --
+
+  /** The slice number shown now (1 = top). */
+  currentSlice(): number {
+    return this.scene ? sliceNumber(this.scene.currentZ(), this.geometry) : 0;
+  }
+
+  /** Go to slice number `n` (clamped to the scan). */
+  goToSlice(n: number): void {
+    const last = this.geometry.slices;
+    if (!last) return;
+    this.jumpTo(sliceZ(Math.min(last, Math.max(1, Math.round(n))), this.geometry));
+  }
+
+  /** `delta` slices on: positive is towards the feet (next), negative towards the head. */
+  step(delta: number): void {
+    this.goToSlice(this.currentSlice() + delta);
+  }
+
+  /** The slice numbers that hold labels now, top first. */
+  labelledNumbers(): number[] {
+    const z = this.labels?.labelledSlices() ?? [];
+    return z.map((v) => sliceNumber(v, this.geometry)).sort((a, b) => a - b);
+  }
+
+  /** The slice numbers of the findings (placed or to fix), top first, once each. */
+  findingNumbers(): number[] {
+    const z = this.mode.findings().flatMap((f) => (f.slice === null ? [] : [f.slice]));
+    return [...new Set(z.map((v) => sliceNumber(v, this.geometry)))].sort((a, b) => a - b);
+  }
+
+  /** Go to the next (`dir` 1, towards the feet) or previous (-1) of `numbers`; say so if none. */
+  goToNearest(numbers: number[], dir: 1 | -1, what: string): void {
+    const here = this.currentSlice();
+    const target =
+      dir > 0 ? numbers.find((n) => n > here) : [...numbers].reverse().find((n) => n < here);
+    if (target === undefined) {
+      const side = dir > 0 ? "below" : "above";
+      this.setSaveStatus(
+        numbers.length ? `No ${what} ${side} slice ${here}` : `No ${what} in this scan`,
+      );
+      return;
+    }
+    this.goToSlice(target);
   }
 
   /** The page's life (leaving it, hiding it) and the axial view: HU under the pointer, resizing. */

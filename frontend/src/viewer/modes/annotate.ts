@@ -9,6 +9,7 @@ import { errorMessage } from "../../api/http";
 import { qcApi, type AnnotatorFindings, type Finding } from "../../api/qc";
 import type { Annotation } from "../../api/types";
 import type { BatchPlace } from "../../panels/batchNav";
+import { confirmOnce } from "../../panels/confirm";
 import { showAnnotatorFindings, type MarkedFinding } from "../../panels/review";
 import { History } from "../../tools/history";
 import { attachRegionGrow, type GrowOptions } from "../../tools/regionGrow";
@@ -93,8 +94,15 @@ export class AnnotateMode implements ViewerMode {
   /** The starting point: the head revision (a person's, or the model's pre-segmentation). */
   async showStartingPoint(annotation: Annotation): Promise<void> {
     const { viewer, session } = this;
+    // A scan past the annotator's part (checked, spot check, curated) says so first: its batch
+    // may have left the worklist (approved), which made it read "not in one of your batches".
+    const past = STATE_WORDS[annotation.state];
+    if (session.state === "viewing" && past) {
+      viewer.setReadOnly(`This scan is ${past}: read-only.`);
+      return;
+    }
     if (session.state === "viewing") {
-      viewer.setReadOnly("Read-only: this scan is not in one of your batches.");
+      viewer.setReadOnly("Read-only: this scan is not in one of your open batches.");
       return;
     }
     if (!session.editable) {
@@ -112,8 +120,12 @@ export class AnnotateMode implements ViewerMode {
   async afterLoad(): Promise<void> {
     const fixes = await this.fixes;
     if (fixes && fixes.reviews.length) {
-      this.marked = showAnnotatorFindings($("#findings-panel"), fixes, this.viewer.markers!, (z) =>
-        this.viewer.jumpTo(z),
+      this.marked = showAnnotatorFindings(
+        $("#findings-panel"),
+        fixes,
+        this.viewer.markers!,
+        (z) => this.viewer.jumpTo(z),
+        this.viewer.geometry,
       );
     }
   }
@@ -153,6 +165,10 @@ export class AnnotateMode implements ViewerMode {
     const editable = !!this.viewer.session?.editable;
     $<HTMLButtonElement>("#undo").disabled = !History.canUndo || !editable;
     $<HTMLButtonElement>("#redo").disabled = !History.canRedo || !editable;
+  }
+
+  cancel(): boolean {
+    return false;
   }
 
   undo(): void {
@@ -210,6 +226,15 @@ export class AnnotateMode implements ViewerMode {
     if (missing.length) {
       viewer.setSaveStatus(`Set ${missing.join(", ")} before submitting`, "error");
       $<HTMLSelectElement>("#scan-labels select").focus();
+      return;
+    }
+    const sure = await confirmOnce(
+      $("#submit"),
+      "Submit this scan for checking? It becomes read-only until both checkers have given their verdicts.",
+      "Submit for checking",
+    );
+    if (!sure) {
+      $<HTMLButtonElement>("#submit").focus();
       return;
     }
     // What is submitted is a person's revision: a pre-segmentation head is saved as one first.

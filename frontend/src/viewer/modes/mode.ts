@@ -34,6 +34,8 @@ export interface ViewerMode {
   hasUnsavedWork(): boolean;
   /** Check mode: the findings placed so far; annotating: the findings to fix. */
   findings(): Finding[];
+  /** Esc: cancel what a click would do next (an armed finding placement); true if it did. */
+  cancel(): boolean;
   undo(): void;
   redo(): void;
   save(): void;

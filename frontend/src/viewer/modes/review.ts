@@ -111,11 +111,14 @@ export class ReviewMode implements ViewerMode {
     this.panel = new ReviewPanel($("#review-panel"), {
       target,
       markers: viewer.markers!,
+      geometry: viewer.geometry,
       jumpTo: (z) => viewer.jumpTo(z),
       setFindingTool: (on) => viewer.setTool(on ? "finding" : "windowLevel"),
       findingToolOn: () => viewer.tools?.mode === "finding",
+      status: (text, kind) => viewer.setSaveStatus(text, kind),
     });
-    if (this.panel.open) viewer.setTool("finding");
+    // Nothing is armed at the start: a click sets window/level until "Place finding" (F).
+    this.panel.toolChanged(false);
   }
 
   async afterLoad(): Promise<void> {}
@@ -137,6 +140,12 @@ export class ReviewMode implements ViewerMode {
 
   findings(): Finding[] {
     return this.panel ? this.panel.findings.map((f) => ({ ...f })) : [];
+  }
+
+  cancel(): boolean {
+    if (this.viewer.tools?.mode !== "finding") return false;
+    this.viewer.setTool("windowLevel");
+    return true;
   }
 
   // Read-only: no edits to undo, nothing to save.
