@@ -53,7 +53,7 @@ def test_two_checkers_decide_blind_and_the_annotator_reads_the_finding(live_serv
     page.check("input[name=verdict][value=fail]")
     row = page.locator("li.finding-row").first  # choosing fail opens the first finding
     row.locator("select.finding-kind").select_option("boundary")
-    row.locator(".finding-slice input").fill("3")
+    row.locator(".finding-slice input").fill("5")  # slice 5 from the top of 8 = z 3
     row.locator(".finding-x input").fill("10")
     row.locator(".finding-y input").fill("12")
     row.locator("textarea").fill("edge too tight at the pleura")
@@ -71,11 +71,11 @@ def test_two_checkers_decide_blind_and_the_annotator_reads_the_finding(live_serv
     switch_user(page, base, check_b.checker.username)
     open_check_from_queue(page, base, check_b)
     page.check("input[name=verdict][value=fail]")
-    page.locator(".finding-slice input").first.fill("8")
+    page.locator(".finding-slice input").first.fill("9")
     page.locator(".finding-x input").first.fill("1")
     page.locator(".finding-y input").first.fill("1")
     page.click("button.record-verdict")
-    assert "slice must be a whole number from 0 to 7" in page.inner_text(".verdict-form .notice")
+    assert "slice must be a whole number from 1 to 8" in page.inner_text(".verdict-form .notice")
     check_b.refresh_from_db()
     assert check_b.verdict == "pending"
 
@@ -96,7 +96,7 @@ def test_two_checkers_decide_blind_and_the_annotator_reads_the_finding(live_serv
     page.wait_for_selector("#findings[aria-busy=false] .review")
     text = page.inner_text("#findings")
     assert "checker A" in text and "checker B" in text
-    assert "Boundary" in text and "slice 3, x 10, y 12" in text and "edge too tight at the pleura" in text
+    assert "Boundary" in text and "slice 5, x 10, y 12" in text and "edge too tight at the pleura" in text
     assert check_a.checker.username not in text and check_b.checker.username not in text
     link = page.locator("#findings a", has_text="in the viewer").first
     assert link.get_attribute("href") == f"/viewer/{campaign.pk}/{scan.pk}/?slice=3"

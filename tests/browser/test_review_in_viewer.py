@@ -40,12 +40,13 @@ def test_checker_fails_in_the_viewer_and_the_annotator_sees_the_finding(
     page.goto(f"{base}/viewer/{campaign.pk}/{scan.pk}/?check={check_a.pk}")
     wait_viewer_ready(page)
     assert page.evaluate("curatect.reviewing") is True
-    assert page.evaluate("curatect.tool()") == "finding"
+    assert page.evaluate("curatect.tool()") == "windowLevel"  # nothing armed until F / the button
     assert page.evaluate("curatect.labelVoxelCount()") == int((ph.lesions > 0).sum())
     assert page.is_disabled("button[data-tool=brush]")
     assert f"Check {check_a.pk}" in page.text_content("#review-heading")
 
     page.select_option("#finding-kind", "missed_lesion")
+    page.click("#finding-tool")
     click_voxel(page, z, y, x)
     page.wait_for_function("() => curatect.findings().length === 1")
     placed = page.evaluate("curatect.findings()[0]")
@@ -55,7 +56,9 @@ def test_checker_fails_in_the_viewer_and_the_annotator_sees_the_finding(
     page.fill("#review-findings textarea", "lesion not labelled")
     page.check("input[name=review-verdict][value=fail]")
     page.click("#submit-verdict")
-    page.wait_for_url("**/qc/checks/")
+    page.click(".confirm-yes")
+    page.wait_for_function("() => curatect.saveStatus.startsWith('Fail recorded')")
+    assert page.evaluate("curatect.saveStatus") == "Fail recorded — sent back with 1 finding"
 
     response = page.request.get(f"{base}/api/qc/checks/{check_a.pk}/")
     assert response.ok, response.text()

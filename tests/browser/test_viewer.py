@@ -88,6 +88,7 @@ def test_annotator_grows_a_lesion_saves_reloads_and_submits(live_server, page, p
     # Scan label, then submit for checking.
     page.select_option("#scan-label-diagnosis", "COVID-19")
     page.click("#submit")
+    page.click(".confirm-yes")  # asked once: the scan becomes read-only
     page.wait_for_function(
         "() => curatect.saveStatus === 'Submitted for checking' || curatect.saveStatus.startsWith('Not')"
     )
