@@ -22,7 +22,7 @@ from django.conf import settings
 
 from core.models import Scan
 from core.storage_check import StoredFile, StoredFolder
-from modelassist.models import DatasetExport, JobStatus, ModelVersion
+from modelassist.models import DatasetExport, ModelVersion
 from modelassist.services.export import MANIFEST, content_sha256, exports_root
 from modelassist.services.quantification import lung_cache_path
 
@@ -33,9 +33,10 @@ def stored_files() -> Iterator[StoredFile | StoredFolder]:
     ):
         yield StoredFile(rel, f"model version {pk}", sha)
     for export in DatasetExport.objects.select_related("campaign").order_by("pk").iterator():
-        if export.status == JobStatus.DONE and export.path:
+        # The status values, not the enum: the job lifecycle's home is moving (core.jobs).
+        if export.status == "done" and export.path:
             yield from _export_files(export)
-        elif export.status == JobStatus.RUNNING:
+        elif export.status == "running":
             # Its half-written folder is work in progress, not an orphan.
             root = exports_root(export.campaign)
             for tmp in root.glob(f".tmp-{export.pk}-*"):
