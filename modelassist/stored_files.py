@@ -32,7 +32,10 @@ def stored_files() -> Iterator[StoredFile | StoredFolder]:
         ModelVersion.objects.values_list("pk", "file_path", "sha256").order_by("pk").iterator()
     ):
         yield StoredFile(rel, f"model version {pk}", sha)
-    for export in DatasetExport.objects.select_related("campaign").order_by("pk").iterator():
+    exports = DatasetExport.objects.select_related("campaign").only(
+        "pk", "status", "path", "version", "content_sha256", "campaign__slug"
+    )  # not the summary: it can be large
+    for export in exports.order_by("pk").iterator():
         # The status values, not the enum: the job lifecycle's home is moving (core.jobs).
         if export.status == "done" and export.path:
             yield from _export_files(export)
