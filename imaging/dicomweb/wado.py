@@ -1,6 +1,7 @@
 """DICOMweb WADO-RS for the viewer: series metadata, frames, instances, and series pixel data.
 
-Same permissions as the API: session or token auth, and a scan the user may not see answers
+Same permissions as the API, through the one DICOMweb authentication (auth.dicomweb_user:
+session, Token, Bearer or Basic), and a scan the user may not see answers
 404 as if it did not exist. What is served is the stored, pseudonymised instance; frames are
 its raw stored pixel values (before RescaleSlope/Intercept), as WADO-RS defines them.
 
@@ -13,6 +14,7 @@ multipart part per instance, in volume order, each with its Content-Location).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import os
@@ -23,15 +25,13 @@ from pathlib import Path
 
 import pydicom
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_safe
+from django.http import HttpRequest, HttpResponse
 from pydicom.encaps import generate_frames
 from pydicom.tag import Tag
-from rest_framework.exceptions import AuthenticationFailed
 
 from core.models import Instance, Scan, User
 from core.selectors import scans_visible_to
-from core.tokens.auth import ApiTokenAuthentication, BearerApiTokenAuthentication
+from imaging.dicomweb.auth import dicomweb_endpoint, error
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +49,6 @@ CACHE_CONTROL = "no-store"
 
 class NotFound(Exception):
     pass
-
-
-def _error(status: int, detail: str, code: str) -> JsonResponse:
-    response = JsonResponse({"detail": detail, "code": code}, status=status)
-    if status == 401:
-        response["WWW-Authenticate"] = "Token"
-    return response
-
-
-def _user(request: HttpRequest) -> User | None:
-    """Session (the browser) or an API token as `Token …` (scripts) or `Bearer …` (OHIF, Slicer)."""
-    if request.user.is_authenticated:
-        return request.user  # type: ignore[return-value]
-    for scheme in (ApiTokenAuthentication, BearerApiTokenAuthentication):
-        try:
-            result = scheme().authenticate(request)  # type: ignore[arg-type]
-        except AuthenticationFailed:
-            return None
-        if result:
-            return result[0]
-    return None
 
 
 def _scan(user: User, study: str, series: str) -> Scan:
@@ -91,18 +70,16 @@ def _path(scan: Scan, file_name: str) -> Path:
 
 
 def dicomweb_view(view):
-    """Authenticate, turn NotFound into the API's 404, and allow GET/HEAD only."""
+    """Authenticate like every DICOMweb route (auth.dicomweb_endpoint: GET/HEAD only), and turn
+    NotFound into the API's 404."""
 
-    @require_safe
+    @dicomweb_endpoint(("GET",))
     @functools.wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        user = _user(request)
-        if user is None:
-            return _error(401, "Log in, or send an API token, to read images.", "not_authenticated")
+    def wrapper(request: HttpRequest, user: User, *args, **kwargs) -> HttpResponse:
         try:
             return view(request, user, *args, **kwargs)
         except NotFound:
-            return _error(404, "No such study, series, instance or frame.", "not_found")
+            return error(404, "No such study, series, instance or frame.", "not_found")
 
     return wrapper
 
@@ -214,18 +191,18 @@ class _MetadataCache:
     """DICOM JSON of whole series, per process: parsing 300 headers takes about a second."""
 
     def __init__(self, max_series: int = 16) -> None:
-        self._items: OrderedDict[tuple[int, str], bytes] = OrderedDict()
+        self._items: OrderedDict[tuple[int, str, str], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_series
 
-    def get(self, key: tuple[int, str]) -> bytes | None:
+    def get(self, key: tuple[int, str, str]) -> bytes | None:
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         return None
 
-    def put(self, key: tuple[int, str], value: bytes) -> None:
+    def put(self, key: tuple[int, str, str], value: bytes) -> None:
         with self._lock:
             self._items[key] = value
             while len(self._items) > self._max:
@@ -244,9 +221,18 @@ def instance_json(path: Path) -> dict:
     return data
 
 
+def _metadata_key(scan: Scan) -> tuple[int, str, str]:
+    # The voxels alone do not name a series: the same pixels imported twice (a phantom's seed,
+    # a re-import into another institution) get other UIDs, and SQLite hands a rolled-back id
+    # to the next row. The series UID is in the answer, so it is in the key.
+    return (scan.pk, scan.series_uid, scan.volume_sha256)
+
+
 def _metadata_cache_file(scan: Scan) -> Path:
-    # Keyed by the volume checksum: a re-imported scan never reads a stale file.
-    return Path(settings.DATA_DIR) / "cache" / "dicomweb" / f"scan-{scan.pk}-{scan.volume_sha256[:16]}.json"
+    # Keyed like the memory cache (the UID hashed: it is long and may hold any digit string).
+    uid = hashlib.sha256(scan.series_uid.encode()).hexdigest()[:16]
+    name = f"scan-{scan.pk}-{uid}-{scan.volume_sha256[:16]}.json"
+    return Path(settings.DATA_DIR) / "cache" / "dicomweb" / name
 
 
 def series_metadata_bytes(scan: Scan) -> bytes:
@@ -255,7 +241,7 @@ def series_metadata_bytes(scan: Scan) -> bytes:
     Parsing 300 headers costs 1–3 s (pydicom), too slow for opening a scan, so the result is
     kept per process and on disk (DATA_DIR/cache/dicomweb/, safe to delete at any time).
     """
-    key = (scan.pk, scan.volume_sha256)
+    key = _metadata_key(scan)
     cached = _metadata_cache.get(key)
     if cached is not None:
         return cached
@@ -319,7 +305,7 @@ def series_pixeldata(request: HttpRequest, user: User, study: str, series: str) 
         offset = max(0, int(request.GET.get("offset", 0)))
         count = min(PIXELDATA_MAX_COUNT, max(1, int(request.GET.get("count", PIXELDATA_MAX_COUNT))))
     except ValueError:
-        return _error(400, "offset and count must be integers", "invalid")
+        return error(400, "offset and count must be integers", "invalid")
     scan = _scan(user, study, series)
     instances = scan.instances.filter(index__gte=offset, index__lt=offset + count).order_by("index")
     base = request.build_absolute_uri(f"/dicomweb/studies/{study}/series/{series}/instances/")
