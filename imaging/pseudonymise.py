@@ -1,7 +1,9 @@
 """Pseudonymisation of CT DICOM datasets on arrival (DICOM PS3.15 Annex E).
 
-Implements the Basic Application Level Confidentiality Profile (Table E.1-1, the rows
-that matter for CT image storage) with these options:
+Implements the Basic Application Level Confidentiality Profile.  Its attribute table
+(Table E.1-1) is not typed here: it is dicom-anonymizer's table of the edition pinned in
+:data:`PS315_EDITION`, mapped at import to CurateCT's actions (:data:`PROFILE`); an entry
+the policy has no rule for stops the import.  Options:
 
 * Retain Longitudinal Temporal Information with Modified Dates (113107): every date is
   shifted by one per-patient offset, so intervals between a patient's studies survive
@@ -9,6 +11,11 @@ that matter for CT image storage) with these options:
   one, and they order the acquisitions of a study.
 * Retain Patient Characteristics (113108): age, sex, size and weight stay, because they
   are coarse and needed to read and model chest CT (dose, lung volume norms).
+
+Beyond the table: private elements, curves, overlays and command elements are removed
+whole; every person name, date and UID the table does not name is still emptied, shifted
+or remapped; an element no dictionary knows is removed; the file meta keeps only what
+describes the file.
 
 Identifiers are derived with HMAC-SHA256 under a secret key held by the platform, so
 the same patient / UID always maps to the same pseudonym / UID across imports, while
@@ -27,7 +34,9 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import importlib
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pydicom import config
@@ -150,145 +159,80 @@ def remap_uid(uid: str, key: bytes) -> str:
 
 # ------------------------------------------------------------------------ action table
 #
-# Actions (PS3.15 letters where they exist):
-#   X remove, Z replace by an empty value (kept because the attribute is type 2 in CT),
-#   P replace by the pseudonym (D, "dummy", with a stable value), C keep unless it
-#   contains an identifier of the patient (a minimal "clean"), A age (kept, capped).
-# Attributes not listed keep their value, except for the generic rules of the walk:
-# private tags removed, PN emptied, DA/DT shifted, UI remapped.
+# The attribute table is PS3.15 Table E.1-1 as dicom-anonymizer ships it, one module per
+# edition of the standard.  The edition is pinned: a newer table changes what is kept in
+# every file stored from then on, so taking one is a reviewed change (a test fails when
+# the installed package ships an edition newer than this one).
+PS315_EDITION = "2026c"
 
-_REMOVE = (
-    # Patient identity and demographics
+# CurateCT's actions; each attribute of the table gets exactly one.
+REMOVE = "X"  # the attribute goes
+EMPTY = "Z"  # present with an empty value (type 2 in the CT image IOD)
+PSEUDONYM = "P"  # the patient's keyed pseudonym (pseudonym_for)
+CLEAN = "C"  # kept unless it contains the patient's name or an ID (_identifying_tokens)
+AGE = "A"  # kept, ages over 89 capped
+KEEP = "K"  # kept as it is
+SHIFT = "S"  # every date in it moved by the patient's offset (date_offset_for)
+REMAP = "U"  # every UID in it remapped under the institution's key (uid_key_for)
+WALK = "W"  # a sequence kept; its items go through the same rules
+ACTIONS = frozenset({REMOVE, EMPTY, PSEUDONYM, CLEAN, AGE, KEEP, SHIFT, REMAP, WALK})
+
+# The standard's letters: X remove, Z empty, D dummy value, U new UID, U* (a sequence)
+# new UIDs inside, K keep.  A category of the table is named by its letters, e.g.
+# X_Z_U_STAR_TAGS.  A letter outside these (C "clean" has no rule here) fails the import.
+_STANDARD_LETTERS = frozenset({"X", "Z", "D", "U", "U*", "K"})
+
+# Curves (50xx) and overlays (60xx) are removed whole by the walk, not element by element.
+_REMOVED_REPEATING_GROUPS = (0x5000, 0x6000)
+
+TableEntry = tuple[int, ...]  # (group, element), or (group, element, group mask, element mask)
+
+
+class ProfileError(RuntimeError):
+    """The attribute table holds something CurateCT's policy has no rule for."""
+
+
+def _tag(keyword: str) -> int:
+    tag = tag_for_keyword(keyword)
+    # Fail at import on a typo: a silently missing row would leak that attribute.
+    if tag is None:
+        raise ProfileError(f"unknown DICOM keyword in pseudonymisation policy: {keyword}")
+    return tag
+
+
+# --- CurateCT's own decisions, on top of the table (and beyond it) ---
+#
+# Retain Patient Characteristics (113108): coarse, and needed to read and model chest
+# CT (dose, lung volume norms).  The table says Z (sex) and X (size, weight).
+_RETAINED = ("PatientSex", "PatientSize", "PatientWeight")
+
+# The table says X/Z/D, but the annotators need them to tell series apart ("LUNG 1.25 mm",
+# contrast phase).  Free text, so each is dropped if it contains the patient's name or an
+# ID; other free-text PHI in them is a residual risk accepted by the data owners.
+_CLEAN = ("StudyDescription", "SeriesDescription", "ProtocolName", "ContrastBolusAgent")
+
+# Type 2 in the CT image IOD: must be present, so they are emptied rather than removed.
+# PatientBirthDate is emptied, not shifted: with the age kept it adds nothing clinically.
+_EMPTY = ("PatientBirthDate", "ReferringPhysicianName", "AccessionNumber", "StudyID")
+
+_PSEUDONYM = ("PatientName", "PatientID")
+
+# Under the modified-dates option (113107) the table's dates and times are modified, not
+# removed; CurateCT shifts every other date (times stay: the shift is whole days).  These
+# stamp events around the scan (visit, scheduling, procedure steps, study management,
+# device service, curves and overlays), which no reader of the images needs: removed, as
+# the basic profile says.
+_REMOVED_DATES_AND_TIMES = (
     "PatientBirthTime",
-    "PatientBirthName",
-    "PatientMotherBirthName",
-    "OtherPatientIDs",
-    "OtherPatientIDsSequence",
-    "OtherPatientNames",
-    "IssuerOfPatientID",
-    "IssuerOfPatientIDQualifiersSequence",
-    "ReferencedPatientSequence",
-    "ReferencedPatientPhotoSequence",
-    "ReferencedPatientAliasSequence",
-    "PatientAddress",
-    "PatientTelephoneNumbers",
-    "PatientTelecomInformation",
-    "CountryOfResidence",
-    "RegionOfResidence",
-    "EthnicGroup",
-    "Occupation",
-    "MilitaryRank",
-    "BranchOfService",
-    "MedicalRecordLocator",
-    "PatientReligiousPreference",
-    "PatientPrimaryLanguageCodeSequence",
-    "PatientPrimaryLanguageModifierCodeSequence",
-    "PatientInsurancePlanCodeSequence",
-    "InsurancePlanIdentification",
-    "ResponsiblePerson",
-    "ResponsibleOrganization",
-    "PatientComments",
-    "AdditionalPatientHistory",
-    "MedicalAlerts",
-    "Allergies",
-    "SmokingStatus",
-    "PregnancyStatus",
     "LastMenstrualDate",
-    "PatientState",
-    "SpecialNeeds",
-    "PatientTransportArrangements",
-    "PatientInstitutionResidence",
-    "CurrentPatientLocation",
-    "PatientBirthDateInAlternativeCalendar",
-    "PatientDeathDateInAlternativeCalendar",
-    "PatientAlternativeCalendar",
-    # Visit / admission
-    "AdmissionID",
-    "IssuerOfAdmissionID",
-    "IssuerOfAdmissionIDSequence",
     "AdmittingDate",
     "AdmittingTime",
-    "AdmittingDiagnosesDescription",
-    "AdmittingDiagnosesCodeSequence",
     "DischargeDate",
     "DischargeTime",
-    "DischargeDiagnosisDescription",
     "ScheduledAdmissionDate",
     "ScheduledAdmissionTime",
     "ScheduledDischargeDate",
     "ScheduledDischargeTime",
-    "ScheduledPatientInstitutionResidence",
-    "ServiceEpisodeID",
-    "ServiceEpisodeDescription",
-    "IssuerOfServiceEpisodeID",
-    "IssuerOfServiceEpisodeIDSequence",
-    "VisitComments",
-    "ReasonForVisit",
-    "ReasonForVisitCodeSequence",
-    # People other than the patient
-    "ReferringPhysicianAddress",
-    "ReferringPhysicianTelephoneNumbers",
-    "ReferringPhysicianIdentificationSequence",
-    "ConsultingPhysicianName",
-    "ConsultingPhysicianIdentificationSequence",
-    "PhysiciansOfRecord",
-    "PhysiciansOfRecordIdentificationSequence",
-    "PerformingPhysicianName",
-    "PerformingPhysicianIdentificationSequence",
-    "NameOfPhysiciansReadingStudy",
-    "PhysiciansReadingStudyIdentificationSequence",
-    "OperatorsName",
-    "OperatorIdentificationSequence",
-    "RequestingPhysician",
-    "RequestingService",
-    "ScheduledPerformingPhysicianName",
-    "ScheduledPerformingPhysicianIdentificationSequence",
-    "ScheduledHumanPerformersSequence",
-    "ActualHumanPerformersSequence",
-    "HumanPerformerName",
-    "HumanPerformerOrganization",
-    "NamesOfIntendedRecipientsOfResults",
-    "IntendedRecipientsOfResultsIdentificationSequence",
-    "PersonName",
-    "PersonIdentificationCodeSequence",
-    "PersonAddress",
-    "PersonTelephoneNumbers",
-    "PersonTelecomInformation",
-    "ContentCreatorIdentificationCodeSequence",
-    "VerifyingObserverName",
-    "VerifyingObserverSequence",
-    "VerifyingObserverIdentificationCodeSequence",
-    "VerifyingOrganization",
-    "AuthorObserverSequence",
-    "ParticipantSequence",
-    "CustodialOrganizationSequence",
-    "OrderEnteredBy",
-    "OrderEntererLocation",
-    "OrderCallbackPhoneNumber",
-    "OrderCallbackTelecomInformation",
-    # Institution, site and device identity
-    "InstitutionName",
-    "InstitutionAddress",
-    "InstitutionCodeSequence",
-    "InstitutionalDepartmentName",
-    "InstitutionalDepartmentTypeCodeSequence",
-    "StationName",
-    "StationAETitle",
-    "RetrieveAETitle",
-    "NetworkID",
-    "DeviceSerialNumber",
-    "DeviceDescription",
-    "LongDeviceDescription",
-    "GantryID",
-    "GeneratorID",
-    "DetectorID",
-    "CassetteID",
-    "PlateID",
-    "UniqueDeviceIdentifier",
-    "UDISequence",
-    "XRayDetectorID",
-    "XRaySourceID",
-    "XRayDetectorLabel",
     "DateOfInstallation",
     "DateOfManufacture",
     "DateOfLastCalibration",
@@ -296,64 +240,20 @@ _REMOVE = (
     "DateTimeOfLastCalibration",
     "DateOfLastDetectorCalibration",
     "TimeOfLastDetectorCalibration",
-    "ModifyingDeviceID",
-    "TimezoneOffsetFromUTC",
-    "RequestingAE",
-    "ReceivingAE",
-    "DestinationAE",
-    # Order, request and procedure step: free text, local IDs and requester details
-    "RequestAttributesSequence",
-    "RequestedProcedureID",
-    "RequestedProcedureDescription",
-    "RequestedProcedureComments",
-    "RequestedProcedureLocation",
-    "RequestedContrastAgent",
-    "ReasonForStudy",
-    "ReasonForTheRequestedProcedure",
-    "ReasonForRequestedProcedureCodeSequence",
-    "ReasonForTheImagingServiceRequest",
-    "ImagingServiceRequestComments",
-    "PlacerOrderNumberImagingServiceRequest",
-    "FillerOrderNumberImagingServiceRequest",
     "IssueDateOfImagingServiceRequest",
     "IssueTimeOfImagingServiceRequest",
-    "IssuerOfAccessionNumberSequence",
-    "StudyIDIssuer",
-    "ReferencedStudySequence",
-    "ReferencedPerformedProcedureStepSequence",
-    "ScheduledProcedureStepID",
-    "ScheduledProcedureStepDescription",
-    "ScheduledProcedureStepLocation",
     "ScheduledProcedureStepStartDate",
     "ScheduledProcedureStepStartTime",
     "ScheduledProcedureStepEndDate",
     "ScheduledProcedureStepEndTime",
-    "ScheduledStationAETitle",
-    "ScheduledStationName",
-    "ScheduledStationNameCodeSequence",
-    "ScheduledStationGeographicLocationCodeSequence",
-    "ScheduledStudyLocation",
-    "ScheduledStudyLocationAETitle",
     "ScheduledStudyStartDate",
     "ScheduledStudyStartTime",
     "ScheduledStudyStopDate",
     "ScheduledStudyStopTime",
-    "PerformedProcedureStepID",
-    "PerformedProcedureStepDescription",
     "PerformedProcedureStepStartDate",
     "PerformedProcedureStepStartTime",
     "PerformedProcedureStepEndDate",
     "PerformedProcedureStepEndTime",
-    "PerformedLocation",
-    "PerformedStationAETitle",
-    "PerformedStationName",
-    "PerformedStationNameCodeSequence",
-    "PerformedStationGeographicLocationCodeSequence",
-    "CommentsOnThePerformedProcedureStep",
-    "CommentsOnRadiationDose",
-    "PreMedication",
-    # Study management
-    "StudyComments",
     "StudyArrivalDate",
     "StudyArrivalTime",
     "StudyCompletionDate",
@@ -362,52 +262,6 @@ _REMOVE = (
     "StudyVerifiedTime",
     "StudyReadDate",
     "StudyReadTime",
-    # Free text that may carry names, dates or burned-in notes
-    "ImageComments",
-    "FrameComments",
-    "AcquisitionComments",
-    "DerivationDescription",
-    "IdentifyingComments",
-    "ImagePresentationComments",
-    "AcquisitionDeviceProcessingDescription",
-    "AcquisitionProtocolDescription",
-    "RespiratoryMotionCompensationTechniqueDescription",
-    "TextString",
-    "TextComments",
-    "Arbitrary",
-    "Impressions",
-    "ResultsComments",
-    "InterpretationText",
-    "InterpretationDiagnosisDescription",
-    # Clinical trial identifiers (the platform assigns its own)
-    "ClinicalTrialSponsorName",
-    "ClinicalTrialProtocolID",
-    "ClinicalTrialProtocolName",
-    "ClinicalTrialSiteID",
-    "ClinicalTrialSiteName",
-    "ClinicalTrialSubjectID",
-    "ClinicalTrialSubjectReadingID",
-    "ClinicalTrialTimePointID",
-    "ClinicalTrialTimePointDescription",
-    "ClinicalTrialCoordinatingCenterName",
-    "ClinicalTrialSeriesID",
-    "ClinicalTrialSeriesDescription",
-    "ClinicalTrialProtocolEthicsCommitteeName",
-    "ClinicalTrialProtocolEthicsCommitteeApprovalNumber",
-    # Containers of other values, thumbnails, signatures, padding
-    "OriginalAttributesSequence",  # holds the values before any earlier modification
-    "ModifiedAttributesSequence",
-    "NonconformingModifiedAttributesSequence",
-    "AcquisitionContextSequence",
-    "ContentSequence",
-    "GraphicAnnotationSequence",
-    "IconImageSequence",
-    "DigitalSignaturesSequence",
-    "ReferencedDigitalSignatureSequence",
-    "ReferencedSOPInstanceMACSequence",
-    "MACParametersSequence",
-    "EncapsulatedDocument",
-    "DataSetTrailingPadding",  # unused bytes that may still hold old data
     "InstanceCoercionDateTime",
     "DateOfSecondaryCapture",
     "TimeOfSecondaryCapture",
@@ -417,50 +271,23 @@ _REMOVE = (
     "OverlayTime",
 )
 
-# Type 2 in the CT image IOD: must be present, so they are emptied rather than removed.
-# PatientBirthDate is emptied, not shifted: with age kept it adds nothing clinically.
-_EMPTY = (
-    "PatientBirthDate",
-    "ReferringPhysicianName",
-    "AccessionNumber",
-    "StudyID",
+# Not in the table, removed all the same: identifiers of the patient's issuer and the
+# accession's, birth/death dates in another calendar, and MAC parameters (the MACs they
+# describe no longer match once values change).
+_REMOVED_BEYOND_TABLE = (
+    "IssuerOfPatientIDQualifiersSequence",
+    "IssuerOfAccessionNumberSequence",
+    "PatientBirthDateInAlternativeCalendar",
+    "PatientDeathDateInAlternativeCalendar",
+    "PatientAlternativeCalendar",
+    "MACParametersSequence",
 )
-
-_PSEUDONYM = ("PatientName", "PatientID")
-
-# Standard says remove (X) but the annotators need them to tell series apart
-# (e.g. "LUNG 1.25 mm", contrast phase).  They are free text, so they are dropped if
-# they contain the patient's name or ID (see _identifying_tokens); other free-text
-# PHI in them is a residual risk accepted by the data owners.
-_CLEAN = (
-    "StudyDescription",
-    "SeriesDescription",
-    "ProtocolName",
-    "ContrastBolusAgent",
-)
-
-
-def _build_actions() -> dict[int, str]:
-    actions: dict[int, str] = {}
-    for action, keywords in (("X", _REMOVE), ("Z", _EMPTY), ("P", _PSEUDONYM), ("C", _CLEAN)):
-        for keyword in keywords:
-            tag = tag_for_keyword(keyword)
-            # Fail at import on a typo: a silently missing row would leak that attribute.
-            if tag is None:
-                raise RuntimeError(f"unknown DICOM keyword in pseudonymisation table: {keyword}")
-            actions[tag] = action
-    # Kept under the Retain Patient Characteristics option, but ages over 89 are capped.
-    actions[tag_for_keyword("PatientAge")] = "A"  # type: ignore[index]
-    return actions
-
-
-_ACTIONS = _build_actions()
 
 # UI attributes whose value names a kind of thing (a class, syntax or coding scheme),
 # not an instance: remapping them would break the file.  Their values are usually
 # under 1.2.840.10008 anyway, but vendor SOP classes are not.
 _KEEP_UID_TAGS = frozenset(
-    tag_for_keyword(k)
+    _tag(k)
     for k in (
         "SOPClassUID",
         "ReferencedSOPClassUID",
@@ -477,12 +304,162 @@ _KEEP_UID_TAGS = frozenset(
     )
 )
 
+
+def _curatect_actions() -> dict[int, str]:
+    actions: dict[int, str] = {}
+    for action, keywords in (
+        (KEEP, _RETAINED),
+        (CLEAN, _CLEAN),
+        (EMPTY, _EMPTY),
+        (PSEUDONYM, _PSEUDONYM),
+        (REMOVE, _REMOVED_DATES_AND_TIMES),
+        (REMOVE, _REMOVED_BEYOND_TABLE),
+        (AGE, ("PatientAge",)),
+    ):
+        for keyword in keywords:
+            tag = _tag(keyword)
+            if action in (KEEP, CLEAN, AGE) and dictionary_VR(tag) in ("SQ", "UI"):
+                # Kept as is, a sequence would skip the walk, a UID the remapping.
+                raise ProfileError(f"{keyword} is a {dictionary_VR(tag)}: it cannot be kept as is")
+            actions[tag] = action
+    return actions
+
+
+_CURATECT_ACTIONS = _curatect_actions()
+
+
+def _format_entry(entry: TableEntry) -> str:
+    return "(" + ",".join(f"{part:04X}" for part in entry) + ")"
+
+
+def _letters(category: str) -> frozenset[str]:
+    """Standard letters of a table category: "X_Z_U_STAR_TAGS" -> {"X", "Z", "U*"}."""
+    if not category.endswith("_TAGS"):
+        raise ProfileError(f"unexpected category in the PS3.15 table: {category}")
+    letters: list[str] = []
+    for part in category.removesuffix("_TAGS").split("_"):
+        if part == "STAR" and letters:
+            letters[-1] += "*"
+        else:
+            letters.append(part)
+    unknown = set(letters) - _STANDARD_LETTERS
+    if unknown or not letters or ("K" in letters and len(letters) > 1):
+        raise ProfileError(f"no CurateCT rule for the PS3.15 action {category.removesuffix('_TAGS')}")
+    return frozenset(letters)
+
+
+def _action_by_vr(tag: int, vr: str, letters: frozenset[str]) -> str:
+    """CurateCT's action for a public attribute the table gives ``letters``."""
+    if vr in ("DA", "DT"):
+        return SHIFT  # option 113107, whatever the basic profile's letter
+    if vr == "TM":
+        return KEEP  # a whole-day shift leaves the time of day as it was
+    if vr == "UI" and letters & {"U", "U*", "D", "K"}:
+        if tag in _KEEP_UID_TAGS:
+            raise ProfileError(
+                f"{_format_entry((tag >> 16, tag & 0xFFFF))} names a kind, not an instance: not remapped"
+            )
+        # A dummy UID must still join the references to it: the keyed remap is one.
+        # Kept UIDs are remapped too, so one institution's UIDs never name another's data.
+        return REMAP
+    if vr == "SQ" and letters & {"U*", "K"}:
+        return WALK
+    if "K" in letters:
+        return KEEP
+    if letters & {"U", "U*"} and not letters & {"X", "Z", "D"}:
+        raise ProfileError(f"{_format_entry((tag >> 16, tag & 0xFFFF))}: U on a {vr}, not a UID")
+    # X, Z, D: CurateCT writes no dummy values (a dummy reads as real to the next system)
+    # and stores CT images only, so an attribute whose value goes is removed, except the
+    # few the CT image IOD needs present, which _EMPTY lists.
+    return REMOVE
+
+
+def _action_for(entry: TableEntry, letters: frozenset[str]) -> str:
+    if len(entry) == 4:
+        group, _element, group_mask, _element_mask = entry
+        # (50xx,eeee) curves, (60xx,3000) overlay data, (60xx,4000) overlay comments.
+        if letters == {"X"} and group_mask == 0xFF00 and (group & 0xFF00) in _REMOVED_REPEATING_GROUPS:
+            return REMOVE
+        raise ProfileError(f"no CurateCT rule for the masked entry {_format_entry(entry)}")
+    if len(entry) != 2:
+        raise ProfileError(f"malformed entry in the PS3.15 table: {entry!r}")
+    group, element = entry
+    tag = group << 16 | element
+    override = _CURATECT_ACTIONS.get(tag)
+    if override is not None:
+        return override
+    if group & 1 or group == 0:
+        # Private elements and command elements (e.g. Requested SOP Instance UID, U in
+        # the table): the walk removes every one, whatever the table says.
+        return REMOVE
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        # Newer than pydicom's dictionary: removal needs no VR; anything else would.
+        if "X" in letters:
+            return REMOVE
+        raise ProfileError(
+            f"{_format_entry(entry)} is not in pydicom's dictionary: no rule for its VR"
+        ) from None
+    return _action_by_vr(tag, vr, letters)
+
+
+def profile_from_table(categories: Mapping[str, Iterable[TableEntry]]) -> dict[TableEntry, str]:
+    """CurateCT's action for every entry of a PS3.15 table given as its categories
+    (``{"X_TAGS": [(0x0010, 0x1000), ...], ...}``).  Raises :class:`ProfileError` on
+    anything the policy has no rule for, or an entry given two actions by the table.
+    """
+    profile: dict[TableEntry, str] = {}
+    for category, entries in categories.items():
+        letters = _letters(category)
+        for raw in entries:
+            entry = tuple(raw)
+            if entry in profile:
+                raise ProfileError(f"{_format_entry(entry)} is in two categories of the table")
+            profile[entry] = _action_for(entry, letters)
+    return profile
+
+
+def table_for_edition(edition: str) -> dict[str, list[TableEntry]]:
+    """The categories of dicom-anonymizer's table of one PS3.15 edition (e.g. "2026c")."""
+    module = importlib.import_module(f"dicomanonymizer.dicom_anonymization_databases.dicomfields_{edition}")
+    # Every *_TAGS list, not the selector's fixed list of names: a category added by a
+    # later release must fail in _letters, not be skipped.
+    categories = {
+        name: [tuple(entry) for entry in value]
+        for name, value in vars(module).items()
+        if name.endswith("_TAGS") and name != "ALL_TAGS"
+    }
+    listed = sorted(tuple(entry) for entry in getattr(module, "ALL_TAGS", []))
+    if listed != sorted(entry for entries in categories.values() for entry in entries):
+        raise ProfileError(f"PS3.15 table {edition}: ALL_TAGS and its categories disagree")
+    return categories
+
+
+# Built at import: a table the policy cannot handle stops the platform from starting,
+# rather than letting an attribute through.
+PROFILE = profile_from_table(table_for_edition(PS315_EDITION))
+
+
+def _walk_actions() -> dict[int, str]:
+    actions = {
+        entry[0] << 16 | entry[1]: action
+        for entry, action in PROFILE.items()
+        # Masked entries and private/command elements are the walk's group rules.
+        if len(entry) == 2 and not (entry[0] & 1 or entry[0] == 0)
+    }
+    actions.update(_CURATECT_ACTIONS)
+    return actions
+
+
+_ACTIONS = _walk_actions()
+
 # VRs the walk must look at; everything else is skipped without decoding its value.
 _WALKED_VRS = frozenset({"SQ", "PN", "DA", "DT", "UI"})
 
 # Only these file meta elements survive: the rest name sending/receiving systems.
 _FILE_META_KEEP = frozenset(
-    tag_for_keyword(k)
+    _tag(k)
     for k in (
         "FileMetaInformationGroupLength",
         "FileMetaInformationVersion",
@@ -498,11 +475,11 @@ _FILE_META_KEEP = frozenset(
 # would double the cost of writing them.
 _NO_VALIDATION = config.IGNORE
 
-_PATIENT_NAME = tag_for_keyword("PatientName")
-_PATIENT_ID = tag_for_keyword("PatientID")
-_SOP_INSTANCE_UID = tag_for_keyword("SOPInstanceUID")
-_MEDIA_SOP_INSTANCE_UID = tag_for_keyword("MediaStorageSOPInstanceUID")
-_IMPLEMENTATION_CLASS_UID = tag_for_keyword("ImplementationClassUID")
+_PATIENT_NAME = _tag("PatientName")
+_PATIENT_ID = _tag("PatientID")
+_SOP_INSTANCE_UID = _tag("SOPInstanceUID")
+_MEDIA_SOP_INSTANCE_UID = _tag("MediaStorageSOPInstanceUID")
+_IMPLEMENTATION_CLASS_UID = _tag("ImplementationClassUID")
 
 # ------------------------------------------------------------------------------ dates
 
@@ -565,7 +542,7 @@ def _as_text(value: object) -> str:
 
 
 _TOKEN_SOURCE_TAGS = tuple(
-    tag_for_keyword(k)
+    _tag(k)
     for k in (
         "PatientName",
         "PatientID",
@@ -631,17 +608,31 @@ def _cap_age(value: str) -> str:
 
 
 def _apply_action(ds: Dataset, tag: int, action: str, ctx: _Context) -> None:
-    if action == "X":
+    # Ordered by how often each comes up in a CT slice header.
+    if action == KEEP:
+        return
+    if action == SHIFT:
+        vr = _known_vr(ds, tag)
+        if vr == "DA" or vr == "DT":
+            _shift_dates(ds, tag, vr, ctx.days)
+        else:
+            del ds[tag]  # a date written under another VR cannot be shifted safely
+    elif action == REMAP:
+        _remap_uids(ds, tag, ctx.key)
+    elif action == REMOVE:
         del ds[tag]
-    elif action == "Z":
+    elif action == EMPTY:
         _replace(ds, tag, "")
-    elif action == "P":
+    elif action == PSEUDONYM:
         _replace(ds, tag, ctx.pseudonym)
-    elif action == "C":
+    elif action == WALK:
+        for item in ds[tag].value:
+            _walk(item, ctx)
+    elif action == CLEAN:
         text = str(ds[tag].value or "").upper()
         if any(token in text for token in ctx.tokens):
             del ds[tag]
-    elif action == "A":
+    elif action == AGE:
         value = ds[tag].value
         if isinstance(value, str):
             capped = _cap_age(value)
@@ -708,7 +699,7 @@ def _walk(ds: Dataset, ctx: _Context) -> None:
             group & 1  # private (odd group): unknown content, may hold anything
             or (tag & 0xFFFF) == 0  # group lengths: wrong after editing
             or group == 0  # command group elements do not belong in stored files
-            or (group & 0xFF00) in (0x5000, 0x6000)  # curves and overlays: may carry text
+            or (group & 0xFF00) in _REMOVED_REPEATING_GROUPS  # curves, overlays: may carry text
         ):
             del ds[tag]
             continue
