@@ -17,6 +17,7 @@ from annotation.access import campaign_and_scan
 from core.api_errors import Conflict, DomainError, NotFound
 from core.selectors import campaigns_visible_to, scans_visible_to
 from modelassist import selectors
+from modelassist import serializers as out
 from modelassist.models import DatasetExport, JobStatus, ModelVersion, TrainingRun
 from modelassist.services import export as exports
 from modelassist.services import export_archive, model_versions, preseg, quantification, training
@@ -28,12 +29,12 @@ class PresegApi(APIView):
     """GET: the batch's pre-segmentation progress, per scan. POST (data manager): re-run it;
     failed and lost scans are retried, finished ones stay."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="presegmentation_progress")
+    @extend_schema(responses=out.PresegProgressOut, operation_id="presegmentation_progress")
     def get(self, request: Request, batch_id: int) -> Response:
         batch = selectors.batch_for_user(request.user, batch_id)
         return Response(selectors.preseg_progress(batch))
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, operation_id="presegmentation_rerun")
+    @extend_schema(request=None, responses={202: out.PresegProgressOut}, operation_id="presegmentation_rerun")
     def post(self, request: Request, batch_id: int) -> Response:
         batch = selectors.batch_for_user(request.user, batch_id)
         preseg.preseg_rerun(actor=request.user, batch=batch)
@@ -52,7 +53,7 @@ class ModelVersionUploadIn(serializers.Serializer):
 class ModelVersionListApi(APIView):
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="model_versions_list")
+    @extend_schema(responses=out.ModelVersionsOut, operation_id="model_versions_list")
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         versions = ModelVersion.objects.filter(campaign=campaign).select_related("trained_on", "created_by")
@@ -66,7 +67,7 @@ class ModelVersionListApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": ModelVersionUploadIn},
-        responses=OpenApiTypes.OBJECT,
+        responses={201: out.ModelVersionOut},
         operation_id="model_version_upload",
     )
     def post(self, request: Request, campaign_id: int) -> Response:
@@ -96,7 +97,7 @@ def _reason(request: Request) -> str:
 
 
 class ModelVersionActivateApi(APIView):
-    @extend_schema(request=ReasonIn, responses=OpenApiTypes.OBJECT, operation_id="model_version_activate")
+    @extend_schema(request=ReasonIn, responses=out.ModelVersionOut, operation_id="model_version_activate")
     def post(self, request: Request, version_id: int) -> Response:
         version = get_object_or_404(selectors.model_versions_visible_to(request.user), pk=version_id)
         version = model_versions.model_version_activate(
@@ -108,7 +109,7 @@ class ModelVersionActivateApi(APIView):
 class ModelVersionDeactivateApi(APIView):
     """Back to the baseline: no model version of the campaign is active."""
 
-    @extend_schema(request=ReasonIn, responses=OpenApiTypes.OBJECT, operation_id="model_versions_deactivate")
+    @extend_schema(request=ReasonIn, responses=out.ModelVersionOut, operation_id="model_versions_deactivate")
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_object_or_404(campaigns_visible_to(request.user), pk=campaign_id)
         model_versions.model_version_deactivate(
@@ -127,7 +128,7 @@ class ScanReportApi(APIView):
         parameters=[
             OpenApiParameter("revision", str, description='a revision id, "head" (default) or "curated"')
         ],
-        responses=OpenApiTypes.OBJECT,
+        responses=out.ScanReportOut,
         operation_id="scan_report",
     )
     def get(self, request: Request, campaign_id: int, scan_id: int) -> Response:
@@ -143,7 +144,7 @@ class PatientReportsApi(APIView):
 
     @extend_schema(
         parameters=[OpenApiParameter("campaign", int, required=True)],
-        responses=OpenApiTypes.OBJECT,
+        responses=out.PatientReportsOut,
         operation_id="patient_reports",
     )
     def get(self, request: Request, pseudonym: str) -> Response:
@@ -182,13 +183,13 @@ def export_out(export: DatasetExport) -> dict:
 
 
 class ExportListApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="exports_list")
+    @extend_schema(responses=out.DatasetExportOut(many=True), operation_id="exports_list")
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = selectors.managed_campaign(request.user, campaign_id, "see dataset exports")
         rows = DatasetExport.objects.filter(campaign=campaign).select_related("created_by").order_by("-pk")
         return Response([export_out(e) for e in rows])
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT, operation_id="export_create")
+    @extend_schema(request=None, responses={202: out.DatasetExportOut}, operation_id="export_create")
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = selectors.managed_campaign(request.user, campaign_id, "export datasets")
         export = exports.export_request(actor=request.user, campaign=campaign)
@@ -204,7 +205,7 @@ def _managed_export(request: Request, export_id: int) -> DatasetExport:
 
 
 class ExportDetailApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="export_retrieve")
+    @extend_schema(responses=out.DatasetExportOut, operation_id="export_retrieve")
     def get(self, request: Request, export_id: int) -> Response:
         return Response(export_out(_managed_export(request, export_id)))
 
@@ -265,7 +266,7 @@ def training_run_out(run: TrainingRun, *, history: bool = True) -> dict:
 
 
 class TrainingRunListApi(APIView):
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="training_runs_list")
+    @extend_schema(responses=out.TrainingRunOut(many=True), operation_id="training_runs_list")
     def get(self, request: Request, campaign_id: int) -> Response:
         campaign = selectors.managed_campaign(request.user, campaign_id, "see training runs")
         runs = (
@@ -275,7 +276,11 @@ class TrainingRunListApi(APIView):
         )
         return Response([training_run_out(r, history=False) for r in runs])
 
-    @extend_schema(request=TrainingRunIn, responses=OpenApiTypes.OBJECT, operation_id="training_run_create")
+    @extend_schema(
+        request=TrainingRunIn,
+        responses={202: out.TrainingRunDetailOut},
+        operation_id="training_run_create",
+    )
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = selectors.managed_campaign(request.user, campaign_id, "start training runs")
         body = TrainingRunIn(data=request.data)
@@ -297,7 +302,7 @@ class TrainingRunListApi(APIView):
 class TrainingRunDetailApi(APIView):
     """A run with its per-epoch history (loss, validation Dice): poll it to chart live."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT, operation_id="training_run_retrieve")
+    @extend_schema(responses=out.TrainingRunDetailOut, operation_id="training_run_retrieve")
     def get(self, request: Request, run_id: int) -> Response:
         run = get_object_or_404(
             selectors.training_runs_visible_to(request.user).select_related(

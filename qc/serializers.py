@@ -152,6 +152,9 @@ class SpotCheckReassignOut(serializers.Serializer):
 # --- the annotator's findings ---------------------------------------------------------------
 
 
+FINDINGS_SOURCES = ["checks", "spot_check"]  # the two checks of a failed round, or a failed spot check
+
+
 class AnnotatorReviewOut(serializers.Serializer):
     reviewer = serializers.CharField(help_text='"checker A", "checker B" or "senior": never a name')
     verdict = serializers.ChoiceField(choices=Verdict.choices)
@@ -163,7 +166,7 @@ class AnnotatorFindingsOut(serializers.Serializer):
     annotation_id = serializers.IntegerField(allow_null=True)
     state = serializers.ChoiceField(choices=AnnotationState.choices)
     source = serializers.ChoiceField(
-        choices=["checks", "spot_check"], allow_null=True, help_text="null: no failed review yet"
+        choices=FINDINGS_SOURCES, allow_null=True, help_text="null: no failed review yet"
     )
     round = serializers.IntegerField(allow_null=True)
     revision_id = serializers.IntegerField(allow_null=True)
@@ -187,10 +190,11 @@ class BoardSpotCheckOut(serializers.Serializer):
     verdict = serializers.ChoiceField(choices=Verdict.choices)
 
 
+HOLDER_ROLES = ["annotator", "checker", "senior"]  # who must act on the scan next
+
+
 class BoardHolderOut(serializers.Serializer):
-    role = serializers.ChoiceField(
-        choices=["annotator", "checker", "senior"], allow_null=True, help_text="null: nobody holds it"
-    )
+    role = serializers.ChoiceField(choices=HOLDER_ROLES, allow_null=True, help_text="null: nobody holds it")
     users = serializers.ListField(child=serializers.CharField(), help_text="usernames")
 
 
@@ -261,6 +265,10 @@ class AgreementOut(serializers.Serializer):
     pairs = serializers.IntegerField()
     agreement = serializers.FloatField(allow_null=True, help_text="share of pairs that agree")
     kappa = serializers.FloatField(allow_null=True, help_text="Cohen's kappa; null when undefined")
+    kappa_reason = serializers.CharField(
+        allow_blank=True, help_text='why kappa is undefined, e.g. "checker B passed every scan"; else ""'
+    )
+    pass_share = serializers.FloatField(allow_null=True, help_text="share of pass among all verdicts")
 
 
 class Step3Out(RateOut):
