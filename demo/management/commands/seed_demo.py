@@ -1,5 +1,12 @@
 """manage.py seed_demo: the demo institution, campaign, one user per role, phantom studies.
 
+Besides the scans a newcomer annotates, it curates phantoms of two hospitals through the real
+QC services (annotator2's revisions are the phantoms' ground truth, both checkers pass, the
+senior spot-checks and approves), so that one "Start retraining" click shows the whole loop:
+export, training, evaluation on the held-out test split, promoted or kept with the figures.
+Fewer than three hospitals: the split is by patient (see modelassist/services/splits.py).
+Phantom figures test the pipeline, not clinical accuracy.
+
 Idempotent: a second run changes nothing and prints the same logins.
 """
 
@@ -7,15 +14,17 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from core.label_schema import COVID19_SCHEMA
 from core.models import Batch, Campaign, CampaignMember, CampaignScan, Institution, Membership, Role, User
 from core.services.batches import batch_build
-from demo.phantom import GROUND_TRUTH_FILE, write_phantom_study
+from demo.phantom import GROUND_TRUTH_FILE, load_ground_truth, write_phantom_study
 from imaging.ingest.service import ingest_path
 
 DEMO_USERS = [
@@ -36,8 +45,32 @@ class Command(BaseCommand):
         parser.add_argument("--slices", type=int, default=int(os.environ.get("CURATECT_DEMO_SLICES", 80)))
         parser.add_argument("--size", type=int, default=int(os.environ.get("CURATECT_DEMO_SIZE", 256)))
         parser.add_argument("--no-batch", action="store_true", help="do not build the first batch")
+        parser.add_argument(
+            "--curated",
+            type=int,
+            default=int(os.environ.get("CURATECT_DEMO_CURATED", 36)),
+            help="phantoms curated through the QC services, split between two hospitals (0: none); "
+            "36 give the 5 test cases a promotion decision needs",
+        )
+        parser.add_argument(
+            "--curated-slices", type=int, default=int(os.environ.get("CURATECT_DEMO_CURATED_SLICES", 40))
+        )
+        parser.add_argument(
+            "--curated-size", type=int, default=int(os.environ.get("CURATECT_DEMO_CURATED_SIZE", 128))
+        )
 
-    def handle(self, *args, scans: int, slices: int, size: int, no_batch: bool, **opts):
+    def handle(
+        self,
+        *args,
+        scans: int,
+        slices: int,
+        size: int,
+        no_batch: bool,
+        curated: int,
+        curated_slices: int,
+        curated_size: int,
+        **opts,
+    ):
         password = os.environ.get("CURATECT_DEMO_PASSWORD", "curatect-demo")
         with transaction.atomic():
             institution, _ = Institution.objects.get_or_create(
@@ -67,6 +100,8 @@ class Command(BaseCommand):
                 actor=manager, campaign=campaign, size=max(1, scans // 2), annotator=annotator
             )
             self.stdout.write(f"Batch {batch.name} of {batch.items.count()} scans assigned to annotator")
+        if curated > 0:
+            self._curated(institution, campaign, curated, curated_slices, curated_size)
         self.stdout.write(self.style.SUCCESS(f"Demo logins (password for all: {password}):"))
         for username, roles in DEMO_USERS:
             self.stdout.write(f"  {username:<11} {', '.join(r.label for r in roles)}")
@@ -104,3 +139,85 @@ class Command(BaseCommand):
                 (folder / GROUND_TRUTH_FILE).rename(Path(tmp) / f"truth{i}.npz")
             report = ingest_path(Path(tmp) / "series", institution=institution, campaign_id=campaign.pk)
         self.stdout.write(f"Imported {len(report.scans_created)} phantom scans")
+
+    # ------------------------------------------------------------------------- curated phantoms
+
+    def _curated(self, home: Institution, campaign: Campaign, n: int, slices: int, size: int) -> None:
+        """n phantoms of two hospitals (one scan per patient), each hospital's one approved batch."""
+        north, _ = Institution.objects.get_or_create(
+            slug="demo-north", defaults={"name": "North Demo Hospital"}
+        )
+        campaign.shared_with.add(north)
+        started = time.monotonic()
+        made = 0
+        for k, institution in enumerate((home, north)):
+            name = f"curated-{institution.slug}"
+            if Batch.objects.filter(campaign=campaign, name=name).exists():
+                continue
+            seeds = range(1000 + k * 500, 1000 + k * 500 + (n + 1 - k) // 2)
+            labelled = self._import_curated(institution, campaign, seeds, slices, size)
+            curate_batch(campaign, name, labelled)
+            made += len(labelled)
+        if made:
+            self.stdout.write(
+                f"Curated {made} phantom scans of 2 hospitals through the QC services "
+                f"({time.monotonic() - started:.0f} s): 'Start retraining' on the models page trains on them"
+            )
+
+    def _import_curated(
+        self, institution: Institution, campaign: Campaign, seeds: range, slices: int, size: int
+    ) -> list[tuple[object, np.ndarray]]:
+        from core.models import Scan
+
+        truths: dict[str, np.ndarray] = {}
+        with tempfile.TemporaryDirectory(prefix="curatect-curated-") as tmp:
+            for seed in seeds:
+                patient = f"CUR-{institution.slug.upper()}-{seed:04d}"
+                folder = write_phantom_study(
+                    Path(tmp) / "series" / patient,
+                    slices=slices,
+                    rows=size,
+                    cols=size,
+                    seed=seed,
+                    patient_id=patient,
+                    patient_name=f"CURATED^{seed}",
+                    institution_name=institution.name,
+                )
+                truth = Path(tmp) / f"{patient}.npz"
+                (folder / GROUND_TRUTH_FILE).rename(truth)
+                truths[patient] = load_ground_truth(truth).lesions
+            report = ingest_path(Path(tmp) / "series", institution=institution, campaign_id=campaign.pk)
+        scans = (
+            Scan.objects.filter(pk__in=report.scans_created).select_related("study__patient").order_by("pk")
+        )
+        # The re-identification table links each scan back to its phantom (one scan per patient).
+        return [(scan, truths[scan.study.patient.original_patient_id]) for scan in scans]
+
+
+def curate_batch(campaign: Campaign, name: str, labelled: list[tuple[object, np.ndarray]]) -> Batch:
+    """A batch annotated by annotator2 (labels: the ground truth), passed by both checkers,
+    spot-checked and approved by the senior, all through the real services."""
+    from annotation.services import revision_save
+    from qc.models import Check, SpotCheck, Verdict
+    from qc.services import check_record, revision_submit, spot_check_record
+
+    manager, annotator = User.objects.get(username="manager"), User.objects.get(username="annotator2")
+    batch = batch_build(
+        actor=manager, campaign=campaign, annotator=annotator, scan_ids=[s.pk for s, _ in labelled], name=name
+    )
+    for scan, labels in labelled:
+        revision = revision_save(
+            actor=annotator,
+            campaign=campaign,
+            scan=scan,
+            parent_id=None,
+            full=labels,
+            scan_labels={"diagnosis": "COVID-19" if labels.any() else "no imaging signs of infection"},
+            time_spent_s=300,
+        )
+        revision_submit(actor=annotator, campaign=campaign, scan=scan, revision_id=revision.pk)
+    for check in Check.objects.filter(annotation__scan__in=[s for s, _ in labelled], verdict=Verdict.PENDING):
+        check_record(actor=check.checker, check=check, verdict="pass", time_spent_s=60)
+    for spot in SpotCheck.objects.filter(review__batch=batch, verdict=Verdict.PENDING):
+        spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass", time_spent_s=45)
+    return batch

@@ -65,6 +65,9 @@ export interface DatasetExport {
     cases?: number;
     splits?: Record<string, number>;
     institutions?: Record<string, string>;
+    split_method?: "institution" | "patient";
+    tested_on?: string;
+    patients?: Record<string, number>;
     bytes?: number;
   };
   error: string;
@@ -88,6 +91,9 @@ export interface ModelMetrics {
   incumbent?: DiceFigures & { label?: string };
   best_val_dice?: number | null;
   epochs_run?: number;
+  split_method?: "institution" | "patient";
+  tested_on?: string;
+  needs_more_scans?: number;
   [key: string]: unknown;
 }
 

@@ -50,9 +50,10 @@ let lossChart: ChartFigure | null = null;
 function splitsText(e: DatasetExport): string {
   const s = e.summary?.splits;
   if (!s) return "—";
+  const by = e.summary.split_method ? `, by ${e.summary.split_method}` : "";
   return `${e.summary.cases ?? 0} cases: ${Object.entries(s)
     .map(([k, n]) => `${n} ${k}`)
-    .join(", ")}`;
+    .join(", ")}${by}`;
 }
 
 function exportStatusCell(e: DatasetExport, refresh: () => void): Node {
@@ -263,7 +264,12 @@ function runOutcome(run: TrainingRun): HTMLElement | null {
     );
   if (run.status !== "done") return null;
   const m = run.metrics ?? {};
-  const headline = run.promoted ? "Promoted: the new version is now active." : "Not promoted:";
+  // Too few test cases: the decision says how many more approved scans are needed, not "not promoted".
+  const headline = run.promoted
+    ? "Promoted: the new version is now active."
+    : m.needs_more_scans
+      ? "Kept the active model:"
+      : "Not promoted:";
   // The decision starts with its own "promoted:" / "not promoted:"; the headline says it once.
   const reason = (run.decision ?? "").replace(/^(not )?promoted:\s*/i, "");
   return el(
@@ -277,6 +283,7 @@ function runOutcome(run: TrainingRun): HTMLElement | null {
           `Test Dice of the new version ${num(m.candidate?.mean ?? null, 3)} vs ${m.incumbent?.label ?? "the active one"} ${num(m.incumbent?.mean ?? null, 3)} on ${m.test_cases} test cases.`,
         )
       : null,
+    m.tested_on ? el("p", { className: "muted" }, `The new version was ${m.tested_on}.`) : null,
   );
 }
 
@@ -395,7 +402,9 @@ async function loadRuns(autoWatch: boolean): Promise<void> {
               r.status === "done"
                 ? r.promoted
                   ? "promoted"
-                  : "kept the active model"
+                  : r.metrics?.needs_more_scans
+                    ? `kept: needs about ${r.metrics.needs_more_scans} more approved scans`
+                    : "kept the active model"
                 : r.status === "failed"
                   ? r.error.slice(0, 120)
                   : `${Math.round(100 * r.progress)} %`,
