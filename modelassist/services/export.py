@@ -343,7 +343,7 @@ def _split_summary(campaign: Campaign, cases: list[dict]) -> dict[str, Any]:
     if method == SplitMethod.INSTITUTION:
         out["institutions"] = {c["institution"]: c["split"] for c in cases}
     else:
-        patients = {s: set() for s in Split.values}
+        patients: dict[str, set[str]] = {s: set() for s in Split.values}
         for c in cases:
             patients[c["split"]].add(c["patient"])
         out["patients"] = {s: len(p) for s, p in patients.items()}

@@ -44,14 +44,14 @@ TIE_ORDER = (Split.TRAIN, Split.TEST, Split.VALIDATION)  # ties favour the held-
 # Institution-level needs a train, a test and a validation institution.
 MIN_INSTITUTIONS = 3
 
-METHOD_TEXT = {
+METHOD_TEXT: dict[str, str] = {
     SplitMethod.INSTITUTION: "institution-level: all cases of an institution are in one split (no "
     "institution in two), so the test figures are on hospitals the model never saw in training",
     SplitMethod.PATIENT: "patient-level: fewer than three institutions contributed cases, so every scan "
     "of a patient is in one split; the test figures are on held-out patients of the same "
     "hospital, not on another hospital",
 }
-TESTED_ON = {
+TESTED_ON: dict[str, str] = {
     SplitMethod.INSTITUTION: "tested on institutions it never saw in training",
     SplitMethod.PATIENT: "tested on held-out patients of the same hospital, not on another hospital",
 }
