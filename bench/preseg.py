@@ -113,10 +113,10 @@ def main() -> None:
     work = _django.setup()
     import SimpleITK as sitk
 
+    from annotation.dice import mask_dice, mean_per_class_dice
     from core.models import CampaignMember, Role
     from demo.phantom import nrrd_to_dicom_series
     from modelassist import network
-    from modelassist.dice import dice, mean_dice
     from modelassist.services.quantification import scan_lungs
 
     inst, base, cast = _django.cast()
@@ -144,8 +144,8 @@ def main() -> None:
 
     baseline_s, baseline_labels = presegment(base, scan, cast["manager"])
     torch_s, torch_labels = presegment(learned, scan, cast["manager"])
-    baseline_dice = mean_dice(baseline_labels, truth.lesions)
-    torch_dice = mean_dice(torch_labels, truth.lesions)
+    baseline_dice = mean_per_class_dice(baseline_labels, truth.lesions)
+    torch_dice = mean_per_class_dice(torch_labels, truth.lesions)
     log(
         f"phantom: baseline {baseline_s:.1f} s Dice {baseline_dice:.3f}; torch {torch_s:.1f} s Dice {torch_dice:.3f}"
     )
@@ -161,7 +161,7 @@ def main() -> None:
     _, lung1_torch = presegment(learned, lung1, cast["manager"])
     lungs, _ = scan_lungs(lung1)  # cached by the baseline's run
     lung_ml = np.count_nonzero(lungs) * float(np.prod(lung1.spacing)) / 1000
-    dices = {"baseline": dice(lung1_base > 0, tumour), "torch": dice(lung1_torch > 0, tumour)}
+    dices = {"baseline": mask_dice(lung1_base > 0, tumour), "torch": mask_dice(lung1_torch > 0, tumour)}
     log(f"lung1: lungs {lung_ml:.0f} ml; tumour Dice {dices}")
 
     shutil.rmtree(work, ignore_errors=True)

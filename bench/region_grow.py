@@ -106,6 +106,8 @@ def _import(ingest_path, folder, inst, campaign):
 def lung1_dice(client, campaign, scan) -> float:
     import SimpleITK as sitk
 
+    from annotation.dice import mask_dice
+
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(_django.lung1_file("lung1_label.nrrd"))))
     points = np.argwhere(label > 0)
     centre = points.mean(axis=0)
@@ -116,9 +118,7 @@ def lung1_dice(client, campaign, scan) -> float:
         f"/api/campaigns/{campaign.pk}/scans/{scan.pk}/region-grow/",
         {"seed": seed, "lower": -400, "upper": 400, "connectivity": 6, "radius_mm": 30},
     )
-    grown = mask_of(body, label.shape) > 0
-    truth = label > 0
-    return 2 * float((grown & truth).sum()) / float(grown.sum() + truth.sum())
+    return mask_dice(mask_of(body, label.shape) > 0, label > 0)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,8 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
+from annotation.dice import pooled_case_dice
 from core.cpus import usable_cpus
-from modelassist.dice import pooled_dice
 
 NUM_CLASSES = 4
 
@@ -232,9 +232,9 @@ def predict_volume(model: SliceSegmenter, hu: np.ndarray, batch_slices: int = 16
 def evaluate(
     model: SliceSegmenter, cases: Sequence[tuple[np.ndarray, np.ndarray]], batch_slices: int = 16
 ) -> dict[str, Any]:
-    """Pooled Dice (modelassist.dice.pooled_dice) of the model on (hu, labels) cases at full
+    """Pooled Dice (annotation.dice.pooled_case_dice) of the model on (hu, labels) cases at full
     resolution."""
-    return pooled_dice([(predict_volume(model, hu, batch_slices), labels) for hu, labels in cases])
+    return pooled_case_dice([(predict_volume(model, hu, batch_slices), labels) for hu, labels in cases])
 
 
 # ---------------------------------------------------------------------------- training

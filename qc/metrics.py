@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from annotation.dice import pooled_class_dice
 from annotation.models import Annotation, Revision, RevisionSource
 from annotation.services import revision_labels
 from core.models import Batch, BatchItem, Campaign, User
@@ -70,15 +71,6 @@ def cohen_kappa(pairs: list[tuple[str, str]], raters: tuple[str, str] = ("checke
         "kappa_reason": "",
         "pass_share": pass_share,
     }
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Class-aware Dice of two label volumes; two empty masks agree perfectly (1.0)."""
-    fa, fb = a > 0, b > 0
-    denominator = int(np.count_nonzero(fa)) + int(np.count_nonzero(fb))
-    if denominator == 0:
-        return 1.0
-    return 2.0 * int(np.count_nonzero(fa & (a == b))) / denominator
 
 
 def _rate(hits: int, n: int) -> float | None:
@@ -189,7 +181,7 @@ def _step3(anns: list[_AnnotationQc]) -> dict:
 def _dice(anns: list[_AnnotationQc], volumes: _Volumes) -> dict:
     pairs = [(r1, r2) for a in anns for r1, r2 in itertools.pairwise(a.submitted_revisions)]
     volumes.prefetch(r for pair in pairs for r in pair)
-    values = [dice(volumes.get(r1), volumes.get(r2)) for r1, r2 in pairs]
+    values = [pooled_class_dice(volumes.get(r1), volumes.get(r2)) for r1, r2 in pairs]
     return {"pairs": len(values), "mean": _mean(values)}
 
 

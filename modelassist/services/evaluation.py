@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from annotation.dice import pooled_case_dice
 from modelassist.baseline import baseline_presegment
-from modelassist.dice import pooled_dice
 from modelassist.lazy import network
 from modelassist.models import ModelVersion
 from modelassist.services import model_versions
@@ -19,6 +19,6 @@ def evaluate_incumbent(
 ) -> dict[str, Any]:
     """Dice of the active version (or the baseline) on the same test cases."""
     if version is None:
-        return pooled_dice([(baseline_presegment(hu, spacing)[0], labels) for hu, labels, spacing in test])
+        return pooled_case_dice([(baseline_presegment(hu, spacing)[0], labels) for hu, labels, spacing in test])
     model = model_versions.load_version_model(version)
-    return pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+    return pooled_case_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])

@@ -17,10 +17,10 @@ import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.dice import pooled_case_dice
 from core.api_errors import DomainError
 from core.models import Campaign, User
 from core.services.audit import audit_record
-from modelassist.dice import pooled_dice
 from modelassist.lazy import network
 from modelassist.models import (
     BASELINE_LABEL,
@@ -219,7 +219,7 @@ def _execute(run: TrainingRun, report: Progress) -> None:
 
     report(0.9, f"evaluating on {len(cases[Split.TEST])} test cases")
     test = cases[Split.TEST]
-    candidate = pooled_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+    candidate = pooled_case_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
     incumbent_version = active_model_version(run.campaign)
     incumbent = evaluation.evaluate_incumbent(incumbent_version, test)
     metrics = {

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from annotation.dice import mask_dice
 from modelassist.baseline import (
     CONSOLIDATION,
     GGO,
@@ -14,7 +15,6 @@ from modelassist.baseline import (
     segment_lesions,
     segment_lungs,
 )
-from modelassist.dice import dice
 from tests.modelassist.synthetic import make_chest
 
 
@@ -32,8 +32,8 @@ def test_it_finds_both_lungs_with_the_right_lung_on_the_image_left(chest, result
     _, lungs = result
 
     assert lungs.dtype == np.uint8 and lungs.shape == chest.hu.shape
-    assert dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
-    assert dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
+    assert mask_dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
+    assert mask_dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
     right_x = np.nonzero(lungs == RIGHT_LUNG)[2].mean()
     left_x = np.nonzero(lungs == LEFT_LUNG)[2].mean()
     assert right_x < left_x
@@ -54,9 +54,9 @@ def test_it_segments_lesions_inside_the_lungs(chest, result):
 
     assert labels.dtype == np.uint8 and labels.shape == chest.hu.shape
     assert set(np.unique(labels)) <= {0, GGO, CONSOLIDATION}
-    assert dice(labels > 0, chest.lesions > 0) > 0.6
-    assert dice(labels == GGO, chest.lesions == GGO) > 0.5
-    assert dice(labels == CONSOLIDATION, chest.lesions == CONSOLIDATION) > 0.5
+    assert mask_dice(labels > 0, chest.lesions > 0) > 0.6
+    assert mask_dice(labels == GGO, chest.lesions == GGO) > 0.5
+    assert mask_dice(labels == CONSOLIDATION, chest.lesions == CONSOLIDATION) > 0.5
     assert np.all(lungs[labels > 0] > 0)
 
 
@@ -83,8 +83,8 @@ def test_lungs_that_touch_at_the_midline_are_split():
 
     lungs = segment_lungs(chest.hu, chest.spacing)
 
-    assert dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
-    assert dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
+    assert mask_dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
+    assert mask_dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
 
 
 def test_large_slices_take_the_half_resolution_path():
@@ -93,9 +93,9 @@ def test_large_slices_take_the_half_resolution_path():
     labels, lungs = baseline_presegment(chest.hu, chest.spacing)
 
     assert lungs.shape == chest.hu.shape
-    assert dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
-    assert dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
-    assert dice(labels > 0, chest.lesions > 0) > 0.6
+    assert mask_dice(lungs == RIGHT_LUNG, chest.lungs == RIGHT_LUNG) > 0.9
+    assert mask_dice(lungs == LEFT_LUNG, chest.lungs == LEFT_LUNG) > 0.9
+    assert mask_dice(labels > 0, chest.lesions > 0) > 0.6
 
 
 def test_odd_sized_large_slices_keep_their_shape():
@@ -104,7 +104,7 @@ def test_odd_sized_large_slices_keep_their_shape():
     labels, lungs = baseline_presegment(chest.hu, chest.spacing)
 
     assert labels.shape == lungs.shape == chest.hu.shape
-    assert dice(lungs > 0, chest.lungs > 0) > 0.9
+    assert mask_dice(lungs > 0, chest.lungs > 0) > 0.9
 
 
 def test_a_volume_without_lungs_gives_empty_masks():

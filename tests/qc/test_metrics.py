@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from qc.metrics import cohen_kappa, dice, qc_metrics
-from tests.qc.conftest import SHAPE, cube, decide, make_batch, open_checks, save, submit
+from qc.metrics import cohen_kappa, qc_metrics
+from tests.qc.conftest import decide, make_batch, open_checks, save, submit
 
 
 def test_kappa_of_perfect_agreement_on_one_verdict_is_undefined():
@@ -36,15 +35,6 @@ def test_kappa_textbook_values():
         "kappa_reason": "",
         "pass_share": None,
     }
-
-
-def test_dice():
-    empty = np.zeros(SHAPE, dtype=np.uint8)
-    assert dice(empty, empty) == 1.0
-    assert dice(cube(), empty) == 0.0
-    assert dice(cube(), cube()) == 1.0
-    assert dice(cube(value=1), cube(value=2)) == 0.0  # same place, wrong class: no agreement
-    assert dice(cube(y=(8, 16)), cube(y=(8, 12))) == pytest.approx(2 * 128 / (256 + 128))
 
 
 def test_only_closed_rounds_count(cast, scans_of):
