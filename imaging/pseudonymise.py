@@ -50,11 +50,16 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 __all__ = [
     "DEIDENTIFICATION_METHOD",
     "DEIDENTIFICATION_METHOD_CODES",
+    "PROFILE",
+    "PS315_EDITION",
     "PatientKey",
+    "ProfileError",
     "date_offset_for",
+    "profile_from_table",
     "pseudonym_for",
     "pseudonymise",
     "remap_uid",
+    "table_for_edition",
     "uid_key_for",
 ]
 
