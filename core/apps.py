@@ -8,3 +8,6 @@ class CoreConfig(AppConfig):
     # moving a swappable user model to another app label is not a safe migration.
     label = "platform_core"
     verbose_name = "CurateCT core"
+
+    def ready(self) -> None:
+        from core.jobs import signals  # noqa: F401  (the sweep at worker start)

@@ -1,13 +1,13 @@
-"""Celery tasks of the core: thin wrappers that take ids and call a service."""
+"""Celery tasks of imaging: thin wrappers that take ids and call a service."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
-from celery.signals import worker_ready
-from django.db import close_old_connections, connection
+from django.dispatch import receiver
 
+from core.jobs.signals import jobs_swept
 from imaging.ingest.service import import_job_run
 from imaging.models import ImportJob
 
@@ -28,16 +28,10 @@ def import_run(self, job_id: int) -> dict:
     return import_job_run(job, progress, worker=self.request.hostname or "").report
 
 
-@worker_ready.connect
-def leftovers_sweep_at_start(sender=None, **kwargs) -> None:
-    """A worker that starts fails the imports its previous life left running and deletes raw
-    files that no queued or running job owns (see imaging.ingest.cleanup)."""
+@receiver(jobs_swept, dispatch_uid="imaging.tasks.leftovers_sweep_after_jobs")
+def leftovers_sweep_after_jobs(sender=None, **kwargs) -> None:
+    """At worker start, once core.jobs has failed the imports this node left running: delete
+    raw files that no queued or running job owns (see imaging.ingest.cleanup)."""
     from imaging.ingest.cleanup import leftovers_sweep
 
-    try:
-        leftovers_sweep(getattr(sender, "hostname", "") or "")
-    except Exception:  # a failed sweep must not stop the worker from serving
-        logger.exception("ingest sweep at worker start failed")
-    finally:
-        if not connection.in_atomic_block:  # the main process forks no more children: let go
-            close_old_connections()
+    leftovers_sweep()

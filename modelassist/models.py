@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from annotation.models import Revision
+from core.jobs.models import Job, JobStatus  # noqa: F401  (exports and training runs use JobStatus)
 from core.models import Batch, Campaign, Institution, Scan, User
 
 BASELINE_LABEL = "baseline"  # model_label of revisions made by the classical baseline
@@ -79,8 +80,11 @@ class PresegRun(models.Model):
         return f"Pre-segmentation of batch {self.batch_id}"
 
 
-class PresegScan(models.Model):
-    """One scan of a pre-segmentation run: its status, the model that ran, and how long it took."""
+class PresegScan(Job):
+    """One scan of a pre-segmentation run: its status, the model that ran, and how long it took.
+
+    Its lifecycle is core.jobs'. Running it again is safe (revision 0 is never written over
+    people's labels), so a lost worker's scan is re-queued when that worker starts again."""
 
     run = models.ForeignKey(PresegRun, on_delete=models.CASCADE, related_name="scans")
     scan = models.ForeignKey(Scan, on_delete=models.CASCADE, related_name="+")
@@ -90,15 +94,30 @@ class PresegScan(models.Model):
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     revision = models.ForeignKey(Revision, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    error = models.TextField(blank=True)
     seconds = models.FloatField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    # A failed scan is retried by a re-run (re-queued) or by its task sent again (claimed).
+    job_transitions = {
+        PresegStatus.QUEUED: frozenset({PresegStatus.RUNNING, PresegStatus.FAILED}),
+        PresegStatus.RUNNING: frozenset(
+            {PresegStatus.DONE, PresegStatus.FAILED, PresegStatus.SKIPPED, PresegStatus.QUEUED}
+        ),
+        PresegStatus.FAILED: frozenset({PresegStatus.QUEUED, PresegStatus.RUNNING}),
+        PresegStatus.DONE: frozenset(),
+        PresegStatus.SKIPPED: frozenset(),
+    }
+    job_audit_action = "preseg_scan"
+    job_requeue_on_restart = True
+    job_task = "modelassist.tasks.presegment_scan"
 
     class Meta:
         ordering = ["run_id", "pk"]
         constraints = [models.UniqueConstraint(fields=["run", "scan"], name="uniq_preseg_scan")]
+
+    def job_task_args(self) -> tuple:
+        run = PresegRun.objects.values("campaign_id", "batch_id").get(pk=self.run_id)
+        return (run["campaign_id"], self.scan_id, run["batch_id"])
 
 
 class Split(models.TextChoices):
@@ -162,32 +181,25 @@ class ExportCase(models.Model):
         return f"case_{self.number:04d}"
 
 
-class JobStatus(models.TextChoices):
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    DONE = "done", "Done"
-    FAILED = "failed", "Failed"  # `error` says why; nothing half-written is left behind
-
-
-class DatasetExport(models.Model):
+class DatasetExport(Job):
     """One dataset version: the curated revisions of approved batches, frozen on disk.
 
     The version number is given when the folder is published, so a failed export uses none.
+    Its lifecycle is core.jobs' (status is JobStatus; a failure leaves nothing half-written);
+    running it again starts over, so a lost worker's export is re-queued.
     """
 
     campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="exports")
     version = models.PositiveIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True)
     path = models.CharField(max_length=300, blank=True)  # relative to MEDIA_ROOT, once published
     content_sha256 = models.CharField(max_length=64, blank=True)
     summary = models.JSONField(default=dict, blank=True)  # cases per split, classes, sizes
-    error = models.TextField(blank=True)
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    job_audit_action = "export"
+    job_requeue_on_restart = True
+    job_task = "modelassist.tasks.export_dataset"
 
     class Meta:
         ordering = ["campaign_id", "pk"]
@@ -207,17 +219,17 @@ class TrainingTrigger(models.TextChoices):
     APPROVED = "approved", "Newly approved scans"
 
 
-class TrainingRun(models.Model):
-    """One retraining job: its export, per-epoch history, test metrics and promotion decision."""
+class TrainingRun(Job):
+    """One retraining job: its export, per-epoch history, test metrics and promotion decision.
+
+    Its lifecycle is core.jobs' (status is JobStatus). Running it again starts over, so a lost
+    worker's run is re-queued."""
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="training_runs")
     export = models.ForeignKey(
         DatasetExport, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
     trigger = models.CharField(max_length=10, choices=TrainingTrigger.choices, default=TrainingTrigger.MANUAL)
-    status = models.CharField(max_length=10, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    progress = models.FloatField(default=0.0)
-    message = models.CharField(max_length=300, blank=True)
     architecture = models.CharField(max_length=50)
     params = models.JSONField(default=dict, blank=True)  # epochs, lr, batch size, seed, max minutes
     history = models.JSONField(default=list, blank=True)  # [{"epoch", "loss", "val_dice", "seconds"}]
@@ -229,11 +241,12 @@ class TrainingRun(models.Model):
     )
     promoted = models.BooleanField(null=True, blank=True)
     decision = models.TextField(blank=True)  # why it was or was not promoted
-    error = models.TextField(blank=True)
     requested_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+
+    job_audit_action = "training"
+    job_requeue_on_restart = True
+    job_task = "modelassist.tasks.train_run"
 
     class Meta:
         ordering = ["campaign_id", "pk"]

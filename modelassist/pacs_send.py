@@ -19,12 +19,10 @@ import logging
 import highdicom as hd
 import numpy as np
 from celery import shared_task
-from django.db import transaction
-from django.utils import timezone
 
 from annotation import storage
+from core.jobs.services import job_claim, job_fail, job_finish, reason_of
 from core.models import Scan
-from core.services.audit import audit_record
 from modelassist.services.export_files import LOCAL_SCHEME, LUNG, SEG_CATEGORY, stable_uid
 from pacs import remote as pacs
 from pacs import services
@@ -100,24 +98,33 @@ def build_seg(
 
 
 def _finish(send: PacsSend, status: str, detail: str = "", **fields) -> PacsSend:
-    with transaction.atomic():
-        changed = PacsSend.objects.filter(pk=send.pk, status=PacsSend.Status.QUEUED).update(
-            status=status, detail=detail[:2000], finished_at=timezone.now(), **fields
+    """End the running send (core.jobs) with its audit event."""
+    details = {
+        "scan": send.scan_id,
+        "campaign": send.campaign_id,
+        "revision_id": fields.get("revision_id") or send.revision_id,
+        "remote": send.remote.name,
+        "detail": detail[:500],
+    }
+    if status == PacsSend.Status.FAILED:
+        job_fail(
+            send,
+            detail or "the send failed",
+            actor_label="pacs-send",
+            action="pacs_send",
+            audit=details,
+            **fields,
         )
-        if changed:
-            audit_record(
-                actor=None,
-                actor_label="pacs-send",
-                action="pacs_send",
-                obj=send,
-                from_state=PacsSend.Status.QUEUED,
-                to_state=status,
-                scan=send.scan_id,
-                campaign=send.campaign_id,
-                revision_id=fields.get("revision_id") or send.revision_id,
-                remote=send.remote.name,
-                detail=detail[:500],
-            )
+    else:
+        job_finish(
+            send,
+            status,
+            actor_label="pacs-send",
+            action="pacs_send",
+            audit=details,
+            detail=detail[:2000],
+            **fields,
+        )
     send.refresh_from_db()
     return send
 
@@ -134,10 +141,12 @@ def _content_description(scan_labels: dict) -> str:
     return "; ".join(f"{k}={v}" for k, v in sorted(scan_labels.items()))[:64]
 
 
-def send_run(send_id: int) -> PacsSend:
-    """Build and send the SEG of one PacsSend. A finished send is left alone (idempotent)."""
+def send_run(send_id: int, *, worker: str = "") -> PacsSend:
+    """Build and send the SEG of one PacsSend. A send another worker claimed, or that ended,
+    is left alone (idempotent)."""
     send = PacsSend.objects.select_related("remote", "scan__study__patient").get(pk=send_id)
-    if send.status != PacsSend.Status.QUEUED:
+    if not job_claim(send, worker=worker):
+        send.refresh_from_db()
         return send
     curated = _curated(send)
     if curated is None:
@@ -168,6 +177,15 @@ def send_run(send_id: int) -> PacsSend:
         logger.warning("label send %s to %s failed: %s", send.pk, send.remote.name, exc)
         return _finish(
             send, PacsSend.Status.FAILED, str(exc), revision_id=curated.revision_id, campaign_id=campaign.pk
+        )
+    except Exception as exc:  # never leave a send "running" forever (time limit, bug)
+        logger.exception("label send %s to %s failed", send.pk, send.remote.name)
+        return _finish(
+            send,
+            PacsSend.Status.FAILED,
+            reason_of(exc),
+            revision_id=curated.revision_id,
+            campaign_id=campaign.pk,
         )
     return _finish(
         send,
@@ -212,9 +230,11 @@ def queue_approved(curated: list[CuratedRevision]) -> list[int]:
     return queued
 
 
-@shared_task(name="modelassist.pacs_send.send_run", acks_late=True, soft_time_limit=900, time_limit=960)
-def send_run_task(send_id: int) -> str:
-    return send_run(send_id).status
+@shared_task(
+    bind=True, name="modelassist.pacs_send.send_run", acks_late=True, soft_time_limit=900, time_limit=960
+)
+def send_run_task(self, send_id: int) -> str:
+    return send_run(send_id, worker=self.request.hostname or "").status
 
 
 @shared_task(name="modelassist.pacs_send.send_approved_sweep", soft_time_limit=600, time_limit=660)

@@ -44,7 +44,7 @@ def presegment_batch(self, batch_id: int) -> dict:
     time_limit=PRESEG_SOFT_LIMIT_S + 60,
 )
 def presegment_scan(self, campaign_id: int, scan_id: int, batch_id: int | None = None) -> dict:
-    row = preseg.presegment_scan_run(campaign_id, scan_id, batch_id)
+    row = preseg.presegment_scan_run(campaign_id, scan_id, batch_id, worker=self.request.hostname or "")
     return {"scan_id": scan_id, "status": row.status, "error": row.error, "seconds": row.seconds}
 
 
@@ -60,7 +60,7 @@ def export_dataset(self, export_id: int) -> dict:
     def progress(fraction: float, message: str) -> None:
         self.update_state(state="PROGRESS", meta={"progress": fraction, "message": message})
 
-    done = export.export_run(export_id, progress)
+    done = export.export_run(export_id, progress, worker=self.request.hostname or "")
     return {"export_id": export_id, "status": done.status, "version": done.version, "error": done.error}
 
 
@@ -76,7 +76,7 @@ def train_run(self, run_id: int) -> dict:
     def progress(fraction: float, message: str) -> None:
         self.update_state(state="PROGRESS", meta={"progress": fraction, "message": message})
 
-    run = training.training_run_execute(run_id, progress)
+    run = training.training_run_execute(run_id, progress, worker=self.request.hostname or "")
     return {
         "run_id": run_id,
         "status": run.status,

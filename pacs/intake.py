@@ -17,12 +17,11 @@ from pathlib import Path
 
 import pydicom
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from core.jobs.services import job_claim, job_progress
+from core.jobs.services import job_finish as core_job_finish
 from core.models import Campaign, Institution, Scan, User
-from core.services.audit import audit_record
 from imaging import pseudonymise as pseudo
 from imaging.ingest.collect import ArchiveRejected
 from imaging.ingest.service import ingest_path, report_outcome
@@ -187,11 +186,13 @@ def job_run_folder(
 
     def report_progress(fraction: float, message: str) -> None:
         fraction = span[0] + (span[1] - span[0]) * fraction
-        ImportJob.objects.filter(pk=job.pk).update(progress=round(fraction, 3))
+        job_progress(job, fraction, message)
         if progress:
             progress(fraction, message)
 
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+    if not job_running(job):
+        shutil.rmtree(remove or folder, ignore_errors=True)
+        return job
     institution = Institution.objects.get(pk=job.institution_id)
     try:
         origins = read_origins(folder)
@@ -222,23 +223,36 @@ def job_run_folder(
     return job_finish(job, status=status, report=merge_report(report, extra))
 
 
+def job_running(job: ImportJob, worker: str = "") -> bool:
+    """Claim a job this process runs itself (the listener, STOW) unless its task already did.
+    False when it has ended, or another worker has it."""
+    if job.status == ImportJob.Status.RUNNING:
+        return True
+    if job_claim(job, worker=worker):
+        return True
+    job.refresh_from_db()
+    return False
+
+
 def job_finish(job: ImportJob, *, status: str, report: dict) -> ImportJob:
-    """Close a job with its report, and write the audit event every import gets."""
-    with transaction.atomic():
-        job.report = report
-        job.status = status
-        job.progress = 1.0
-        job.finished_at = timezone.now()
-        job.save(update_fields=["report", "status", "progress", "finished_at"])
-        audit_record(
-            actor=job.created_by,
-            action="import",
-            obj=job,
-            to_state=job.status,
-            source=job.source,
-            scans=len(report.get("scans_created", [])),
-            rejected=len(report.get("rejected_files", [])) + len(report.get("rejected_series", [])),
-        )
+    """Close a job with its report, and write the audit event every import gets. A job refused
+    before it ran (still queued) is claimed first: every import goes queued → running → end."""
+    if not job_running(job):
+        return job
+    if not core_job_finish(
+        job,
+        status,
+        actor=job.created_by,
+        action="import",
+        audit={
+            "source": job.source,
+            "scans": len(report.get("scans_created", [])),
+            "rejected": len(report.get("rejected_files", [])) + len(report.get("rejected_series", [])),
+        },
+        report=report,
+    ):
+        job.refresh_from_db()  # it ended meanwhile (cancelled): that ending stands
+        return job
     logger.info(
         "import %s (%s): %s, %d scan(s) created, %d file(s) and %d series rejected",
         job.pk,
@@ -293,12 +307,14 @@ def job_run_prepared(
     order): group, check and store them with the ingest service's `ingest_groups`."""
     from imaging.ingest.service import IngestReport, ingest_groups, records_group
 
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, progress=0.5)
+    if not job_running(job):
+        return job
+    job_progress(job, 0.5)
     report = IngestReport(files_seen=len(results))
     grouped = records_group(results, report)  # damaged slices refuse their series
 
     def progress(fraction: float, message: str) -> None:
-        ImportJob.objects.filter(pk=job.pk).update(progress=round(fraction, 3))
+        job_progress(job, fraction, message)
 
     institution = Institution.objects.get(pk=job.institution_id)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from django.db import models
 
 from core import sealing
+from core.jobs.models import DEFAULT_TRANSITIONS, Job, JobStatus
 
 
 class RemotePacs(models.Model):
@@ -79,12 +80,15 @@ class RemotePacs(models.Model):
         return bool(self.secret_sealed)
 
 
-class PulledStudy(models.Model):
+class PulledStudy(Job):
     """A study of a remote PACS requested for import. One row per remote and study, so the
-    periodic pull never fetches a study twice; a manual pull may request it again."""
+    periodic pull never fetches a study twice; a manual pull may request it again.
+
+    Its lifecycle is core.jobs': its pull (an ImportJob) claims it while retrieving it."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"  # waiting for its import job to run
+        RUNNING = "running", "Running"  # its import job is retrieving it
         DONE = "done", "Done"  # retrieved and ingested (the job's report says what was stored)
         FAILED = "failed", "Failed"  # could not be retrieved; `detail` says why
 
@@ -97,6 +101,16 @@ class PulledStudy(models.Model):
     detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    error = None  # type: ignore[assignment]  # the reason is `detail` (the API's name)
+
+    # A pull may request a study again, however its last pull ended.
+    job_transitions = {
+        **DEFAULT_TRANSITIONS,
+        JobStatus.DONE: frozenset({JobStatus.QUEUED}),
+        JobStatus.FAILED: frozenset({JobStatus.QUEUED}),
+    }
+    job_audit_action = "pacs_pull_study"
+    job_reason_field = "detail"
 
     class Meta:
         db_table = "platform_core_pulledstudy"
@@ -125,11 +139,15 @@ class SeriesOrigin(models.Model):
         db_table = "platform_core_seriesorigin"
 
 
-class PacsSend(models.Model):
-    """One request to send a scan's curated labels, as DICOM SEG, to a remote PACS."""
+class PacsSend(Job):
+    """One request to send a scan's curated labels, as DICOM SEG, to a remote PACS.
+
+    Its lifecycle is core.jobs'. A send whose worker was lost fails rather than re-queues: the
+    PACS may have received it, and a person decides whether to send again."""
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"  # waiting for the send task
+        RUNNING = "running", "Running"  # a worker is building or sending the SEG
         SENT = "sent", "Sent"  # the PACS acknowledged the SEG
         FAILED = "failed", "Failed"  # nothing (more) will happen; `detail` says why
 
@@ -153,7 +171,18 @@ class PacsSend(models.Model):
     seg_sop_uid = models.CharField(max_length=64, blank=True)
     detail = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
+    error = None  # type: ignore[assignment]  # the reason is `detail` (the API's name)
+
+    job_transitions = {
+        JobStatus.QUEUED: frozenset({JobStatus.RUNNING, JobStatus.FAILED}),
+        JobStatus.RUNNING: frozenset({Status.SENT, JobStatus.FAILED}),
+        Status.SENT: frozenset(),
+        JobStatus.FAILED: frozenset(),
+    }
+    job_done_status = Status.SENT
+    job_audit_action = "pacs_send"
+    job_task = "modelassist.pacs_send.send_run"
+    job_reason_field = "detail"
 
     class Meta:
         db_table = "platform_core_pacssend"

@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.api_errors import DomainError
+from core.jobs.services import job_claim, job_fail, job_finish, job_progress, job_requeue
 from core.models import Campaign, User
 from core.services.audit import audit_record
 from imaging.ingest.reader import prepare_or_reason
@@ -58,11 +59,7 @@ def pull_start(
             source=f"DICOMweb pull from {remote.name} ({trigger}): {len(uids)} stud{'y' if len(uids) == 1 else 'ies'}",
         )
         for uid in uids:
-            PulledStudy.objects.update_or_create(
-                remote=remote,
-                study_uid=uid,
-                defaults={"import_job": job, "status": PulledStudy.Status.QUEUED, "detail": ""},
-            )
+            _study_request(remote, uid, job)
         audit_record(
             actor=actor,
             action="pacs_pull",
@@ -76,6 +73,22 @@ def pull_start(
     return job
 
 
+def _study_request(remote: RemotePacs, uid: str, job: ImportJob) -> None:
+    """Queue a study for `job`: a new row, or one pulled (or being pulled) before, requested again."""
+    study, created = PulledStudy.objects.get_or_create(
+        remote=remote, study_uid=uid, defaults={"import_job": job}
+    )
+    if created:
+        return
+    if study.status == PulledStudy.Status.QUEUED or not job_requeue(
+        study,
+        from_states=[PulledStudy.Status.RUNNING, PulledStudy.Status.DONE, PulledStudy.Status.FAILED],
+        import_job=job,
+        detail="",
+    ):
+        PulledStudy.objects.filter(pk=study.pk).update(import_job=job, detail="")
+
+
 def pull_run(job: ImportJob, progress: intake.Progress | None = None) -> ImportJob:
     """Retrieve the job's studies into a spool folder and ingest them. Instances are prepared
     (pseudonymised) as they arrive, overlapping the retrieval. Safe to run again."""
@@ -87,7 +100,16 @@ def pull_run(job: ImportJob, progress: intake.Progress | None = None) -> ImportJ
             report={**intake.empty_report(), "error": "no studies to pull"},
         )
     remote = studies[0].remote
-    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING, progress=0.0)
+    if not intake.job_running(job):
+        return job
+    job_progress(job, 0.0)
+    for study in studies:  # a redelivered task starts over: every study is pulled again
+        if study.status != PulledStudy.Status.QUEUED:
+            job_requeue(
+                study,
+                from_states=[PulledStudy.Status.RUNNING, PulledStudy.Status.DONE, PulledStudy.Status.FAILED],
+                detail="",
+            )
     folder = intake.spool_root() / f"pull-{job.pk}"
     shutil.rmtree(folder, ignore_errors=True)  # a redelivered task starts over
     folder.mkdir(parents=True)
@@ -152,6 +174,8 @@ class _Puller:
             client = None
         for study, series, error in plans:
             entry = {"study_uid": study.study_uid, "series": 0, "instances": 0, "error": error}
+            if not job_claim(study, worker=self.job.worker):
+                continue  # requested again by a newer pull, which retrieves it
             for item in series:
                 series_uid = item.get("0020000E", {}).get("Value", [""])[0]
                 target = self.folder / f"{len(summary):04d}" / series_uid[-24:]
@@ -167,11 +191,12 @@ class _Puller:
                     entry["series"] += 1
                 except pacs.RemoteError as exc:
                     entry["error"] = str(exc)
-            ok = entry["instances"] > 0
-            PulledStudy.objects.filter(pk=study.pk).update(
-                status=PulledStudy.Status.DONE if ok else PulledStudy.Status.FAILED,
-                detail=entry["error"],
-            )
+            if entry["instances"] > 0:
+                job_finish(study, detail=entry["error"])
+            else:
+                job_fail(
+                    study, str(entry["error"] or "nothing was retrieved"), audit={"import_job": self.job.pk}
+                )
             summary.append(entry)
         return summary
 
@@ -191,7 +216,7 @@ class _Puller:
         done = len(self.futures)
         if done % 10 == 0 or done == self.total:
             fraction = 0.5 * min(done / self.total, 1.0)
-            ImportJob.objects.filter(pk=self.job.pk).update(progress=round(fraction, 3))
+            job_progress(self.job, fraction)
             if self.progress:
                 self.progress(fraction, f"retrieved {done} of {self.total} instances")
 

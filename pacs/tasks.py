@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from celery import shared_task
 
+from core.jobs.services import job_claim
 from imaging.models import ImportJob
 from pacs import intake, pulls
 
@@ -19,9 +21,10 @@ def _progress(task):
     return report
 
 
-def _claim(task, job: ImportJob) -> None:
-    """Name the node running the job: if it dies, its next start fails the job (ingest.cleanup)."""
-    ImportJob.objects.filter(pk=job.pk).update(worker=(task.request.hostname or "")[:200])
+def _claim(task, job: ImportJob) -> bool:
+    """Claim the job for this node: if it dies, its next start fails the job (core.jobs'
+    sweep). A redelivered message takes over a running job: its first consumer is gone."""
+    return job_claim(job, worker=task.request.hostname or "", stale_after=timedelta(0))
 
 
 @shared_task(
@@ -33,9 +36,9 @@ def _claim(task, job: ImportJob) -> None:
 )
 def pull_run(self, job_id: int) -> dict:
     job = ImportJob.objects.select_related("institution").get(pk=job_id)
-    if job.status in FINISHED:
+    if job.status in FINISHED or not _claim(self, job):
+        job.refresh_from_db()
         return job.report
-    _claim(self, job)
     return pulls.pull_run(job, _progress(self)).report
 
 
@@ -54,9 +57,9 @@ def pull_periodic() -> list[int]:
 def spool_import_run(self, job_id: int) -> dict:
     """A series the C-STORE listener received (its --ingest celery mode)."""
     job = ImportJob.objects.get(pk=job_id)
-    if job.status in FINISHED:
+    if job.status in FINISHED or not _claim(self, job):
+        job.refresh_from_db()
         return job.report
-    _claim(self, job)
     folder = Path(job.report["spool"])
     extra = job.report.get("pending", {})
     if not folder.is_dir():

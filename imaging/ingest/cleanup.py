@@ -1,5 +1,5 @@
-"""The sweep at worker start: raw, identifying files a crashed job left behind, and jobs a
-dead worker left "running".
+"""The sweep at worker start: raw, identifying files a crashed job left behind (the jobs a
+dead worker left "running" are core.jobs' sweep, which runs first).
 
 Raw uploads, unpacked archives and PACS spools hold the files as they were sent (names, IDs,
 dates). Jobs delete theirs however they end; this sweep catches what a killed process could
@@ -17,10 +17,7 @@ import time
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
-from django.utils import timezone
 
-from core.services.audit import audit_record
 from imaging.ingest.collect import UNZIP_PREFIX
 from imaging.ingest.service import uploads_root, work_root
 from imaging.models import ImportJob
@@ -28,47 +25,16 @@ from imaging.models import ImportJob
 logger = logging.getLogger(__name__)
 
 ACTIVE = (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING)
-DEAD_WORKER = (
-    "the worker running this import stopped (crash or restart) before it finished; series it "
-    "had not stored were not stored, and its raw files were deleted — import again"
-)
 
 
-def leftovers_sweep(hostname: str, *, now: float | None = None) -> dict[str, int]:
-    """Fail what this worker node left running, then delete leftovers of jobs no longer
-    queued or running. Returns counts for the log."""
-    failed = jobs_of_dead_worker_fail(hostname) if hostname else 0
+def leftovers_sweep(*, now: float | None = None) -> dict[str, int]:
+    """Delete leftovers of jobs no longer queued or running. Runs after core.jobs' sweep at
+    worker start, which has failed the imports this node left running. Returns counts."""
     now = time.time() if now is None else now
     removed = _uploads_sweep(now) + _work_sweep(now) + _spool_sweep(now) + _tmp_sweep(now)
-    if failed or removed:
-        logger.info("ingest sweep: %d job(s) left running failed, %d leftover(s) removed", failed, removed)
-    return {"jobs_failed": failed, "removed": removed}
-
-
-def jobs_of_dead_worker_fail(hostname: str) -> int:
-    """A node that is starting runs nothing yet: jobs still marked running by it are orphans of
-    its previous life (killed, out of memory, host restarted)."""
-    count = 0
-    for job in ImportJob.objects.filter(status=ImportJob.Status.RUNNING, worker=hostname):
-        with transaction.atomic():
-            changed = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
-                status=ImportJob.Status.FAILED,
-                report={**(job.report or {}), "error": DEAD_WORKER},
-                progress=1.0,
-                finished_at=timezone.now(),
-            )
-            if changed:
-                audit_record(
-                    actor=None,
-                    actor_label=f"worker {hostname}",
-                    action="import",
-                    obj=job,
-                    from_state=ImportJob.Status.RUNNING,
-                    to_state=ImportJob.Status.FAILED,
-                    reason="worker lost",
-                )
-                count += 1
-    return count
+    if removed:
+        logger.info("ingest sweep: %d leftover(s) removed", removed)
+    return {"removed": removed}
 
 
 def _idle_for(path: Path, now: float) -> float:

@@ -22,14 +22,15 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
-from django.utils import timezone
 
+from core.jobs.services import job_claim, job_fail, job_finish, job_progress
 from core.models import Campaign, Institution, User
 from core.services.audit import audit_record
 from imaging import pseudonymise as pseudo
@@ -312,19 +313,18 @@ def import_job_cancel(*, actor: User, job: ImportJob) -> ImportJob:
     """Stop a queued or running import. A running one stops at its next progress step; series
     it stored before stay stored (each is whole). The raw upload is removed at once when the
     job had not started, else by the worker as it stops."""
-    with transaction.atomic():
-        changed = ImportJob.objects.filter(
-            pk=job.pk, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
-        ).update(
-            status=ImportJob.Status.FAILED,
-            report={**job.report, "error": f"cancelled by {actor.username}", "cancelled": True},
-            finished_at=timezone.now(),
-        )
-        if not changed:
-            job.refresh_from_db()
-            return job
-        audit_record(actor=actor, action="import_cancel", obj=job, from_state=job.status, to_state="failed")
-    if job.status == ImportJob.Status.QUEUED:
+    was = job.status
+    reason = f"cancelled by {actor.username}"
+    if not job_fail(
+        job,
+        reason,
+        actor=actor,
+        action="import_cancel",
+        report={**job.report, "error": reason, "cancelled": True},
+    ):
+        job.refresh_from_db()
+        return job
+    if was == ImportJob.Status.QUEUED:
         upload_remove(job)
     job.refresh_from_db()
     return job
@@ -343,18 +343,15 @@ def upload_remove(job: ImportJob) -> None:
 def import_job_run(job: ImportJob, progress: Progress | None = None, *, worker: str = "") -> ImportJob:
     """Run an import job to the end; the job row carries status, progress and report. The raw
     files of an upload are deleted however it ends."""
-    claimed = ImportJob.objects.filter(
-        pk=job.pk, status__in=[ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
-    ).update(status=ImportJob.Status.RUNNING, worker=worker[:200])
-    if not claimed:  # finished or cancelled before it started
+    # A redelivered message takes over a running import (stale_after=0): its first consumer
+    # is gone, or the broker would not have redelivered it.
+    if not job_claim(job, worker=worker, stale_after=timedelta(0)):  # finished or cancelled
         upload_remove(job)
         job.refresh_from_db()
         return job
 
     def report_progress(fraction: float, message: str) -> None:
-        if not ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
-            progress=round(fraction, 3)
-        ):
+        if not job_progress(job, fraction, message):
             raise ImportCancelled()
         if progress:
             progress(fraction, message)
@@ -391,22 +388,18 @@ def _job_finish(job: ImportJob, status: str, data: dict, incomplete: bool) -> Im
     if status == "cancelled":  # import_job_cancel already closed the job and audited it
         job.refresh_from_db()
         return job
-    with transaction.atomic():
-        # Compare-and-swap: a cancel that came in meanwhile is not overwritten.
-        finished = ImportJob.objects.filter(pk=job.pk, status=ImportJob.Status.RUNNING).update(
-            status=status, report=data, progress=1.0, finished_at=timezone.now()
-        )
-        job.refresh_from_db()
-        if not finished:
-            return job
-        audit_record(
-            actor=job.created_by,
-            action="import",
-            obj=job,
-            from_state=ImportJob.Status.RUNNING,
-            to_state=job.status,
-            scans=len(data.get("scans_created", [])),
-            rejected=len(data.get("rejected_files", [])) + len(data.get("rejected_series", [])),
-            import_incomplete=incomplete,
-        )
+    # Compare-and-swap: a cancel that came in meanwhile is not overwritten.
+    job_finish(
+        job,
+        status,
+        actor=job.created_by,
+        action="import",
+        audit={
+            "scans": len(data.get("scans_created", [])),
+            "rejected": len(data.get("rejected_files", [])) + len(data.get("rejected_series", [])),
+            "import_incomplete": incomplete,
+        },
+        report=data,
+    )
+    job.refresh_from_db()
     return job

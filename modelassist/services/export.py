@@ -29,12 +29,12 @@ from annotation import storage
 from annotation.models import Revision, RevisionSource
 from annotation.services import revision_labels
 from core.api_errors import Conflict, DomainError
+from core.jobs.services import job_claim, job_fail, job_finish, job_progress, reason_of
 from core.models import Campaign, User
 from core.services.audit import audit_record
 from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split, SplitMethod
 from modelassist.selectors import media_path, require_manager, scan_volume
 from modelassist.services import export_files, splits
-from modelassist.services.jobs import job_fail
 from platform_core.celery import task_named
 from qc.models import BatchReviewState, Check, CuratedRevision, SpotCheck, Verdict
 
@@ -100,15 +100,15 @@ def _send(export_id: int) -> None:
     task_named("modelassist.tasks.export_dataset").delay(export_id)
 
 
-def export_run(export_id: int, progress: Progress | None = None) -> DatasetExport:
+def export_run(export_id: int, progress: Progress | None = None, *, worker: str = "") -> DatasetExport:
     """Write and publish the export. Safe to run twice: a finished export is returned as it is.
     A failure is recorded on the row (status failed, error) and leaves no files."""
-    now = timezone.now()
-    claimed = DatasetExport.objects.filter(pk=export_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=now, message="collecting curated revisions"
-    )
     export = DatasetExport.objects.select_related("campaign", "created_by").get(pk=export_id)
-    if not claimed and not (export.status == JobStatus.RUNNING and _stale(export, now)):
+    # A running export not heard of for STALE_RUNNING lost its worker: take it over.
+    if not job_claim(
+        export, worker=worker, stale_after=STALE_RUNNING, message="collecting curated revisions"
+    ):
+        export.refresh_from_db()
         return export
     root = exports_root(export.campaign)
     for leftover in root.glob(f".tmp-{export.pk}-*"):  # a lost worker's half-written folder
@@ -120,17 +120,19 @@ def export_run(export_id: int, progress: Progress | None = None) -> DatasetExpor
     except Exception as exc:  # recorded on the row for the data manager; nothing stays on disk
         log.exception("export %s failed", export.pk)
         shutil.rmtree(tmp, ignore_errors=True)
-        job_fail(export, exc, action="export_failed")
+        job_fail(
+            export,
+            exc,
+            action="export_failed",
+            from_states=[JobStatus.RUNNING],
+            audit={"campaign": export.campaign_id, "error": reason_of(exc)[:500]},
+        )
     export.refresh_from_db()
     return export
 
 
-def _stale(export: DatasetExport, now: dt.datetime) -> bool:
-    return export.started_at is None or now - export.started_at > STALE_RUNNING
-
-
 def _report(export: DatasetExport, progress: Progress, fraction: float, message: str) -> None:
-    DatasetExport.objects.filter(pk=export.pk).update(progress=round(fraction, 4), message=message[:300])
+    job_progress(export, fraction, message)
     progress(fraction, message)
 
 
@@ -300,17 +302,18 @@ def _publish(export: DatasetExport, tmp: Path, cases: list[dict], files: dict[st
                 shutil.rmtree(final)
             _write_json(tmp / MANIFEST, _manifest(export, version, digest, cases, files, summary))
             tmp.rename(final)
-            DatasetExport.objects.filter(pk=export.pk).update(
-                status=JobStatus.DONE,
+            if not job_finish(
+                export,
                 version=version,
                 path=str(final.relative_to(media_path(""))),
                 content_sha256=digest,
                 summary=summary,
-                progress=1.0,
                 message="done",
                 error="",
-                finished_at=timezone.now(),
-            )
+            ):
+                # Failed meanwhile (the sweep took it from a worker it thought lost): this
+                # version is not published, and the rollback gives its number back.
+                raise Conflict(f"export {export.pk} is no longer running", code="export_not_running")
             ExportCase.objects.filter(campaign=campaign, first_export__isnull=True).update(
                 first_export=export
             )

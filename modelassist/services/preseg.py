@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from annotation.models import Annotation
 from annotation.services import model_revision_save
+from core.jobs.services import job_claim, job_fail, job_finish, job_requeue
 from core.label_schema import class_values
 from core.models import Batch, BatchItem, Campaign, Scan, User
 from core.services.audit import audit_record
@@ -60,10 +61,7 @@ def preseg_queue_batch(batch_id: int, *, actor: User | None = None) -> list[int]
                 if row is None:
                     PresegScan.objects.create(run=run, scan_id=scan_id, queued_at=now)
                     to_send.append(scan_id)
-                elif _needs_sending(row, now):
-                    PresegScan.objects.filter(pk=row.pk).update(
-                        status=PresegStatus.QUEUED, queued_at=now, error=""
-                    )
+                elif _requeue(row, now):
                     to_send.append(scan_id)
             PresegRun.objects.filter(pk=run.pk).update(attempts=run.attempts + 1)
             audit_record(
@@ -91,22 +89,26 @@ def preseg_rerun(*, actor: User, batch: Batch) -> None:
     transaction.on_commit(lambda: task_named("modelassist.tasks.presegment_batch").delay(batch_id))
 
 
-def _needs_sending(row: PresegScan, now) -> bool:
-    if row.status in (PresegStatus.QUEUED, PresegStatus.FAILED):
+def _requeue(row: PresegScan, now) -> bool:
+    """Queued (maybe never sent) scans are sent again; failed and lost ones are re-queued."""
+    if row.status == PresegStatus.QUEUED:
         return True
-    return row.status == PresegStatus.RUNNING and (
-        row.started_at is None or now - row.started_at > STALE_RUNNING
+    return job_requeue(
+        row,
+        from_states=[PresegStatus.FAILED, PresegStatus.RUNNING],
+        stale_after=STALE_RUNNING,
+        queued_at=now,
+        error="",
     )
 
 
-def presegment_scan_run(campaign_id: int, scan_id: int, batch_id: int | None = None) -> PresegScan:
+def presegment_scan_run(
+    campaign_id: int, scan_id: int, batch_id: int | None = None, *, worker: str = ""
+) -> PresegScan:
     """Pre-segment one scan and record the outcome on its row. Never raises for a scan-level
     failure: the error text and the seconds spent go to the row instead."""
     row = _row_for(campaign_id, scan_id, batch_id)
-    claimed = PresegScan.objects.filter(
-        pk=row.pk, status__in=[PresegStatus.QUEUED, PresegStatus.FAILED]
-    ).update(status=PresegStatus.RUNNING, started_at=timezone.now(), error="")
-    if not claimed:
+    if not job_claim(row, worker=worker, error=""):
         row.refresh_from_db()
         return row  # done, skipped, or another worker has it: running twice changes nothing
     started = time.perf_counter()
@@ -117,9 +119,18 @@ def presegment_scan_run(campaign_id: int, scan_id: int, batch_id: int | None = N
     except Exception as exc:  # recorded for the data manager; the other scans carry on
         log.exception("pre-segmentation of scan %s failed", scan_id)
         status, fields = PresegStatus.FAILED, {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-    PresegScan.objects.filter(pk=row.pk).update(
-        status=status, seconds=round(time.perf_counter() - started, 3), finished_at=timezone.now(), **fields
-    )
+    seconds = round(time.perf_counter() - started, 3)
+    if status == PresegStatus.FAILED:
+        job_fail(
+            row,
+            fields.pop("error"),
+            from_states=[PresegStatus.RUNNING],
+            audit={"scan": scan_id, "campaign": campaign_id},
+            seconds=seconds,
+            **fields,
+        )
+    else:
+        job_finish(row, status, seconds=seconds, **fields)
     row.refresh_from_db()
     return row
 

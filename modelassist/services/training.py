@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 from django.db import transaction
-from django.utils import timezone
 
 from annotation.dice import pooled_case_dice
 from core.api_errors import DomainError
+from core.jobs.services import job_claim, job_fail, job_finish, job_progress, reason_of
 from core.models import Campaign, User
 from core.services.audit import audit_record
 from modelassist.lazy import network
@@ -34,7 +34,6 @@ from modelassist.models import (
 from modelassist.selectors import active_model_version, media_path, require_manager
 from modelassist.services import evaluation, export_files, model_versions, splits
 from modelassist.services import export as exports
-from modelassist.services.jobs import job_fail
 from platform_core.celery import task_named
 from qc.models import CuratedRevision
 
@@ -178,31 +177,35 @@ def retrain_scheduled() -> list[int]:
 # ----------------------------------------------------------------------------- the job
 
 
-def training_run_execute(run_id: int, progress: Progress | None = None) -> TrainingRun:
+def training_run_execute(run_id: int, progress: Progress | None = None, *, worker: str = "") -> TrainingRun:
     """Run the job; safe to call twice (a finished run is returned as it is). Failures are
     recorded on the row (status failed, error)."""
-    now = timezone.now()
-    claimed = TrainingRun.objects.filter(pk=run_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=now, message="starting", history=[], progress=0.0
-    )
     run = TrainingRun.objects.select_related("campaign", "export").get(pk=run_id)
-    if not claimed and not (
-        run.status == JobStatus.RUNNING and (run.started_at is None or now - run.started_at > STALE_RUNNING)
+    # A running run not heard of for STALE_RUNNING lost its worker: take it over.
+    if not job_claim(
+        run, worker=worker, stale_after=STALE_RUNNING, message="starting", history=[], progress=0.0
     ):
+        run.refresh_from_db()
         return run
     report = _reporter(run, progress or (lambda f, m: None))
     try:
         _execute(run, report)
     except Exception as exc:  # recorded on the row; the data manager sees why
         log.exception("training run %s failed", run.pk)
-        job_fail(run, exc, action="training_failed")
+        job_fail(
+            run,
+            exc,
+            action="training_failed",
+            from_states=[JobStatus.RUNNING],
+            audit={"campaign": run.campaign_id, "error": reason_of(exc)[:500]},
+        )
     run.refresh_from_db()
     return run
 
 
 def _reporter(run: TrainingRun, progress: Progress) -> Progress:
     def report(fraction: float, message: str) -> None:
-        TrainingRun.objects.filter(pk=run.pk).update(progress=round(fraction, 4), message=message[:300])
+        job_progress(run, fraction, message)
         progress(fraction, message)
 
     return report
@@ -240,28 +243,22 @@ def _execute(run: TrainingRun, report: Progress) -> None:
     }
     version = _register(run, export, model, history, metrics)
     promoted, decision = _decide(run, export, version, metrics, incumbent_version)
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=JobStatus.DONE,
+    job_finish(
+        run,
+        actor_label="training job",
+        action="training_done",
+        audit={
+            "campaign": run.campaign,
+            "promoted": promoted,
+            "decision": decision,
+            "model_version": version.pk,
+        },
         export=export,
         metrics=metrics,
         model_version=version,
         promoted=promoted,
         decision=decision,
-        progress=1.0,
         message="done",
-        finished_at=timezone.now(),
-    )
-    audit_record(
-        actor=None,
-        actor_label="training job",
-        action="training_done",
-        obj=run,
-        campaign=run.campaign,
-        from_state=JobStatus.RUNNING,
-        to_state=JobStatus.DONE,
-        promoted=promoted,
-        decision=decision,
-        model_version=version.pk,
     )
 
 
