@@ -150,20 +150,34 @@ def model_revision_save(
         )
 
 
+def stale_revision_conflict(
+    annotation: Annotation, edited_revision_id: int | None, detail: str, *, code: str
+) -> Conflict:
+    """The one 409 of a stale save, submit or verdict: what changed since the client loaded it
+    (the current head: id, number, author, when) and the revision the client worked on."""
+    head = annotation.head
+    return Conflict(
+        detail,
+        code=code,
+        head=None
+        if head is None
+        else {
+            "id": head.pk,
+            "number": head.number,
+            "author": head.author_display,
+            "created_at": head.created_at.isoformat(),
+        },
+        edited_revision_id=edited_revision_id,
+    )
+
+
 def _check_parent(annotation: Annotation, parent_id: int | None) -> None:
     if annotation.head_id != parent_id:
-        head = annotation.head
-        raise Conflict(
+        raise stale_revision_conflict(
+            annotation,
+            parent_id,
             "this scan was saved since you loaded it (stale revision); reload to see the latest labels",
             code="stale_parent",
-            head=None
-            if head is None
-            else {
-                "id": head.pk,
-                "number": head.number,
-                "author": head.author_display,
-                "created_at": head.created_at.isoformat(),
-            },
         )
 
 

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Annotation, AnnotationState
-from annotation.services import annotation_transition
+from annotation.services import annotation_transition, stale_revision_conflict
 from core.api_errors import Conflict, Forbidden
 from core.models import Role, User
 from core.selectors import has_campaign_role
@@ -43,7 +43,12 @@ def check_record(
         if mine.verdict != Verdict.PENDING:
             raise Conflict("you already gave a verdict on this check", code="already_decided")
         if annotation.state != AnnotationState.SUBMITTED or annotation.head_id != mine.revision_id:
-            raise Conflict("this check is no longer current; reload your queue", code="stale_check")
+            raise stale_revision_conflict(
+                annotation,
+                mine.revision_id,
+                "this check is no longer current; reload your queue",
+                code="stale_check",
+            )
         mine.verdict, mine.findings, mine.time_spent_s, mine.decided_at = (
             verdict,
             cleaned,

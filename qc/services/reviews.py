@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Annotation, AnnotationState
-from annotation.services import annotation_transition
+from annotation.services import annotation_transition, stale_revision_conflict
 from core.api_errors import Conflict, DomainError, Forbidden
 from core.models import Batch, BatchItem, Role, User
 from core.permissions import require_data_manager
@@ -214,7 +214,12 @@ def spot_check_record(
             or annotation.state != AnnotationState.SPOT_CHECK
             or annotation.head_id != sc.revision_id
         ):
-            raise Conflict("this spot check is no longer current; reload your queue", code="stale_spot_check")
+            raise stale_revision_conflict(
+                annotation,
+                sc.revision_id,
+                "this spot check is no longer current; reload your queue",
+                code="stale_spot_check",
+            )
         sc.verdict, sc.findings, sc.time_spent_s, sc.decided_at = verdict, cleaned, seconds, timezone.now()
         sc.save(update_fields=["verdict", "findings", "time_spent_s", "decided_at"])
         audit_record(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db import transaction
 
 from annotation.models import EDITABLE_STATES, Annotation, AnnotationState, Revision, RevisionSource
-from annotation.services import annotation_transition
+from annotation.services import annotation_transition, stale_revision_conflict
 from core.api_errors import Conflict, DomainError, Forbidden
 from core.label_schema import validate_scan_labels
 from core.models import Campaign, Scan, User
@@ -81,15 +81,11 @@ def _submittable_head(annotation: Annotation, revision_id: int | None) -> Revisi
     head = annotation.head
     assert head is not None
     if revision_id != head.pk:
-        raise Conflict(
+        raise stale_revision_conflict(
+            annotation,
+            revision_id,
             "a newer revision of this scan exists (stale revision); reload, then submit the latest",
             code="stale_parent",
-            head={
-                "id": head.pk,
-                "number": head.number,
-                "author": head.author_display,
-                "created_at": head.created_at.isoformat(),
-            },
         )
     if annotation.state not in EDITABLE_STATES:
         raise Conflict(
