@@ -188,6 +188,7 @@ def quantify(
     lesion_classes: Mapping[int, str] = DEFAULT_LESION_CLASSES,
     *,
     lobe_names: Mapping[int, str] = LOBE_NAMES,
+    lobe_note: str = LOBE_NOTE,
     cranial_first: bool = False,
     other_class: int = OTHER_OPACITY,
 ) -> dict[str, Any]:
@@ -196,7 +197,9 @@ def quantify(
     Lesion voxels outside the lung mask are counted as lung: a lesion is lung tissue that
     the lung threshold missed (dense consolidation against the pleura is above -400 HU),
     so the lung volume is the union of the lung mask and the lesions. Such voxels join the
-    nearest lobe or zone. Lesion voxels are those whose label is a key of lesion_classes.
+    nearest lobe or zone. With `lobes` (a lobe model's map), every lung voxel the lobe map
+    left out joins the nearest lobe too, so the lobes add up to the lung volume; `lobe_note`
+    then says where the lobes came from. Lesion voxels are those whose label is a key of lesion_classes.
 
     `by_hu_ml` (only when `hu` is given) splits the lesions of unknown class
     (`other_class`, "other opacity") into ground-glass-like (< -350 HU) and
@@ -209,8 +212,10 @@ def quantify(
     lung_n, lesion_n = np.count_nonzero(lung), np.count_nonzero(lesion)
 
     if lobes is not None:
-        kind, names, note = "lobe", lobe_names, LOBE_NOTE
-        regions = _assign_to_nearest(lobes.astype(np.uint8, copy=False), lesion, spacing)
+        kind, names, note = "lobe", lobe_names, lobe_note
+        # The lobe model and the lung mask disagree at the edges; the lung mask decides
+        # what is lung, the lobe map only which lobe.
+        regions = _assign_to_nearest(lobes.astype(np.uint8, copy=False), lung, spacing)
     else:
         kind, names, note = "zone", ZONE_NAMES, ZONE_NOTE
         sides = _assign_to_nearest(lungs.astype(np.uint8, copy=False), lesion, spacing)

@@ -3,7 +3,9 @@ involved, volumes per class and the CT severity score, per scan and over a patie
 
 Lungs come from the baseline's lung segmentation of the scan's volume, cached next to
 volume.npy under a name holding the volume's sha256 (a re-imported volume gets a new file);
-lesions come from a revision's label volume (the head by default).
+lesions come from a revision's label volume (the head by default). When the hospital supplies
+a lobe model (CURATECT_LOBE_MODEL, see modelassist/lobes.py) the score is per lobe, 0-25, and
+the lobe map is cached the same way under the model file's sha256 too; otherwise per zone, 0-30.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from django.db.models import QuerySet
 from annotation import label_codec
 from annotation.models import Annotation, AnnotationState, Revision
 from annotation.services import revision_labels
-from core.api_errors import NotFound
+from core.api_errors import DomainError, NotFound
 from core.models import Campaign, Scan
 from modelassist.baseline import segment_lungs
-from modelassist.quantify import quantify
+from modelassist.lobes import LobeModel, LobeModelError, lobe_model, lobe_model_label, lobes_segment
+from modelassist.quantify import LOBE_NOTE, quantify
 from modelassist.selectors import cached_scan_volume, cranial_first, media_path, scan_volume
 from qc.models import CuratedRevision
 
@@ -56,6 +59,50 @@ def lung_mask_store(scan: Scan, lungs: np.ndarray) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class LobeModelUnusable(DomainError):
+    # The server's configuration, not the request, is at fault: 503 until an administrator fixes it.
+    status_code = 503
+
+
+def lobe_cache_path(scan: Scan, model: LobeModel) -> Path:
+    return media_path(scan.storage_dir) / f"lobes-{model.sha256[:16]}-{scan.volume_sha256[:24]}.zst"
+
+
+def scan_lobes(scan: Scan, model: LobeModel, hu: np.ndarray) -> np.ndarray:
+    """The lobe model's lobe map of the scan (z, y, x) uint8, lungmask's labels 0-5; computed
+    once per scan and model (minutes on a CPU for a full CT), then read from the cache."""
+    path = lobe_cache_path(scan, model)
+    if path.exists():
+        try:
+            return label_codec.decode_volume(path.read_bytes(), scan.shape)
+        except ValueError:
+            pass  # another shape or a damaged file: segment again
+    lobes = lobes_segment(model, hu, scan.spacing, cranial_first(scan))
+    _store_atomically(path, lobes)
+    return lobes
+
+
+def _store_atomically(path: Path, volume: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".lobes-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(label_codec.encode_volume(volume.astype(np.uint8, copy=False)))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def report_lobe_model() -> LobeModel | None:
+    """The configured lobe model, None for zones; a configured but unusable file is refused
+    with its reason (never a silent fall-back to zones: the score would change meaning)."""
+    try:
+        return lobe_model()
+    except LobeModelError as exc:
+        raise LobeModelUnusable(str(exc), code="lobe_model_unusable") from exc
 
 
 def scan_lungs(scan: Scan, hu: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
@@ -99,8 +146,10 @@ def report_revision(campaign: Campaign, scan: Scan, which: str | None) -> tuple[
 def scan_report(
     campaign: Campaign, scan: Scan, revision: Revision, selected_by: str = "head"
 ) -> dict[str, Any]:
+    model = report_lobe_model()
     hu = cached_scan_volume(scan)
     lungs, cached = scan_lungs(scan, hu)
+    lobes = scan_lobes(scan, model, hu) if model is not None else None
     labels = revision_labels(revision)
     classes = {int(c["value"]): str(c["name"]) for c in campaign.label_schema["classes"]}
     other = next((v for v, name in classes.items() if name.lower().startswith("other")), None)
@@ -109,7 +158,11 @@ def scan_report(
         lungs,
         scan.spacing,
         hu=hu if other is not None else None,
+        lobes=lobes,
         lesion_classes=classes,
+        lobe_note=(
+            f"Scored {lobe_model_label(model)}: {LOBE_NOTE[0].lower()}{LOBE_NOTE[1:]}" if model else LOBE_NOTE
+        ),
         cranial_first=cranial_first(scan),
         other_class=other if other is not None else 0,
     )
@@ -199,4 +252,36 @@ def patient_reports(campaign: Campaign, scans: QuerySet[Scan], pseudonym: str) -
             for e in entries
             if e["report"] is not None
         ],
+    }
+
+
+# ----------------------------------------------------------------------------- classifier
+
+
+def report_classifier(campaign: Campaign, scan: Scan, viewer: Any) -> dict[str, Any]:
+    """The active classifier's class probabilities for the report. Withheld from the scan's
+    annotator while it sits in one of their open batches: they choose the diagnosis themselves,
+    before any suggestion (no anchoring)."""
+    from core.models import BatchItem
+    from modelassist.classifier.network import predict_probabilities, prepare_input
+    from modelassist.selectors import active_model_version
+    from modelassist.services.model_versions import load_version_classifier
+
+    if BatchItem.objects.filter(campaign=campaign, scan=scan, is_open=True, batch__annotator=viewer).exists():
+        return {
+            "shown": False,
+            "reason": "withheld while you annotate this scan: you choose the diagnosis before any suggestion",
+        }
+    version = active_model_version(campaign)
+    model = load_version_classifier(version) if version is not None else None
+    if model is None:
+        return {"shown": False, "reason": "the active model version has no scan-level classifier"}
+    hu = cached_scan_volume(scan)
+    lungs, _ = scan_lungs(scan, hu)
+    probabilities = predict_probabilities(model, prepare_input(hu, lungs, model.grid)[None])[0]
+    return {
+        "shown": True,
+        "model_version": version.label,
+        "probabilities": {name: float(p) for name, p in zip(model.classes, probabilities, strict=True)},
+        "note": "the model's probabilities, not a diagnosis; the curated label is the annotators' call",
     }
