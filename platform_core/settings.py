@@ -348,6 +348,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 8 * 1024 * 1024
 # A retraining run decides promotion only on at least this many test cases of its export.
 CURATECT_MIN_TEST_CASES = env_int("CURATECT_MIN_TEST_CASES", 5)
+# lungmask LTRCLobes weights file the hospital supplies (never downloaded); empty: zones, 0-30.
+CURATECT_LOBE_MODEL = os.environ.get("CURATECT_LOBE_MODEL", "").strip()
 # Bytes of decoded volumes kept warm per process for region growing and pre-segmentation.
 VOLUME_CACHE_BYTES = env_int("CURATECT_VOLUME_CACHE_BYTES", 1024**3)
 # Key for the keyed hashes that remap UIDs and pick per-patient date shifts. Changing it
