@@ -16,6 +16,10 @@ import pytest
 from tools.testdata import MissingTestData
 from tools.testdata import lung1_file as checked_lung1_file
 
+# The broker of the real-worker tests (marker celery_worker), read before the default below:
+# `make test-redis` gives a throwaway Redis (redis://127.0.0.1:PORT/N), as production runs; unset,
+# they run on the embedded default's atomicfs folder broker, in a temporary folder.
+WORKER_BROKER_URL = os.environ.get("CURATECT_TEST_BROKER_URL") or os.environ.get("CELERY_BROKER_URL") or ""
 # Tests publish Celery messages to memory, never into a developer's running broker folder.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 
@@ -141,3 +145,95 @@ def api(client):
     from rest_framework.test import APIClient
 
     return APIClient()
+
+
+# ----------------------------------------------------------------------------- a real Celery worker
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that starts a real worker carries the marker even if its author forgot it, so
+    `pytest -m celery_worker` (make test-redis) runs every one of them on the production broker."""
+    for item in items:
+        if {"celery_worker", "celery_session_worker"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.celery_worker)
+
+
+@pytest.fixture(scope="session")
+def celery_broker(tmp_path_factory) -> tuple[str, dict]:
+    """(broker URL, transport options) that the app and the test worker share."""
+    if WORKER_BROKER_URL:
+        return WORKER_BROKER_URL, {}
+    from platform_core.broker import ensure_folders
+
+    folder = tmp_path_factory.mktemp("broker")
+    # The layout and polling of settings' embedded broker, in a folder of the test session's own.
+    options = {
+        "data_folder_in": str(folder / "queue"),
+        "data_folder_out": str(folder / "queue"),
+        "control_folder": str(folder / "control"),
+        "processed_folder": str(folder / "processed"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+    ensure_folders(options)
+    return "atomicfs://localhost//", options
+
+
+@pytest.fixture(scope="session")
+def celery_config(celery_broker) -> dict:
+    """The app's broker, routes and queues for the worker thread (celery.contrib.pytest's test
+    app knows none of them: without the queues nothing is consumed)."""
+    from django.conf import settings
+    from kombu import Queue
+
+    url, options = celery_broker
+    return {
+        "broker_url": url,
+        "broker_transport_options": options,
+        "result_backend": "cache+memory://",
+        "task_routes": settings.CELERY_TASK_ROUTES,
+        "task_default_queue": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "task_queues": [Queue(name) for name in settings.CELERY_QUEUES_ALL],
+        "task_acks_late": settings.CELERY_TASK_ACKS_LATE,
+        "task_reject_on_worker_lost": settings.CELERY_TASK_REJECT_ON_WORKER_LOST,
+        "task_track_started": settings.CELERY_TASK_TRACK_STARTED,
+        "worker_prefetch_multiplier": settings.CELERY_WORKER_PREFETCH_MULTIPLIER,
+    }
+
+
+@pytest.fixture(scope="session")
+def celery_worker_parameters() -> dict:
+    from django.conf import settings
+
+    return {"queues": list(settings.CELERY_QUEUES_ALL), "shutdown_timeout": 30.0}
+
+
+def _app_broker_reset(app) -> None:
+    """Drop the app's cached connection and producer pools, so the next send picks the pools of
+    the broker it now names. Not closed: kombu.pools shares them with every app on that broker."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def app_on_worker_broker(celery_broker, monkeypatch):
+    """The app publishes to the worker's broker for one test, then to memory again.
+
+    Celery reads CELERY_BROKER_URL from the environment before its settings, for the app and the
+    test worker alike; the app's connection pool was made for memory:// by earlier tests."""
+    from platform_core.celery import app
+
+    url, options = celery_broker
+    before = app.conf.broker_transport_options
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    app.conf.broker_transport_options = options
+    _app_broker_reset(app)
+    yield url
+    app.conf.broker_transport_options = before
+    _app_broker_reset(app)
+
+
+@pytest.fixture
+def celery_worker(app_on_worker_broker, celery_worker):
+    """celery.contrib.pytest's worker thread, on the broker the app publishes to."""
+    yield celery_worker

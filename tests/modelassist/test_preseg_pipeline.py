@@ -493,32 +493,10 @@ def test_patient_reports_line_up_serial_scans_by_study_date(cast, tmp_path, api)
 
 
 # ----------------------------------------------------------------------------- a real worker
+# Its broker, routes and queues come from tests/conftest.py (celery_broker, celery_config).
 
 
-@pytest.fixture
-def celery_config():
-    """The app's routes and queues on an in-memory broker, for a worker thread in this process."""
-    from django.conf import settings
-    from kombu import Queue
-
-    return {
-        "broker_url": "memory://",
-        "result_backend": "cache+memory://",
-        "task_routes": settings.CELERY_TASK_ROUTES,
-        "task_default_queue": settings.CELERY_TASK_DEFAULT_QUEUE,
-        "task_queues": [Queue(name) for name in settings.CELERY_QUEUES_ALL],
-        "task_acks_late": True,
-        "worker_prefetch_multiplier": 1,
-    }
-
-
-@pytest.fixture
-def celery_worker_parameters():
-    from django.conf import settings
-
-    return {"queues": list(settings.CELERY_QUEUES_ALL), "shutdown_timeout": 30.0}
-
-
+@pytest.mark.celery_worker
 @pytest.mark.django_db(transaction=True)
 def test_a_real_worker_presegments_a_batch_when_it_is_assigned(cast, import_phantoms, celery_worker):
     from core.services.batches import batch_build
