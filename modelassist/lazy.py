@@ -23,3 +23,4 @@ class LazyModule:
 
 
 network: Any = LazyModule("modelassist.network")
+classifier_net: Any = LazyModule("modelassist.classifier.network")

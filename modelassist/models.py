@@ -33,6 +33,11 @@ class ModelVersion(models.Model):
         "DatasetExport", on_delete=models.PROTECT, null=True, blank=True, related_name="model_versions"
     )
     metrics = models.JSONField(default=dict, blank=True)
+    # The scan-level classifier trained with the segmenter (a second weights file); blank when
+    # the export's training split had fewer than two diagnoses, or for an uploaded segmenter.
+    classifier_architecture = models.CharField(max_length=50, blank=True)
+    classifier_file_path = models.CharField(max_length=300, blank=True)  # relative to MEDIA_ROOT
+    classifier_sha256 = models.CharField(max_length=64, blank=True)
     created_by = models.ForeignKey(User, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     is_active = models.BooleanField(default=False)

@@ -1,6 +1,7 @@
 """The files model assist owns, for core.storage_check (listed in settings.CURATECT_STORED_FILES).
 
-- A model version's weights file: ModelVersion.sha256 is the sha256 of the file.
+- A model version's weights file: ModelVersion.sha256 is the sha256 of the file; its
+  classifier's file (if any): ModelVersion.classifier_sha256.
 - A published export's folder: DatasetExport.content_sha256 is the hash of the curated content
   (campaign, classes, and per case its ids and voxel hashes), which the folder's manifest.json
   holds; so the manifest is checked by recomputing that hash from what it says, and every other
@@ -32,6 +33,11 @@ def stored_files() -> Iterator[StoredFile | StoredFolder]:
         ModelVersion.objects.values_list("pk", "file_path", "sha256").order_by("pk").iterator()
     ):
         yield StoredFile(rel, f"model version {pk}", sha)
+    classifiers = ModelVersion.objects.exclude(classifier_file_path="").values_list(
+        "pk", "classifier_file_path", "classifier_sha256"
+    )
+    for pk, rel, sha in classifiers.order_by("pk").iterator():
+        yield StoredFile(rel, f"model version {pk} classifier", sha)
     exports = DatasetExport.objects.select_related("campaign").only(
         "pk", "status", "path", "version", "content_sha256", "campaign__slug"
     )  # not the summary: it can be large

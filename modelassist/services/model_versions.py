@@ -22,7 +22,7 @@ from django.utils import timezone
 from core.api_errors import Conflict, DomainError
 from core.models import Campaign, User
 from core.services.audit import audit_record
-from modelassist.lazy import network
+from modelassist.lazy import classifier_net, network
 from modelassist.models import DatasetExport, ModelVersion
 from modelassist.selectors import media_path, require_manager
 
@@ -51,10 +51,13 @@ def model_version_register(
     trained_on: DatasetExport | None = None,
     metrics: dict[str, Any] | None = None,
     actor: User | None = None,
+    classifier_file_path: str = "",
 ) -> ModelVersion:
-    """Register a weights file already in place (relative to MEDIA_ROOT) as a new, inactive version."""
+    """Register a weights file already in place (relative to MEDIA_ROOT) as a new, inactive version,
+    with the scan-level classifier's file beside it when one was trained."""
     path = media_path(file_path)
     payload_arch = _architecture_of(path)
+    classifier = _classifier_facts(classifier_file_path)
     try:
         with transaction.atomic():
             version = ModelVersion.objects.create(
@@ -66,6 +69,7 @@ def model_version_register(
                 trained_on=trained_on,
                 metrics=metrics or {},
                 created_by=actor,
+                **classifier,
             )
             audit_record(
                 actor=actor,
@@ -76,12 +80,30 @@ def model_version_register(
                 name=name,
                 sha256=version.sha256,
                 trained_on=trained_on.version if trained_on else None,
+                classifier_sha256=classifier["classifier_sha256"] or None,
             )
     except IntegrityError as exc:
         raise Conflict(
             f"this campaign already has a model version named {name!r}", code="name_taken"
         ) from exc
     return version
+
+
+def new_classifier_path(campaign: Campaign) -> str:
+    return f"{MODELS_DIR}/{campaign.slug}/{uuid.uuid4().hex}.classifier.pt"
+
+
+def _classifier_facts(relative: str) -> dict[str, str]:
+    """The classifier columns of a version: architecture and sha256, read from the file itself."""
+    if not relative:
+        return {"classifier_file_path": "", "classifier_architecture": "", "classifier_sha256": ""}
+    path = media_path(relative)
+    model, _ = classifier_net.load_classifier(path)
+    return {
+        "classifier_file_path": relative,
+        "classifier_architecture": str(model.architecture),
+        "classifier_sha256": file_sha256(path),
+    }
 
 
 def _architecture_of(path: Path) -> str:
@@ -222,4 +244,33 @@ def load_version_model(version: ModelVersion) -> network.SliceSegmenter:
         _loaded[key] = model
         while len(_loaded) > _CACHE_SIZE:
             _loaded.popitem(last=False)
+    return model
+
+
+_loaded_classifiers: OrderedDict[tuple[str, str], Any] = OrderedDict()
+
+
+def load_version_classifier(version: ModelVersion) -> Any | None:
+    """The version's scan-level classifier (None when it has none), checked against its sha256."""
+    if not version.classifier_file_path:
+        return None
+    key = (version.classifier_file_path, version.classifier_sha256)
+    with _cache_lock:
+        if key in _loaded_classifiers:
+            _loaded_classifiers.move_to_end(key)
+            return _loaded_classifiers[key]
+    path = media_path(version.classifier_file_path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"the classifier file of {version.label} is missing ({version.classifier_file_path})"
+        )
+    if file_sha256(path) != version.classifier_sha256:
+        raise ValueError(
+            f"the classifier file of {version.label} changed on disk (sha256 differs); refusing to run it"
+        )
+    model, _ = classifier_net.load_classifier(path)
+    with _cache_lock:
+        _loaded_classifiers[key] = model
+        while len(_loaded_classifiers) > _CACHE_SIZE:
+            _loaded_classifiers.popitem(last=False)
     return model

@@ -21,7 +21,7 @@ from core.api_errors import DomainError
 from core.jobs.services import job_claim, job_fail, job_finish, job_progress, reason_of
 from core.models import Campaign, User
 from core.services.audit import audit_record
-from modelassist.lazy import network
+from modelassist.lazy import classifier_net, network
 from modelassist.models import (
     BASELINE_LABEL,
     DatasetExport,
@@ -222,9 +222,11 @@ def _execute(run: TrainingRun, report: Progress) -> None:
 
     report(0.9, f"evaluating on {len(cases[Split.TEST])} test cases")
     test = cases[Split.TEST]
-    candidate = pooled_case_dice([(network.predict_volume(model, hu), labels) for hu, labels, _ in test])
+    predictions = [network.predict_volume(model, hu) for hu, _, _ in test]
+    candidate = pooled_case_dice([(p, labels) for p, (_, labels, _) in zip(predictions, test, strict=True)])
     incumbent_version = active_model_version(run.campaign)
     incumbent = evaluation.evaluate_incumbent(incumbent_version, test)
+    classifier, classifier_metrics = _classifier_step(run, cases, manifest, incumbent_version, report)
     metrics = {
         "test_cases": len(test),
         "train_cases": len(cases[Split.TRAIN]),
@@ -237,11 +239,13 @@ def _execute(run: TrainingRun, report: Progress) -> None:
         },
         "best_val_dice": max((h["val_dice"] for h in history if h["val_dice"] is not None), default=None),
         "epochs_run": len(history),
+        "classifier": classifier_metrics,
+        "lesion_volume": evaluation.lesion_volume_agreement(predictions, test),
         "dice_definition": "pooled over the test cases; mean = mean of the per-class Dice of the lesion "
         "classes 1 and 2; a class absent from truth and prediction scores 1",
         **_split_facts(manifest, len(test)),
     }
-    version = _register(run, export, model, history, metrics)
+    version = _register(run, export, model, history, metrics, classifier)
     promoted, decision = _decide(run, export, version, metrics, incumbent_version)
     job_finish(
         run,
@@ -322,9 +326,22 @@ def _train(run: TrainingRun, cases: dict, report: Progress) -> tuple[network.Sli
 
 
 def _register(
-    run: TrainingRun, export: DatasetExport, model, history: list[dict], metrics: dict
+    run: TrainingRun, export: DatasetExport, model, history: list[dict], metrics: dict, classifier=None
 ) -> ModelVersion:
     relative = model_versions.new_model_path(run.campaign)
+    classifier_relative = ""
+    if classifier is not None:
+        classifier_relative = model_versions.new_classifier_path(run.campaign)
+        classifier_net.save_classifier(
+            classifier,
+            media_path(classifier_relative),
+            {
+                "campaign": run.campaign.slug,
+                "training_run": run.pk,
+                "export_version": export.version,
+                "test_metrics": metrics["classifier"]["candidate"],
+            },
+        )
     network.save_model(
         model,
         media_path(relative),
@@ -344,6 +361,7 @@ def _register(
         file_path=relative,
         trained_on=export,
         metrics={**metrics, "history": history, "training_run": run.pk},
+        classifier_file_path=classifier_relative,
     )
 
 
@@ -378,6 +396,9 @@ def _decide(
             f"{'s' if more != 1 else ''} (15 % of new cases go to the test split) will give enough. "
             f"The new version is registered; {incumbent.label if incumbent else 'the baseline'} stays active"
         )
+    clf = metrics.get("classifier") or {}
+    if clf.get("trained") and clf["candidate"]["auc_micro"] is not None:
+        return _decide_pair(run, version, metrics, incumbent, where)
     if cand <= inc:
         return False, f"not promoted: mean lesion Dice {cand:.3f} {where} does not beat {name} ({inc:.3f})"
     current = active_model_version(run.campaign)
@@ -385,3 +406,114 @@ def _decide(
         return False, "not promoted: the active model changed while this run was evaluated; compare again"
     model_versions.model_version_activate(actor=None, version=version, reason=f"training run {run.pk}")
     return True, f"promoted: mean lesion Dice {cand:.3f} {where} beats {name} ({inc:.3f})"
+
+
+def _decide_pair(
+    run: TrainingRun, version: ModelVersion, metrics: dict, incumbent: ModelVersion | None, where: str
+) -> tuple[bool, str]:
+    """A segmenter with a classifier: the segmenter's mean lesion Dice must not fall, and the
+    classifier's micro-AUC must beat the active classifier's (or there is none); the reason
+    names the figure that decided."""
+    name = incumbent.label if incumbent else "the baseline (no model version was active)"
+    cand, inc = metrics["candidate"]["mean"], metrics["incumbent"]["mean"]
+    new_auc = metrics["classifier"]["candidate"]["auc_micro"]
+    active = metrics["classifier"].get("incumbent")
+    if cand < inc:
+        return False, (
+            f"not promoted: mean lesion Dice {cand:.3f} {where} falls below {name} ({inc:.3f}); "
+            f"the segmenter must not get worse (classifier micro-AUC {new_auc:.3f})"
+        )
+    if active is not None and new_auc <= active["auc_micro"]:
+        return False, (
+            f"not promoted: classifier micro-AUC {new_auc:.3f} {where} does not beat {active['label']} "
+            f"({active['auc_micro']:.3f}); mean lesion Dice {cand:.3f} does not fall below {inc:.3f}"
+        )
+    current = active_model_version(run.campaign)
+    if (current.pk if current else None) != (incumbent.pk if incumbent else None):
+        return False, "not promoted: the active model changed while this run was evaluated; compare again"
+    model_versions.model_version_activate(actor=None, version=version, reason=f"training run {run.pk}")
+    if active is not None:
+        return True, (
+            f"promoted: classifier micro-AUC {new_auc:.3f} {where} beats {active['label']} "
+            f"({active['auc_micro']:.3f}), and mean lesion Dice {cand:.3f} does not fall below {inc:.3f}"
+        )
+    return True, (
+        f"promoted: {name} has no classifier, so the new classifier decided (micro-AUC {new_auc:.3f} "
+        f"{where}); mean lesion Dice {cand:.3f} does not fall below {name} ({inc:.3f})"
+    )
+
+
+# ----------------------------------------------------------------------------- the classifier
+
+
+def _classifier_step(
+    run: TrainingRun, cases: dict, manifest: dict, incumbent: ModelVersion | None, report: Progress
+) -> tuple[Any, dict[str, Any]]:
+    """Train the scan-level classifier on the same export and split as the segmenter, and test
+    it and the active classifier on the same test cases. (None, reason) when it cannot be trained."""
+    from modelassist.classifier import data
+    from modelassist.classifier.train import train_classifier
+
+    label = data.diagnosis_label(run.campaign.label_schema)
+    if label is None:
+        return None, {"trained": False, "reason": "the label schema has no scan-level label to learn"}
+    key, classes = label
+    split_cases = {s: _labelled(cases[s], manifest, s, key, classes) for s in Split.values}
+    train_classes = sorted({t for _, t in split_cases[Split.TRAIN]})
+    if len(train_classes) < 2:
+        seen = ", ".join(classes[t] for t in train_classes) or "none"
+        return None, {
+            "trained": False,
+            "reason": f"not trained: the training split's curated {key} labels hold fewer than two classes "
+            f"({seen}); a classifier needs scans of at least two",
+        }
+    report(0.92, f"training the scan classifier on {len(split_cases[Split.TRAIN])} cases")
+    prepared = {s: _classifier_inputs(split_cases[s]) for s in Split.values}
+    architecture = (
+        "topff3d-tiny" if run.architecture.endswith("-tiny") else classifier_net.DEFAULT_ARCHITECTURE
+    )
+    grid = classifier_net.ARCHITECTURES[architecture]["grid"]
+    params = run.params
+    model, history = train_classifier(
+        data.stack_inputs(prepared[Split.TRAIN][0], prepared[Split.TRAIN][1], grid),
+        prepared[Split.TRAIN][2],
+        data.stack_inputs(prepared[Split.VALIDATION][0], prepared[Split.VALIDATION][1], grid),
+        prepared[Split.VALIDATION][2],
+        classes,
+        epochs=params["epochs"],
+        seed=params["seed"],
+        architecture=architecture,
+        patience=params["patience"],
+        max_minutes=params["max_minutes"],
+    )
+    test, lungs, targets = prepared[Split.TEST]
+    figures: dict[str, Any] = {
+        "trained": True,
+        "architecture": architecture,
+        "label_key": key,
+        "classes": classes,
+        "train_cases": len(prepared[Split.TRAIN][2]),
+        "validation_cases": len(prepared[Split.VALIDATION][2]),
+        "test_cases": len(targets),
+        "history": history,
+        "candidate": evaluation.classifier_test_figures(model, test, lungs, targets),
+        "incumbent": evaluation.evaluate_incumbent_classifier(incumbent, test, lungs, targets, classes),
+    }
+    return model, figures
+
+
+def _labelled(split_cases: list, manifest: dict, split: str, key: str, classes: list[str]) -> list[tuple]:
+    """(case, class index) of a split's cases that carry a curated label of the classifier's classes;
+    the manifest lists each split's cases in the order _cases_by_split read them."""
+    from modelassist.classifier import data
+
+    entries = [c for c in manifest["cases"] if c["split"] == split]
+    targets = data.case_targets(entries, key, classes)
+    return [(case, t) for case, t in zip(split_cases, targets, strict=True) if t is not None]
+
+
+def _classifier_inputs(labelled: list[tuple]) -> tuple[list, list[np.ndarray], list[int]]:
+    from modelassist.classifier import data
+
+    chosen = [case for case, _ in labelled]
+    return chosen, data.lung_masks(chosen), [t for _, t in labelled]

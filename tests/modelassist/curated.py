@@ -71,7 +71,7 @@ def label_volume(truth: np.ndarray, shape) -> np.ndarray:
     return labels
 
 
-def approve(cast, scans_and_labels, *, annotator=None) -> object:
+def approve(cast, scans_and_labels, *, annotator=None, scan_labels=None) -> object:
     """A batch of these scans annotated (labels as given), checked by two checkers, spot-checked
     by the senior and approved, all through the real services. Returns the batch."""
     from annotation.models import Annotation
@@ -99,7 +99,7 @@ def approve(cast, scans_and_labels, *, annotator=None) -> object:
             scan=scan,
             parent_id=head,
             full=labels,
-            scan_labels=LABELS,
+            scan_labels=(scan_labels or {}).get(scan.pk, LABELS),  # by scan id
             time_spent_s=60,
         )
         revision_submit(actor=annotator, campaign=cast.campaign, scan=scan, revision_id=rev.pk)
