@@ -136,7 +136,9 @@ class ScanReportApi(APIView):
         revision, selected_by = quantification.report_revision(
             campaign, scan, request.query_params.get("revision")
         )
-        return Response(quantification.scan_report(campaign, scan, revision, selected_by))
+        report = quantification.scan_report(campaign, scan, revision, selected_by)
+        report["classifier"] = quantification.report_classifier(campaign, scan, request.user)
+        return Response(report)
 
 
 class PatientReportsApi(APIView):

@@ -114,6 +114,16 @@ class RegionOut(serializers.Serializer):
     severity_score = serializers.IntegerField(help_text="0..5")
 
 
+class ReportClassifierOut(serializers.Serializer):
+    shown = serializers.BooleanField(help_text="false: withheld or no classifier; reason says why")
+    reason = serializers.CharField(required=False)
+    model_version = serializers.CharField(required=False)
+    probabilities = serializers.DictField(
+        child=serializers.FloatField(), required=False, help_text="by the diagnosis choice"
+    )
+    note = serializers.CharField(required=False)
+
+
 class ScanReportOut(serializers.Serializer):
     scan_id = serializers.IntegerField()
     campaign_id = serializers.IntegerField()
@@ -138,6 +148,9 @@ class ScanReportOut(serializers.Serializer):
     severity_score_total = serializers.IntegerField()
     severity_score_max = serializers.IntegerField()
     severity_bands = serializers.CharField()
+    classifier = ReportClassifierOut(
+        required=False, help_text="the active classifier's probabilities (scan reports only)"
+    )
 
 
 class PatientScanOut(serializers.Serializer):
