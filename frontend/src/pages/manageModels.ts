@@ -140,6 +140,73 @@ function fillTrainExports(rows: DatasetExport[]): void {
 
 // --- model versions ----------------------------------------------------------------------------
 
+// The scan-level classifier's figures in a version's metrics (modelassist.classifier.metrics).
+interface ClassifierFigures {
+  classes: string[];
+  cases: number;
+  auc_per_class: Record<string, number | null>;
+  auc_micro: number | null;
+  auc_macro: number | null;
+  positive_class: string;
+  vs_rest: Record<"sensitivity" | "specificity" | "ppv" | "npv", number | null>;
+  confusion_matrix: number[][];
+}
+interface ClassifierMetrics {
+  trained: boolean;
+  reason?: string;
+  architecture?: string;
+  candidate?: ClassifierFigures;
+}
+
+function classifierOf(v: ModelVersion): ClassifierMetrics | null {
+  return ((v.metrics ?? {}) as { classifier?: ClassifierMetrics }).classifier ?? null;
+}
+
+function volumeR(v: ModelVersion): number | null {
+  return (
+    ((v.metrics ?? {}) as { lesion_volume?: { pearson_r: number | null } }).lesion_volume
+      ?.pearson_r ?? null
+  );
+}
+
+// One block per version with a classifier: Topff et al.'s figures and the confusion matrix.
+function classifierDetails(v: ModelVersion): HTMLElement | null {
+  const c = classifierOf(v);
+  if (!c) return null;
+  const summary = el("summary", {}, `Scan classifier of ${v.label}`);
+  if (!c.trained || !c.candidate) {
+    return el(
+      "details",
+      { className: "classifier" },
+      summary,
+      el("p", { className: "muted" }, c.reason ?? "not trained"),
+    );
+  }
+  const f = c.candidate;
+  const figures = table(
+    `Classifier figures on ${f.cases} test scans`,
+    ["Figure", "Value"],
+    [
+      ...f.classes.map((name) => [`AUC ${name} vs rest`, num(f.auc_per_class[name] ?? null, 3)]),
+      ["AUC micro-average", num(f.auc_micro, 3)],
+      ["AUC macro-average", num(f.auc_macro, 3)],
+      [`Sensitivity (${f.positive_class} vs rest)`, num(f.vs_rest.sensitivity, 3)],
+      [`Specificity (${f.positive_class} vs rest)`, num(f.vs_rest.specificity, 3)],
+      [`PPV (${f.positive_class} vs rest)`, num(f.vs_rest.ppv, 3)],
+      [`NPV (${f.positive_class} vs rest)`, num(f.vs_rest.npv, 3)],
+      ["Pearson r, predicted vs curated lesion volume", num(volumeR(v), 3)],
+    ],
+    { className: "data classifier-figures" },
+  );
+  const matrix = table(
+    "Confusion matrix: rows curated, columns predicted",
+    ["Curated \\ predicted", ...f.classes],
+    f.confusion_matrix.map((row, i) => [f.classes[i], ...row.map(String)]),
+    { className: "data confusion-matrix" },
+  );
+  return el("details", { className: "classifier" }, summary, figures, matrix);
+}
+
 function metricCells(v: ModelVersion): string[] {
   const m = v.metrics ?? {};
   return [
@@ -147,6 +214,7 @@ function metricCells(v: ModelVersion): string[] {
     num(m.candidate?.foreground ?? null, 3),
     num(m.best_val_dice ?? null, 3),
     m.test_cases === undefined ? "—" : String(m.test_cases),
+    num(classifierOf(v)?.candidate?.auc_micro ?? null, 3),
   ];
 }
 
@@ -236,6 +304,7 @@ async function loadModels(): Promise<void> {
               "Test Dice (lesion)",
               "Best validation Dice",
               "Test cases",
+              "Classifier micro-AUC",
               "Made by",
               "",
             ],
@@ -244,6 +313,10 @@ async function loadModels(): Promise<void> {
           )
         : el("p", { className: "muted" }, "No trained version yet."),
     ];
+    for (const v of data.versions) {
+      const details = classifierDetails(v);
+      if (details) parts.push(details);
+    }
     if (data.active.id !== null) parts.push(el("div", { className: "actions" }, baseline));
     root.replaceChildren(...parts);
   } catch (error) {
