@@ -274,7 +274,7 @@ def report_classifier(campaign: Campaign, scan: Scan, viewer: Any) -> dict[str, 
         }
     version = active_model_version(campaign)
     model = load_version_classifier(version) if version is not None else None
-    if model is None:
+    if version is None or model is None:
         return {"shown": False, "reason": "the active model version has no scan-level classifier"}
     hu = cached_scan_volume(scan)
     lungs, _ = scan_lungs(scan, hu)
