@@ -36,7 +36,7 @@ LUNG1_STAMP := $(DATA_DIR)/testdata/pyradiomics-lung1/SHA256SUMS
 DICOM_BINARIES := storescu storescp echoscu dciodvfy Orthanc
 ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
-.PHONY: help setup run test test-pg lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata api-types
+.PHONY: help setup run test test-pg test-redis redis lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata api-types
 
 help: ## list the targets
 	@echo "CurateCT: make <target>   (quick start: make run, make test)"
@@ -128,6 +128,9 @@ dicom-peers: ## install Debian's dcmtk, dicom3tools, orthanc + orthanc-dicomweb 
 postgres: ## install Debian's PostgreSQL server binaries for make test-pg, if missing (no cluster is started)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || tools/apt-install.sh postgresql
 
+redis: ## install Debian's redis-server for make test-redis, if missing (no server is started)
+	@command -v redis-server >/dev/null || tools/apt-install.sh redis-server
+
 testdata: $(LUNG1_STAMP) ## fetch the real chest CT of tests and benches once (pyradiomics 3.0.1 sdist, sha256-pinned)
 
 $(LUNG1_STAMP): tools/testdata.py | $(VENV_STAMP)
@@ -139,6 +142,13 @@ test: setup browsers dicom-peers testdata ## run the whole test suite (DATABASE_
 
 test-pg: setup browsers dicom-peers testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
 	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
+
+# Production's broker: the tests that start a real Celery worker (marker celery_worker), once more
+# on a throwaway Redis on loopback (tools/redis-throwaway.sh); make test runs them on the embedded
+# default's folder broker.
+test-redis: setup redis ## the real-Celery-worker tests on a throwaway Redis on loopback, as production runs
+	@$(PY) -c 'import redis' 2>/dev/null || { echo "error: the Python redis client (kombu's Redis transport) is not in $(VENV): pip install redis" >&2; exit 1; }
+	tools/redis-throwaway.sh $(PY) -m pytest -m celery_worker $(PYTEST_ARGS)
 
 # mypy's scope: the service layer of every app, where the invariants live (see [tool.mypy]).
 MYPY_FILES = $$(ls -d */services.py */services */selectors.py */permissions.py 2>/dev/null | grep -v '^frontend/')

@@ -202,6 +202,17 @@ def celery_config(celery_broker) -> dict:
 
 
 @pytest.fixture(scope="session")
+def celery_includes() -> list[str]:
+    """Every task module of the app, imported before the worker thread starts: a worker learns
+    its tasks at start (production's autodiscovers them), so a task module first imported by
+    the test itself would reach it as an unregistered task."""
+    from platform_core.celery import app
+
+    app.loader.import_default_modules()
+    return sorted({task.__module__ for task in app.tasks.values() if not task.name.startswith("celery.")})
+
+
+@pytest.fixture(scope="session")
 def celery_worker_parameters() -> dict:
     from django.conf import settings
 

@@ -2,7 +2,7 @@
 # Install the Debian packages named on the command line that are not installed yet:
 #     tools/apt-install.sh dcmtk dicom3tools orthanc orthanc-dicomweb
 # as root, or through sudo; otherwise it fails with the apt-get line a person can run. Used by the
-# Makefile (chromium, DICOM peers, PostgreSQL) and by .ci/run, so both install the same way.
+# Makefile (chromium, DICOM peers, PostgreSQL, Redis) and by .ci/run, so both install the same way.
 set -euo pipefail
 
 if [ "$#" -eq 0 ]; then
