@@ -1,37 +1,22 @@
 // Types and calls of the data manager's API: batches and pre-segmentation, imports, dataset
 // exports, model versions and training runs (platform_core/api_urls.py, modelassist/urls.py),
 // and the quantification reports.
-// Request bodies and batches are the generated schemas (types.ts); the rest is hand-written
-// until the schema describes those answers.
+// Every body is a generated schema (types.ts; modelassist/serializers.py describes the answers);
+// JSON fields the schema types as `unknown` are narrowed with hand-written types.
 import { request, upload, type Upload, type UploadProgress } from "./http";
-import type { Schemas } from "./types";
+import type { Narrow, Schemas } from "./types";
 
 export type BatchOut = Schemas["BatchOut"];
 
 export type BatchBuildIn = Schemas["BatchBuildIn"];
 
-export type PresegScanStatus = "queued" | "running" | "done" | "failed" | "lost" | string;
+export type PresegScanStatus = Schemas["PresegStatusEnum"];
 
-export interface PresegProgress {
-  batch_id: number;
-  status: "not_started" | "queued" | "running" | "done" | "done_with_failures";
-  attempts?: number;
-  counts: Record<string, number>;
-  total?: number;
-  progress?: number;
-  scans: {
-    scan_id: number;
-    status: PresegScanStatus;
-    model_label: string;
-    model_version_id: number | null;
-    revision_id: number | null;
-    error: string;
-    seconds: number | null;
-  }[];
-}
+export type PresegProgress = Schemas["PresegProgressOut"];
 
 export const PRESEG_FINISHED = new Set(["not_started", "done", "done_with_failures"]);
 
+// Hand-written: an import's report is a JSON field (imaging/ingest), `unknown` in the schema.
 export interface ImportReport {
   files_seen?: number;
   scans_created?: number[];
@@ -41,48 +26,21 @@ export interface ImportReport {
   error?: string;
 }
 
-export interface ImportJob {
-  id: number;
-  status: "queued" | "running" | "done" | "failed";
-  progress: number;
-  report: ImportReport;
-  created_at: string;
-  finished_at: string | null;
-}
+export type ImportJob = Narrow<Schemas["ImportOut"], { report: ImportReport }>;
 
-export type JobStatus = "queued" | "running" | "done" | "failed";
+export type JobStatus = Schemas["JobStatusEnum"];
 
-export interface DatasetExport {
-  id: number;
-  campaign: number;
-  version: number | null;
-  status: JobStatus;
-  progress: number;
-  message: string;
-  path: string;
-  content_sha256: string;
-  summary: {
-    cases?: number;
-    splits?: Record<string, number>;
-    institutions?: Record<string, string>;
-    split_method?: "institution" | "patient";
-    tested_on?: string;
-    patients?: Record<string, number>;
-    bytes?: number;
-  };
-  error: string;
-  created_by: string | null;
-  created_at: string;
-  finished_at: string | null;
-  download_url: string | null;
-}
+export type DatasetExport = Schemas["DatasetExportOut"];
 
+// Hand-written: a model's figures are a JSON field (modelassist/services/training.py, federation),
+// `unknown` in the schema.
 export interface DiceFigures {
   mean?: number | null;
   foreground?: number | null;
   per_class?: Record<string, number | null>;
 }
 
+// Hand-written, as DiceFigures.
 export interface ModelMetrics {
   test_cases?: number;
   train_cases?: number;
@@ -91,122 +49,31 @@ export interface ModelMetrics {
   incumbent?: DiceFigures & { label?: string };
   best_val_dice?: number | null;
   epochs_run?: number;
-  split_method?: "institution" | "patient";
-  tested_on?: string;
-  needs_more_scans?: number;
   [key: string]: unknown;
 }
 
-export interface ModelVersion {
-  id: number | null;
-  name: string;
-  label: string;
-  architecture: string;
-  sha256?: string;
-  trained_on?: { id: number; version: number | null } | null;
-  metrics: ModelMetrics;
-  is_active: boolean;
-  activated_at?: string | null;
-  created_by?: string | null;
-  created_at?: string;
-}
+export type ModelVersion = Narrow<Schemas["ModelVersionOut"], { metrics: ModelMetrics }>;
 
-export interface ModelVersions {
-  active: ModelVersion;
-  versions: ModelVersion[];
-}
+export type ModelVersions = Narrow<
+  Schemas["ModelVersionsOut"],
+  { active: ModelVersion; versions: ModelVersion[] }
+>;
 
-export interface EpochRecord {
-  epoch: number;
-  loss: number | null;
-  val_dice: number | null;
-  seconds: number;
-}
+export type EpochRecord = Schemas["EpochOut"];
 
-export interface TrainingRun {
-  id: number;
-  campaign: number;
-  status: JobStatus;
-  trigger: string;
-  progress: number;
-  message: string;
-  architecture: string;
-  params: Record<string, number>;
-  export: { id: number; version: number | null } | null;
-  metrics: ModelMetrics;
-  model_version: ModelVersion | null;
-  promoted: boolean | null;
-  decision: string;
-  error: string;
-  requested_by: string | null;
-  created_at: string;
-  started_at: string | null;
-  finished_at: string | null;
-  history?: EpochRecord[];
-}
+type TrainingRunNarrow = { metrics: ModelMetrics; model_version: ModelVersion | null };
+
+export type TrainingRun = Narrow<Schemas["TrainingRunOut"], TrainingRunNarrow>;
+
+export type TrainingRunDetail = Narrow<Schemas["TrainingRunDetailOut"], TrainingRunNarrow>;
 
 export type TrainingRunIn = Schemas["TrainingRunIn"];
 
-export interface RegionRow {
-  name: string;
-  kind: "zone" | "lobe";
-  lung_volume_ml: number;
-  lesion_volume_ml: number;
-  percent_involved: number;
-  severity_score: number;
-}
+export type RegionRow = Schemas["RegionOut"];
 
-export interface ScanReport {
-  scan_id: number;
-  campaign_id: number;
-  patient: string;
-  study_date: string | null;
-  spacing_mm: { x: number; y: number; z: number };
-  labels: {
-    selected_by: string;
-    revision_id: number;
-    revision_number: number;
-    source: string;
-    author: string;
-    created_at: string;
-    annotation_state: string;
-    curated: boolean;
-  };
-  lungs: { method: string; from_cache: boolean };
-  voxel_volume_ml: number;
-  lung_volume_ml: number;
-  lesion_volume_ml: number;
-  percent_of_lung_involved: number;
-  lesion_volume_by_class_ml: Record<string, number>;
-  other_opacity_by_hu_ml: {
-    ground_glass_like_below_minus_350_hu_ml: number;
-    consolidation_like_from_minus_350_hu_ml: number;
-  } | null;
-  region_kind: "zone" | "lobe";
-  region_note: string;
-  regions: RegionRow[];
-  severity_score_total: number;
-  severity_score_max: number;
-  severity_bands: string;
-}
+export type ScanReport = Schemas["ScanReportOut"];
 
-export interface PatientReports {
-  patient: string;
-  campaign_id: number;
-  scans: {
-    scan_id: number;
-    study_date: string | null;
-    report: ScanReport | null;
-    reason: string;
-  }[];
-  percent_of_lung_involved_over_time: {
-    study_date: string | null;
-    scan_id: number;
-    percent_of_lung_involved: number;
-    lesion_volume_ml: number;
-    severity_score_total: number;
-  }[];
-}
+export type PatientReports = Schemas["PatientReportsOut"];
 
 export const manageApi = {
   batches: (campaignId: number) => request<BatchOut[]>(`/api/campaigns/${campaignId}/batches/`),
@@ -251,8 +118,11 @@ export const manageApi = {
   trainingRuns: (campaignId: number) =>
     request<TrainingRun[]>(`/api/campaigns/${campaignId}/training-runs/`),
   startTraining: (campaignId: number, body: TrainingRunIn) =>
-    request<TrainingRun>(`/api/campaigns/${campaignId}/training-runs/`, { method: "POST", body }),
-  trainingRun: (id: number) => request<TrainingRun>(`/api/training-runs/${id}/`),
+    request<TrainingRunDetail>(`/api/campaigns/${campaignId}/training-runs/`, {
+      method: "POST",
+      body,
+    }),
+  trainingRun: (id: number) => request<TrainingRunDetail>(`/api/training-runs/${id}/`),
 
   report: (campaignId: number, scanId: number, revision?: string) =>
     request<ScanReport>(`/api/campaigns/${campaignId}/scans/${scanId}/report/`, {

@@ -933,10 +933,74 @@ export interface components {
             institution_id: number;
             allowed_ae_titles: string[];
         };
+        AgreementOut: {
+            pairs: number;
+            /**
+             * Format: double
+             * @description share of pairs that agree
+             */
+            agreement: number | null;
+            /**
+             * Format: double
+             * @description Cohen's kappa; null when undefined
+             */
+            kappa: number | null;
+            /** @description why kappa is undefined, e.g. "checker B passed every scan"; else "" */
+            kappa_reason: string;
+            /**
+             * Format: double
+             * @description share of pass among all verdicts
+             */
+            pass_share: number | null;
+        };
         AnnotationOut: {
             id: number | null;
             state: string;
             head: components["schemas"]["RevisionOut"] | null;
+        };
+        /**
+         * @description * `not_started` - Not started
+         *     * `in_progress` - In progress
+         *     * `submitted` - In check
+         *     * `needs_revision` - Needs revision
+         *     * `checked` - Checked
+         *     * `spot_check` - In spot check
+         *     * `curated` - Curated
+         * @enum {string}
+         */
+        AnnotationStateEnum: "not_started" | "in_progress" | "submitted" | "needs_revision" | "checked" | "spot_check" | "curated";
+        AnnotatorFiguresOut: {
+            scans: number;
+            first_pass: components["schemas"]["FirstPassOut"];
+            rounds_until_pass: components["schemas"]["RoundsUntilPassOut"];
+            checker_agreement: components["schemas"]["AgreementOut"];
+            step3: components["schemas"]["Step3Out"];
+            dice_consecutive_revisions: components["schemas"]["DiceOut"];
+            time_per_scan: components["schemas"]["TimePerScanOut"];
+            user_id: number;
+            username: string;
+        };
+        AnnotatorFindingsOut: {
+            annotation_id: number | null;
+            state: components["schemas"]["AnnotationStateEnum"];
+            /**
+             * @description null: no failed review yet
+             *
+             *     * `checks` - checks
+             *     * `spot_check` - spot_check
+             */
+            source: (components["schemas"]["FindingsSourceEnum"] | components["schemas"]["NullEnum"]) | null;
+            round: number | null;
+            revision_id: number | null;
+            reviews: components["schemas"]["AnnotatorReviewOut"][];
+        };
+        AnnotatorReviewOut: {
+            /** @description "checker A", "checker B" or "senior": never a name */
+            reviewer: string;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+            findings: components["schemas"]["FindingOut"][];
+            /** Format: date-time */
+            decided_at: string | null;
         };
         ApiTokenCreatedOut: {
             id: number;
@@ -1002,6 +1066,11 @@ export interface components {
             /** @description omitted or null: the least-loaded annotator */
             annotator_id?: number | null;
         };
+        BatchBoardOut: {
+            batch: components["schemas"]["BoardBatchOut"];
+            review: components["schemas"]["BoardReviewOut"];
+            items: components["schemas"]["BoardItemOut"][];
+        };
         BatchBuildIn: {
             scan_ids?: number[];
             size?: number;
@@ -1016,6 +1085,18 @@ export interface components {
             study_date_to?: string;
             tags?: string[];
         };
+        BatchFiguresOut: {
+            scans: number;
+            first_pass: components["schemas"]["FirstPassOut"];
+            rounds_until_pass: components["schemas"]["RoundsUntilPassOut"];
+            checker_agreement: components["schemas"]["AgreementOut"];
+            step3: components["schemas"]["Step3Out"];
+            dice_consecutive_revisions: components["schemas"]["DiceOut"];
+            time_per_scan: components["schemas"]["TimePerScanOut"];
+            batch_id: number;
+            name: string;
+            review_state: components["schemas"]["BatchReviewStateEnum"];
+        };
         BatchOut: {
             id: number;
             name: string;
@@ -1027,6 +1108,17 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
+        BatchRefOut: {
+            id: number;
+            name: string;
+        };
+        /**
+         * @description * `annotating` - Annotating
+         *     * `spot_check` - In spot check
+         *     * `approved` - Approved
+         * @enum {string}
+         */
+        BatchReviewStateEnum: "annotating" | "spot_check" | "approved";
         /**
          * @description * `open` - Open
          *     * `closed` - Closed
@@ -1035,6 +1127,80 @@ export interface components {
         BatchStatusEnum: "open" | "closed";
         /** @enum {unknown} */
         BlankEnum: "";
+        BoardBatchOut: {
+            id: number;
+            name: string;
+            status: components["schemas"]["BatchStatusEnum"];
+            campaign_id: number;
+            /** @description username; empty when unassigned */
+            annotator: string;
+        };
+        BoardCheckOut: {
+            slot: components["schemas"]["SlotEnum"];
+            /** @description username */
+            checker: string;
+            verdict: components["schemas"]["BoardVerdictEnum"];
+        };
+        BoardDrawOut: {
+            number: number;
+            /** @description a 64-bit integer, as a string */
+            seed: string;
+            /** Format: double */
+            share: number;
+            sample_size: number;
+            sampled_scan_ids: number[];
+            added_scan_ids: number[];
+        };
+        BoardHolderOut: {
+            /**
+             * @description null: nobody holds it
+             *
+             *     * `annotator` - annotator
+             *     * `checker` - checker
+             *     * `senior` - senior
+             */
+            role: (components["schemas"]["HolderRoleEnum"] | components["schemas"]["NullEnum"]) | null;
+            /** @description usernames */
+            users: string[];
+        };
+        BoardItemOut: {
+            scan_id: number;
+            position: number;
+            annotation_id: number | null;
+            state: components["schemas"]["AnnotationStateEnum"];
+            head_revision_id: number | null;
+            /** @description the latest round; 0 before the first submission */
+            round: number;
+            /** @description usernames of the pair */
+            checkers: string[];
+            /** @description the checks of the latest round */
+            checks: components["schemas"]["BoardCheckOut"][];
+            /** @description in the current spot-check draw */
+            sampled: boolean;
+            spot_check: components["schemas"]["BoardSpotCheckOut"] | null;
+            holder: components["schemas"]["BoardHolderOut"];
+        };
+        BoardReviewOut: {
+            state: components["schemas"]["BatchReviewStateEnum"];
+            /** Format: date-time */
+            approved_at: string | null;
+            /** @description the current draw; null before the spot check */
+            draw: components["schemas"]["BoardDrawOut"] | null;
+        };
+        BoardSpotCheckOut: {
+            id: number;
+            /** @description username; null until one is assigned */
+            senior: string | null;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+        };
+        /**
+         * @description * `pending` - pending
+         *     * `pass` - pass
+         *     * `fail` - fail
+         *     * `hidden` - hidden
+         * @enum {string}
+         */
+        BoardVerdictEnum: "pending" | "pass" | "fail" | "hidden";
         BoxIn: {
             encoding: components["schemas"]["EncodingEnum"];
             data: string;
@@ -1054,12 +1220,122 @@ export interface components {
             spot_check_share?: number;
             institution: number;
         };
+        CampaignRefOut: {
+            id: number;
+            slug: string;
+        };
+        CheckDetailOut: {
+            id: number;
+            campaign: components["schemas"]["CampaignRefOut"];
+            scan_id: number;
+            annotation_id: number;
+            annotation_state: components["schemas"]["AnnotationStateEnum"];
+            revision: components["schemas"]["CheckRevisionOut"];
+            round: number;
+            slot: components["schemas"]["SlotEnum"];
+            /** @description whether the viewer is this check's checker */
+            mine: boolean;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+            findings: components["schemas"]["FindingOut"][];
+            /** Format: date-time */
+            assigned_at: string;
+            /** Format: date-time */
+            decided_at: string | null;
+            /** Format: double */
+            time_spent_s: number;
+            /** @description the other check of the round: null until both are in */
+            other: components["schemas"]["ReviewOut"] | null;
+            /** @description earlier (closed) rounds of the annotation */
+            history: components["schemas"]["CheckRoundOut"][];
+        };
+        CheckQueueItemOut: {
+            id: number;
+            campaign: components["schemas"]["CampaignRefOut"];
+            scan_id: number;
+            annotation_id: number;
+            revision: components["schemas"]["RevisionRefOut"];
+            round: number;
+            slot: components["schemas"]["SlotEnum"];
+            /** Format: date-time */
+            assigned_at: string;
+        };
+        CheckReassignOut: {
+            id: number;
+            slot: components["schemas"]["SlotEnum"];
+            round: number;
+            /** @description username */
+            checker: string;
+            checker_id: number;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+        };
+        CheckRevisionOut: {
+            id: number;
+            number: number;
+            scan_labels: {
+                [key: string]: string;
+            };
+            /** @description voxels per class value */
+            voxel_counts: {
+                [key: string]: number;
+            };
+        };
+        CheckRoundOut: {
+            round: number;
+            revision_id: number;
+            checks: components["schemas"]["ReviewOut"][];
+        };
+        CheckerFiguresOut: {
+            user_id: number;
+            username: string;
+            checks: number;
+            passed: number;
+            /** Format: double */
+            pass_rate: number | null;
+            agreement_with_partner: components["schemas"]["AgreementOut"];
+            time: components["schemas"]["CheckerTimeOut"];
+        };
+        CheckerTimeOut: {
+            /** Format: double */
+            total_s: number;
+            /** Format: double */
+            mean_s_per_check: number | null;
+        };
         /**
          * @description * `6` - 6
          *     * `26` - 26
          * @enum {integer}
          */
         ConnectivityEnum: 6 | 26;
+        DatasetExportOut: {
+            id: number;
+            campaign: number;
+            /** @description given when published */
+            version: number | null;
+            status: components["schemas"]["JobStatusEnum"];
+            /**
+             * Format: double
+             * @description 0..1
+             */
+            progress: number;
+            message: string;
+            path: string;
+            content_sha256: string;
+            summary: components["schemas"]["ExportSummaryOut"];
+            error: string;
+            /** @description username */
+            created_by: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            finished_at: string | null;
+            /** @description once done */
+            download_url: string | null;
+        };
+        DiceOut: {
+            pairs: number;
+            /** Format: double */
+            mean: number | null;
+        };
         EchoOut: {
             dicomweb?: components["schemas"]["EchoResultOut"];
             dimse?: components["schemas"]["EchoResultOut"];
@@ -1074,6 +1350,88 @@ export interface components {
          * @enum {string}
          */
         EncodingEnum: "zstd" | "gzip";
+        EpochOut: {
+            epoch: number;
+            /** Format: double */
+            loss: number | null;
+            /** Format: double */
+            val_dice: number | null;
+            /** Format: double */
+            seconds: number;
+        };
+        ExportRefOut: {
+            id: number;
+            version: number | null;
+        };
+        /** @description Empty ({}) until the export is published. */
+        ExportSummaryOut: {
+            cases?: number;
+            /** @description cases per split */
+            splits?: {
+                [key: string]: number;
+            };
+            split_method?: components["schemas"]["SplitMethodEnum"];
+            /** @description what the test split means, said plainly */
+            tested_on?: string;
+            /** @description by institution: institution → its split */
+            institutions?: {
+                [key: string]: string;
+            };
+            /** @description by patient: patients per split */
+            patients?: {
+                [key: string]: number;
+            };
+            bytes?: number;
+        };
+        FiguresOut: {
+            scans: number;
+            first_pass: components["schemas"]["FirstPassOut"];
+            rounds_until_pass: components["schemas"]["RoundsUntilPassOut"];
+            checker_agreement: components["schemas"]["AgreementOut"];
+            step3: components["schemas"]["Step3Out"];
+            dice_consecutive_revisions: components["schemas"]["DiceOut"];
+            time_per_scan: components["schemas"]["TimePerScanOut"];
+        };
+        /**
+         * @description * `missed_lesion` - Missed lesion
+         *     * `boundary` - Boundary
+         *     * `wrong_class` - Wrong class
+         *     * `wrong_scan_label` - Wrong scan label
+         *     * `other` - Other
+         * @enum {string}
+         */
+        FindingKindEnum: "missed_lesion" | "boundary" | "wrong_class" | "wrong_scan_label" | "other";
+        /** @description As qc.services.rules.clean_findings stores it. */
+        FindingOut: {
+            /** @description z index; null only for a wrong scan label */
+            slice: number | null;
+            /** @description [x, y] in pixels; null only for a wrong scan label */
+            position: number[] | null;
+            kind: components["schemas"]["FindingKindEnum"];
+            text: string;
+        };
+        /**
+         * @description * `checks` - checks
+         *     * `spot_check` - spot_check
+         * @enum {string}
+         */
+        FindingsSourceEnum: "checks" | "spot_check";
+        FirstPassOut: {
+            passed: number;
+            /**
+             * Format: double
+             * @description 0..1; null when nothing was judged
+             */
+            rate: number | null;
+            annotations: number;
+        };
+        /**
+         * @description * `annotator` - annotator
+         *     * `checker` - checker
+         *     * `senior` - senior
+         * @enum {string}
+         */
+        HolderRoleEnum: "annotator" | "checker" | "senior";
         ImportCreateIn: {
             /** @description DICOM files or zip archives */
             files?: string[];
@@ -1089,7 +1447,7 @@ export interface components {
         };
         ImportListOut: {
             id: number;
-            status: components["schemas"]["ImportStatusEnum"];
+            status: components["schemas"]["JobStatusEnum"];
             /**
              * Format: double
              * @description 0..1
@@ -1108,7 +1466,7 @@ export interface components {
         };
         ImportOut: {
             id: number;
-            status: components["schemas"]["ImportStatusEnum"];
+            status: components["schemas"]["JobStatusEnum"];
             /**
              * Format: double
              * @description 0..1
@@ -1123,6 +1481,21 @@ export interface components {
             /** Format: date-time */
             finished_at: string | null;
         };
+        InstitutionOut: {
+            id: number;
+            slug: string;
+            name: string;
+        };
+        InvolvementPointOut: {
+            /** Format: date */
+            study_date: string | null;
+            scan_id: number;
+            /** Format: double */
+            percent_of_lung_involved: number;
+            /** Format: double */
+            lesion_volume_ml: number;
+            severity_score_total: number;
+        };
         /**
          * @description * `queued` - Queued
          *     * `running` - Running
@@ -1130,11 +1503,10 @@ export interface components {
          *     * `failed` - Failed
          * @enum {string}
          */
-        ImportStatusEnum: "queued" | "running" | "done" | "failed";
-        InstitutionOut: {
-            id: number;
-            slug: string;
-            name: string;
+        JobStatusEnum: "queued" | "running" | "done" | "failed";
+        LungsOut: {
+            method: string;
+            from_cache: boolean;
         };
         MeOut: {
             id: number;
@@ -1145,12 +1517,46 @@ export interface components {
             };
             institutions: components["schemas"]["InstitutionOut"][];
         };
+        /** @description A model version, or the classical baseline (id null, and only the first six fields). */
+        ModelVersionOut: {
+            /** @description null: the classical baseline */
+            id: number | null;
+            name: string;
+            label: string;
+            architecture: string;
+            is_active: boolean;
+            /** @description test figures (candidate and incumbent Dice, cases per split); {} for the baseline */
+            metrics: unknown;
+            sha256?: string;
+            /** @description the export it learned from */
+            trained_on?: components["schemas"]["ExportRefOut"] | null;
+            /** Format: date-time */
+            activated_at?: string | null;
+            /** @description username */
+            created_by?: string | null;
+            /** Format: date-time */
+            created_at?: string;
+        };
         ModelVersionUploadIn: {
             name: string;
             /** Format: uri */
             file: string;
             /** @default false */
             activate: boolean;
+        };
+        ModelVersionsOut: {
+            /** @description the active version, or the baseline */
+            active: components["schemas"]["ModelVersionOut"];
+            /** @description newest first */
+            versions: components["schemas"]["ModelVersionOut"][];
+        };
+        /** @enum {unknown} */
+        NullEnum: null;
+        OtherOpacityByHuOut: {
+            /** Format: double */
+            ground_glass_like_below_minus_350_hu_ml: number;
+            /** Format: double */
+            consolidation_like_from_minus_350_hu_ml: number;
         };
         PatchedRemoteIn: {
             institution_id?: number;
@@ -1170,10 +1576,79 @@ export interface components {
             pull_interval_minutes?: number;
             pull_campaign_id?: number | null;
         };
+        PatientReportsOut: {
+            patient: string;
+            campaign_id: number;
+            /** @description oldest study first */
+            scans: components["schemas"]["PatientScanOut"][];
+            percent_of_lung_involved_over_time: components["schemas"]["InvolvementPointOut"][];
+        };
+        PatientScanOut: {
+            scan_id: number;
+            /** Format: date */
+            study_date: string | null;
+            /** @description of the head revision; null when no labels yet */
+            report: components["schemas"]["ScanReportOut"] | null;
+            /** @description why there is no report */
+            reason: string;
+        };
         PayloadIn: {
             encoding: components["schemas"]["EncodingEnum"];
             data: string;
         };
+        PresegProgressOut: {
+            batch_id: number;
+            status: components["schemas"]["PresegProgressStatusEnum"];
+            attempts?: number;
+            /** @description scans per status */
+            counts: {
+                [key: string]: number;
+            };
+            total?: number;
+            /**
+             * Format: double
+             * @description 0..1: share of scans finished
+             */
+            progress?: number;
+            scans: components["schemas"]["PresegScanOut"][];
+        };
+        /**
+         * @description * `not_started` - not_started
+         *     * `queued` - queued
+         *     * `running` - running
+         *     * `done` - done
+         *     * `done_with_failures` - done_with_failures
+         * @enum {string}
+         */
+        PresegProgressStatusEnum: "not_started" | "queued" | "running" | "done" | "done_with_failures";
+        PresegScanOut: {
+            scan_id: number;
+            status: components["schemas"]["PresegStatusEnum"];
+            /** @description who pre-segmented it */
+            model_label: string;
+            /** @description null: the baseline */
+            model_version_id: number | null;
+            /** @description revision 0, once stored */
+            revision_id: number | null;
+            error: string;
+            /** Format: double */
+            seconds: number | null;
+            /** Format: date-time */
+            queued_at: string | null;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+        };
+        /**
+         * @description * `queued` - Queued
+         *     * `running` - Running
+         *     * `done` - Done
+         *     * `failed` - Failed
+         *     * `skipped` - Skipped
+         * @enum {string}
+         */
+        PresegStatusEnum: "queued" | "running" | "done" | "failed" | "skipped";
         PullIn: {
             study_uids: string[];
             campaign_id?: number | null;
@@ -1182,6 +1657,14 @@ export interface components {
             status: string;
             import_job_id: number | null;
             detail: string;
+        };
+        QcMetricsOut: {
+            campaign: number;
+            batch: number | null;
+            overall: components["schemas"]["FiguresOut"];
+            by_batch: components["schemas"]["BatchFiguresOut"][];
+            by_annotator: components["schemas"]["AnnotatorFiguresOut"][];
+            by_checker: components["schemas"]["CheckerFiguresOut"][];
         };
         ReasonIn: {
             /**
@@ -1227,6 +1710,24 @@ export interface components {
             upper: number;
             /** Format: double */
             elapsed_ms: number;
+        };
+        /**
+         * @description * `zone` - zone
+         *     * `lobe` - lobe
+         * @enum {string}
+         */
+        RegionKindEnum: "zone" | "lobe";
+        RegionOut: {
+            name: string;
+            kind: components["schemas"]["RegionKindEnum"];
+            /** Format: double */
+            lung_volume_ml: number;
+            /** Format: double */
+            lesion_volume_ml: number;
+            /** Format: double */
+            percent_involved: number;
+            /** @description 0..5 */
+            severity_score: number;
         };
         RemoteIn: {
             institution_id?: number;
@@ -1275,6 +1776,34 @@ export interface components {
             reason: string;
             scan_ids?: number[];
         };
+        ReportLabelsOut: {
+            selected_by: components["schemas"]["SelectedByEnum"];
+            revision_id: number;
+            revision_number: number;
+            source: string;
+            author: string | null;
+            /** Format: date-time */
+            created_at: string;
+            annotation_state: components["schemas"]["AnnotationStateEnum"];
+            curated: boolean;
+        };
+        /** @description One check of a closed round, by slot ("checker A"/"checker B"), never by name. */
+        ReviewOut: {
+            slot: components["schemas"]["SlotEnum"];
+            /** @description "checker A" or "checker B" */
+            label: string;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+            findings: components["schemas"]["FindingOut"][];
+            /** Format: date-time */
+            decided_at: string | null;
+        };
+        /**
+         * @description * `pending` - Pending
+         *     * `pass` - Pass
+         *     * `fail` - Fail
+         * @enum {string}
+         */
+        ReviewVerdictEnum: "pending" | "pass" | "fail";
         RevisionIn: {
             parent_id?: number | null;
             scan_labels?: {
@@ -1307,6 +1836,26 @@ export interface components {
             /** Format: date-time */
             created_at: string;
         };
+        RevisionRefOut: {
+            id: number;
+            number: number;
+        };
+        RoleTimeOut: {
+            scans: number;
+            /** Format: double */
+            total_s: number;
+            /** Format: double */
+            mean_s_per_scan: number | null;
+        };
+        RoundsUntilPassOut: {
+            annotations: number;
+            /** Format: double */
+            mean: number | null;
+            /** @description annotations by the round they passed in */
+            distribution: {
+                [key: string]: number;
+            };
+        };
         ScanOut: {
             id: number;
             study_uid: string;
@@ -1328,6 +1877,45 @@ export interface components {
             /** @description SOP UIDs in slice order */
             instances: string[];
         };
+        ScanReportOut: {
+            scan_id: number;
+            campaign_id: number;
+            /** @description pseudonym */
+            patient: string;
+            /** Format: date */
+            study_date: string | null;
+            spacing_mm: components["schemas"]["SpacingOut"];
+            /** @description the revision the report reads */
+            labels: components["schemas"]["ReportLabelsOut"];
+            lungs: components["schemas"]["LungsOut"];
+            /** Format: double */
+            voxel_volume_ml: number;
+            /** Format: double */
+            lung_volume_ml: number;
+            /** Format: double */
+            lesion_volume_ml: number;
+            /** Format: double */
+            percent_of_lung_involved: number;
+            /** @description by the label schema's class name */
+            lesion_volume_by_class_ml: {
+                [key: string]: number;
+            };
+            /** @description null when the label schema has no 'other' class */
+            other_opacity_by_hu_ml: components["schemas"]["OtherOpacityByHuOut"] | null;
+            region_kind: components["schemas"]["RegionKindEnum"];
+            region_note: string;
+            regions: components["schemas"]["RegionOut"][];
+            severity_score_total: number;
+            severity_score_max: number;
+            severity_bands: string;
+        };
+        /**
+         * @description * `head` - head
+         *     * `curated` - curated
+         *     * `revision` - revision
+         * @enum {string}
+         */
+        SelectedByEnum: "head" | "curated" | "revision";
         SendIn: {
             remote_id?: number | null;
             campaign_id?: number | null;
@@ -1358,11 +1946,12 @@ export interface components {
         };
         /**
          * @description * `queued` - Queued
+         *     * `running` - Running
          *     * `sent` - Sent
          *     * `failed` - Failed
          * @enum {string}
          */
-        SendStatusEnum: "queued" | "sent" | "failed";
+        SendStatusEnum: "queued" | "running" | "sent" | "failed";
         SeriesSearchOut: {
             results: components["schemas"]["SeriesSummaryOut"][];
         };
@@ -1375,6 +1964,70 @@ export interface components {
             dicom: {
                 [key: string]: unknown;
             };
+        };
+        /**
+         * @description * `A` - checker A
+         *     * `B` - checker B
+         * @enum {string}
+         */
+        SlotEnum: "A" | "B";
+        SpacingOut: {
+            /** Format: double */
+            x: number;
+            /** Format: double */
+            y: number;
+            /** Format: double */
+            z: number;
+        };
+        /**
+         * @description * `institution` - By institution
+         *     * `patient` - By patient
+         * @enum {string}
+         */
+        SplitMethodEnum: "institution" | "patient";
+        SpotCheckDetailOut: {
+            id: number;
+            campaign: components["schemas"]["CampaignRefOut"];
+            batch: components["schemas"]["BatchRefOut"];
+            scan_id: number;
+            annotation_id: number;
+            annotation_state: components["schemas"]["AnnotationStateEnum"];
+            revision: components["schemas"]["SpotCheckRevisionOut"];
+            /** @description number of the draw that sampled the scan */
+            draw: number;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+            findings: components["schemas"]["FindingOut"][];
+            /** Format: date-time */
+            assigned_at: string;
+            /** Format: date-time */
+            decided_at: string | null;
+            /** Format: double */
+            time_spent_s: number;
+            /** @description the decided checks of the annotation, by round */
+            check_rounds: components["schemas"]["CheckRoundOut"][];
+        };
+        SpotCheckReassignOut: {
+            id: number;
+            /** @description username */
+            senior: string;
+            senior_id: number;
+            verdict: components["schemas"]["ReviewVerdictEnum"];
+        };
+        SpotCheckRevisionOut: {
+            id: number;
+            number: number;
+            scan_labels: {
+                [key: string]: string;
+            };
+        };
+        Step3Out: {
+            passed: number;
+            /**
+             * Format: double
+             * @description 0..1; null when nothing was judged
+             */
+            rate: number | null;
+            spot_checks: number;
         };
         StudySearchOut: {
             results: components["schemas"]["StudySummaryOut"][];
@@ -1400,6 +2053,54 @@ export interface components {
         SubmitIn: {
             revision_id?: number;
         };
+        SubmitOut: {
+            annotation_id: number;
+            state: components["schemas"]["AnnotationStateEnum"];
+            revision_id: number;
+            /** @description 1 for the first submission, +1 for each resubmission */
+            round: number;
+        };
+        TimePerScanOut: {
+            annotator: components["schemas"]["RoleTimeOut"];
+            checker: components["schemas"]["RoleTimeOut"];
+            senior: components["schemas"]["RoleTimeOut"];
+        };
+        TrainingRunDetailOut: {
+            id: number;
+            campaign: number;
+            status: components["schemas"]["JobStatusEnum"];
+            trigger: components["schemas"]["TrainingTriggerEnum"];
+            /**
+             * Format: double
+             * @description 0..1
+             */
+            progress: number;
+            message: string;
+            architecture: string;
+            /** @description epochs, lr, batch size, seed… */
+            params: {
+                [key: string]: number;
+            };
+            export: components["schemas"]["ExportRefOut"] | null;
+            /** @description candidate and incumbent on the test split, once evaluated */
+            metrics: unknown;
+            /** @description the version it registered */
+            model_version: components["schemas"]["ModelVersionOut"] | null;
+            promoted: boolean | null;
+            /** @description why it was or was not promoted */
+            decision: string;
+            error: string;
+            /** @description username */
+            requested_by: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+            /** @description per epoch: poll it to chart live */
+            history: components["schemas"]["EpochOut"][];
+        };
         TrainingRunIn: {
             export_id?: number | null;
             architecture?: string;
@@ -1407,6 +2108,47 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        TrainingRunOut: {
+            id: number;
+            campaign: number;
+            status: components["schemas"]["JobStatusEnum"];
+            trigger: components["schemas"]["TrainingTriggerEnum"];
+            /**
+             * Format: double
+             * @description 0..1
+             */
+            progress: number;
+            message: string;
+            architecture: string;
+            /** @description epochs, lr, batch size, seed… */
+            params: {
+                [key: string]: number;
+            };
+            export: components["schemas"]["ExportRefOut"] | null;
+            /** @description candidate and incumbent on the test split, once evaluated */
+            metrics: unknown;
+            /** @description the version it registered */
+            model_version: components["schemas"]["ModelVersionOut"] | null;
+            promoted: boolean | null;
+            /** @description why it was or was not promoted */
+            decision: string;
+            error: string;
+            /** @description username */
+            requested_by: string | null;
+            /** Format: date-time */
+            created_at: string;
+            /** Format: date-time */
+            started_at: string | null;
+            /** Format: date-time */
+            finished_at: string | null;
+        };
+        /**
+         * @description * `manual` - Started by hand
+         *     * `schedule` - Schedule
+         *     * `approved` - Newly approved scans
+         * @enum {string}
+         */
+        TrainingTriggerEnum: "manual" | "schedule" | "approved";
         /**
          * @description * `manual` - Requested by a person
          *     * `approval` - Batch approval
@@ -1499,9 +2241,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["BatchBoardOut"];
                 };
             };
         };
@@ -1543,9 +2283,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["PresegProgressOut"];
                 };
             };
         };
@@ -1561,14 +2299,12 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["PresegProgressOut"];
                 };
             };
         };
@@ -1595,9 +2331,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["BatchBoardOut"];
                 };
             };
         };
@@ -1706,9 +2440,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetExportOut"][];
                 };
             };
         };
@@ -1724,14 +2456,12 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetExportOut"];
                 };
             };
         };
@@ -1752,9 +2482,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ModelVersionsOut"];
                 };
             };
         };
@@ -1774,14 +2502,12 @@ export interface operations {
             };
         };
         responses: {
-            200: {
+            201: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
         };
@@ -1808,9 +2534,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
         };
@@ -1946,9 +2670,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["SubmitOut"];
                 };
             };
         };
@@ -1992,9 +2714,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["AnnotatorFindingsOut"];
                 };
             };
         };
@@ -2047,9 +2767,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ScanReportOut"];
                 };
             };
         };
@@ -2070,9 +2788,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TrainingRunOut"][];
                 };
             };
         };
@@ -2094,14 +2810,12 @@ export interface operations {
             };
         };
         responses: {
-            200: {
+            202: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TrainingRunDetailOut"];
                 };
             };
         };
@@ -2122,9 +2836,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["DatasetExportOut"];
                 };
             };
         };
@@ -2275,9 +2987,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["ModelVersionOut"];
                 };
             };
         };
@@ -2646,9 +3356,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["PatientReportsOut"];
                 };
             };
         };
@@ -2667,9 +3375,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["CheckQueueItemOut"][];
                 };
             };
         };
@@ -2690,9 +3396,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["CheckDetailOut"];
                 };
             };
         };
@@ -2719,9 +3423,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["CheckReassignOut"];
                 };
             };
         };
@@ -2748,9 +3450,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["CheckDetailOut"];
                 };
             };
         };
@@ -2772,9 +3472,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["QcMetricsOut"];
                 };
             };
         };
@@ -2793,9 +3491,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["SpotCheckDetailOut"][];
                 };
             };
         };
@@ -2816,9 +3512,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["SpotCheckDetailOut"];
                 };
             };
         };
@@ -2845,9 +3539,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["SpotCheckReassignOut"];
                 };
             };
         };
@@ -2874,9 +3566,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["SpotCheckDetailOut"];
                 };
             };
         };
@@ -3016,9 +3706,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": {
-                        [key: string]: unknown;
-                    };
+                    "application/json": components["schemas"]["TrainingRunDetailOut"];
                 };
             };
         };
