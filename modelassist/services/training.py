@@ -34,6 +34,7 @@ from modelassist.models import (
 from modelassist.selectors import active_model_version, media_path, require_manager
 from modelassist.services import evaluation, export_files, model_versions, splits
 from modelassist.services import export as exports
+from modelassist.services.training_budget import suggested_training_params
 from platform_core.celery import task_named
 from qc.models import CuratedRevision
 
@@ -67,8 +68,9 @@ Progress = Callable[[float, str], None]
 Case = tuple[np.ndarray, np.ndarray]
 
 
-def clean_params(params: dict[str, Any] | None) -> dict[str, Any]:
-    out = dict(DEFAULT_PARAMS)
+def clean_params(params: dict[str, Any] | None, defaults: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The caller's parameters checked, over `defaults` (DEFAULT_PARAMS unless given)."""
+    out = dict(defaults or DEFAULT_PARAMS)
     for key, value in (params or {}).items():
         if key not in PARAM_LIMITS:
             raise DomainError(
@@ -116,7 +118,8 @@ def training_request(
             export=export,
             trigger=trigger,
             architecture=architecture,
-            params=clean_params(params),
+            # What the caller left out is sized to the cohort, so a click ends in minutes.
+            params=clean_params(params, suggested_training_params(campaign, DEFAULT_PARAMS, params)),
             curated_scans=curated_count(campaign),
             requested_by=actor,
         )

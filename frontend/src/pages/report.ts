@@ -164,7 +164,8 @@ function renderSerial(p: PatientReports): void {
             el("dt", {}, "Lung"),
             el("dd", {}, ml(r.lung_volume_ml)),
             el("dt", {}, "Severity"),
-            el("dd", {}, `${r.severity_score_total} / ${r.severity_score_max}`),
+            // Per lobe or per zone, as that scan's report was scored: 0–25 and 0–30 differ.
+            el("dd", {}, `${r.severity_score_total} / ${r.severity_score_max} per ${r.region_kind}`),
           )
         : el("p", { className: "muted" }, s.reason || "no report"),
       current
