@@ -56,8 +56,8 @@ def test_a_demo_click_with_empty_fields_is_sized_to_finish_in_minutes(demo, api,
     campaign, manager = demo
     cohort = cohort_facts(campaign)
     assert cohort == {"scans": 36, "slices": 40.0, "rows": 128.0, "columns": 128.0}
-    # The defaults alone would train for over an hour on this cohort.
-    assert estimated_minutes(DEFAULT_PARAMS, cohort) > 60
+    # The defaults alone would train far beyond the 5 minutes a click may take.
+    assert estimated_minutes(DEFAULT_PARAMS, cohort) > 10
 
     params = click(api, campaign, manager, monkeypatch, export_id=None)
 
