@@ -165,7 +165,11 @@ function renderSerial(p: PatientReports): void {
             el("dd", {}, ml(r.lung_volume_ml)),
             el("dt", {}, "Severity"),
             // Per lobe or per zone, as that scan's report was scored: 0–25 and 0–30 differ.
-            el("dd", {}, `${r.severity_score_total} / ${r.severity_score_max} per ${r.region_kind}`),
+            el(
+              "dd",
+              {},
+              `${r.severity_score_total} / ${r.severity_score_max} per ${r.region_kind}`,
+            ),
           )
         : el("p", { className: "muted" }, s.reason || "no report"),
       current
