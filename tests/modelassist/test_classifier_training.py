@@ -189,9 +189,7 @@ def test_the_report_shows_probabilities_but_never_to_the_scans_annotator(
 
     # A new scan in an annotator's open batch: no suggestion before they choose.
     new_scan, _ = import_scans(cast, tmp_path / "new", "alpha", 1, first_seed=50)[0]
-    batch_build(
-        actor=cast.manager, campaign=cast.campaign, annotator=cast.annotator, scan_ids=[new_scan.pk]
-    )
+    batch_build(actor=cast.manager, campaign=cast.campaign, annotator=cast.annotator, scan_ids=[new_scan.pk])
     api.force_authenticate(cast.annotator)
     pages = [
         api.get("/api/worklist/").content,

@@ -1776,6 +1776,17 @@ export interface components {
             reason: string;
             scan_ids?: number[];
         };
+        ReportClassifierOut: {
+            /** @description false: withheld or no classifier; reason says why */
+            shown: boolean;
+            reason?: string;
+            model_version?: string;
+            /** @description by the diagnosis choice */
+            probabilities?: {
+                [key: string]: number;
+            };
+            note?: string;
+        };
         ReportLabelsOut: {
             selected_by: components["schemas"]["SelectedByEnum"];
             revision_id: number;
@@ -1908,6 +1919,8 @@ export interface components {
             severity_score_total: number;
             severity_score_max: number;
             severity_bands: string;
+            /** @description the active classifier's probabilities (scan reports only) */
+            classifier?: components["schemas"]["ReportClassifierOut"];
         };
         /**
          * @description * `head` - head

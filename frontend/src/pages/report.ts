@@ -66,6 +66,32 @@ function classTable(r: ScanReport): HTMLElement {
   });
 }
 
+// The active classifier's probabilities, or why none are shown (no classifier yet, or withheld
+// from the scan's annotator so their own diagnosis is not anchored).
+function classifierCard(r: ScanReport): HTMLElement | null {
+  const c = r.classifier;
+  if (!c) return null;
+  if (!c.shown) {
+    return el(
+      "section",
+      { className: "card", id: "report-classifier" },
+      el("h2", {}, "Scan-level classifier"),
+      el("p", { className: "muted" }, c.reason ?? "No classifier probabilities for this scan."),
+    );
+  }
+  const rows: (string | Node)[][] = Object.entries(c.probabilities ?? {}).map(([name, p]) => [
+    name,
+    `${(100 * p).toFixed(1)} %`,
+  ]);
+  return el(
+    "section",
+    { className: "card", id: "report-classifier" },
+    el("h2", {}, `Scan-level classifier${c.model_version ? ` (${c.model_version})` : ""}`),
+    table("Class probabilities", ["Diagnosis", "Probability"], rows, { className: "data" }),
+    c.note ? el("p", { className: "muted" }, c.note) : null,
+  );
+}
+
 function renderReport(r: ScanReport): void {
   const l = r.labels;
   const hu = r.other_opacity_by_hu_ml;
@@ -131,6 +157,7 @@ function renderReport(r: ScanReport): void {
       regionTable(r),
       el("p", { className: "muted" }, `Bands ${r.severity_bands}.`),
     ),
+    classifierCard(r) ?? "",
   );
 }
 
