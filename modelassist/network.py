@@ -124,6 +124,18 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=default))
 
 
+def save_payload(payload: Mapping[str, Any], path: Path) -> None:
+    """torch.save to a temporary name beside `path`, then rename: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(dict(payload), tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 def save_model(model: SliceSegmenter, path: str | os.PathLike[str], meta: Mapping[str, Any]) -> None:
     """Write {"architecture", "config", "state_dict", "meta"} atomically (temp file + rename),
     so a worker killed mid-write never leaves a half model version behind."""
@@ -135,14 +147,7 @@ def save_model(model: SliceSegmenter, path: str | os.PathLike[str], meta: Mappin
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": _plain(dict(meta)),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_payload(payload, path)
 
 
 def load_model(

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modelassist.network import _plain
+from modelassist.network import _plain, save_payload
 
 KIND = "scan-classifier"  # a model file of this kind is a classifier, not a segmenter
 
@@ -123,14 +122,7 @@ def save_classifier(model: ScanClassifier, path: str | os.PathLike[str], meta: M
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": _plain(dict(meta)),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    save_payload(payload, path)
 
 
 def load_classifier(
