@@ -103,7 +103,10 @@ def test_patient_splits_never_change_and_new_scans_join_their_patient(cast):
     from core.models import CampaignScan, Scan, Study
 
     later = rows_scans(cast, [1] * 12)
-    known = [s for s in first if with_cases[s.pk].split == "test"][:1] + first[:1]
+    # A test patient's scan and one of another split (the first scan may itself be the test one).
+    test_scan = next(s for s in first if with_cases[s.pk].split == "test")
+    other_scan = next(s for s in first if with_cases[s.pk].split != "test")
+    known = [test_scan, other_scan]
     for scan in known:
         study = Study.objects.create(
             institution=cast.institution, patient=scan.study.patient, study_uid=f"{scan.study.study_uid}.9"
