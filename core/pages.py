@@ -9,8 +9,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 
 from core.manage_pages import workflow_links
-from core.models import BatchItem, CampaignMember, CampaignScan, Role
-from core.selectors import campaigns_visible_to, scans_visible_to
+from core.models import CampaignMember, Role
+from core.selectors import campaign_scan_for_page
 
 
 class LoginView(auth_views.LoginView):
@@ -61,14 +61,7 @@ def worklist(request: HttpRequest) -> HttpResponse:
 @login_required
 def viewer(request: HttpRequest, campaign_id: int, scan_id: int) -> HttpResponse:
     # Another institution's scan, or a scan not in this campaign, answers 404 (never 403).
-    campaign = campaigns_visible_to(request.user).filter(pk=campaign_id).first()
-    scan = scans_visible_to(request.user).filter(pk=scan_id).first()
-    if campaign is None or scan is None:
-        raise Http404("No such scan")
-    in_campaign = (
-        CampaignScan.objects.filter(campaign=campaign, scan=scan).exists()
-        or BatchItem.objects.filter(campaign=campaign, scan=scan).exists()
-    )
+    campaign, scan, in_campaign = campaign_scan_for_page(request.user, campaign_id, scan_id)
     if not in_campaign:
         raise Http404("This scan is not part of this campaign")
     context = {"campaign": campaign, "scan": scan}

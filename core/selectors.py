@@ -10,9 +10,20 @@ from functools import cache
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
+from django.http import Http404
 from django.utils.module_loading import import_string
 
-from core.models import Batch, Campaign, CampaignMember, Institution, Role, Scan, User
+from core.models import (
+    Batch,
+    BatchItem,
+    Campaign,
+    CampaignMember,
+    CampaignScan,
+    Institution,
+    Role,
+    Scan,
+    User,
+)
 from core.permissions import annotator_scans_q, campaigns_managed_by, is_data_manager
 
 
@@ -78,3 +89,17 @@ def batches_visible_to(user: User) -> QuerySet[Batch]:
         return Batch.objects.none()
     managed = campaigns_managed_by(user).values("pk")
     return Batch.objects.filter(Q(annotator=user) | Q(campaign__in=managed)).distinct()
+
+
+def campaign_scan_for_page(user: User, campaign_id: int, scan_id: int) -> tuple[Campaign, Scan, bool]:
+    """A page's campaign and scan, fetched and authorised together, and whether the scan belongs to
+    the campaign. Another institution's campaign or scan answers 404 (never 403)."""
+    campaign = campaigns_visible_to(user).filter(pk=campaign_id).first()
+    scan = scans_visible_to(user).select_related("study").filter(pk=scan_id).first()
+    if campaign is None or scan is None:
+        raise Http404("No such scan")
+    in_campaign = (
+        CampaignScan.objects.filter(campaign=campaign, scan=scan).exists()
+        or BatchItem.objects.filter(campaign=campaign, scan=scan).exists()
+    )
+    return campaign, scan, in_campaign

@@ -12,8 +12,8 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 
 from core.manage_pages import campaigns_with_role
-from core.models import BatchItem, CampaignScan, Role
-from core.selectors import campaigns_visible_to, scans_visible_to
+from core.models import Role
+from core.selectors import campaign_scan_for_page
 from modelassist.lazy import network
 
 
@@ -35,14 +35,7 @@ def models(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def report(request: HttpRequest, campaign_id: int, scan_id: int) -> HttpResponse:
-    campaign = campaigns_visible_to(request.user).filter(pk=campaign_id).first()
-    scan = scans_visible_to(request.user).select_related("study").filter(pk=scan_id).first()
-    if campaign is None or scan is None:
-        raise Http404("No such scan")
-    in_campaign = (
-        CampaignScan.objects.filter(campaign=campaign, scan=scan).exists()
-        or BatchItem.objects.filter(campaign=campaign, scan=scan).exists()
-    )
+    campaign, scan, in_campaign = campaign_scan_for_page(request.user, campaign_id, scan_id)
     if not in_campaign:
         raise Http404("This scan is not part of this campaign")
     return render(request, "modelassist/report.html", {"campaign": campaign, "scan": scan})

@@ -14,8 +14,8 @@ from django.shortcuts import render
 from django.urls import reverse
 
 from core.manage_pages import campaigns_with_role, require_role
-from core.models import BatchItem, CampaignScan, Role
-from core.selectors import campaign_roles, campaigns_visible_to, scans_visible_to
+from core.models import Role
+from core.selectors import campaign_roles, campaign_scan_for_page
 from core.services.batches import open_batch_of
 from qc import selectors
 from qc.models import Check, SpotCheck
@@ -70,14 +70,7 @@ def spot_check(request: HttpRequest, spot_check_id: int) -> HttpResponse:
 @login_required
 def findings(request: HttpRequest, campaign_id: int, scan_id: int) -> HttpResponse:
     """The annotator's view of what the reviewers found (anonymised by the API)."""
-    campaign = campaigns_visible_to(request.user).filter(pk=campaign_id).first()
-    scan = scans_visible_to(request.user).filter(pk=scan_id).first()
-    if campaign is None or scan is None:
-        raise Http404("No such scan")
-    in_campaign = (
-        CampaignScan.objects.filter(campaign=campaign, scan=scan).exists()
-        or BatchItem.objects.filter(campaign=campaign, scan=scan).exists()
-    )
+    campaign, scan, in_campaign = campaign_scan_for_page(request.user, campaign_id, scan_id)
     is_annotator = open_batch_of(request.user, campaign, scan.pk) is not None
     if not in_campaign or not (is_annotator or Role.DATA_MANAGER in campaign_roles(request.user, campaign)):
         raise Http404("Findings are for the annotator of this scan")
