@@ -18,7 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import label_codec, region_grow, storage
+from annotation import label_codec, lung_masks, region_grow, storage
 from annotation.access import campaign_and_scan
 from annotation.models import Annotation, Revision
 from annotation.permissions import revisions_readable_by
@@ -259,6 +259,14 @@ class RegionGrowIn(serializers.Serializer):
     connectivity = serializers.ChoiceField(choices=[6, 26], default=6)
     radius_mm = serializers.FloatField(required=False, min_value=1, max_value=region_grow.MAX_RADIUS_MM)
     max_voxels = serializers.IntegerField(required=False, min_value=1, max_value=50_000_000)
+    leak_check = serializers.BooleanField(
+        default=True,
+        help_text="cut the region at a narrow neck it leaks through (a vessel); false to grow to the radius",
+    )
+    within_lungs = serializers.BooleanField(
+        default=False,
+        help_text="keep the region inside the scan's lung mask (unrestricted when the scan has none)",
+    )
 
 
 class RegionGrowOut(serializers.Serializer):
@@ -272,6 +280,11 @@ class RegionGrowOut(serializers.Serializer):
     seed_hu = serializers.IntegerField()
     lower = serializers.FloatField()
     upper = serializers.FloatField()
+    volume_mm3 = serializers.FloatField(help_text="voxels × the voxel's volume")
+    leak_cut_mm = serializers.FloatField(
+        allow_null=True, help_text="the radius the leak check cut the region at, or null"
+    )
+    within_lungs = serializers.BooleanField(help_text="whether the lung mask limited the region")
     elapsed_ms = serializers.FloatField()
 
 
@@ -288,12 +301,15 @@ class RegionGrowApi(APIView):
         body.is_valid(raise_exception=True)
         v = body.validated_data
         kwargs = {k: v[k] for k in ("lower", "upper", "tolerance", "radius_mm", "max_voxels") if k in v}
+        within = lung_masks.scan_lung_region(scan) if v["within_lungs"] else None
         try:
             result = region_grow.grow_region(
                 scan_volume(scan),
                 tuple(v["seed"]),
                 connectivity=v["connectivity"],
                 spacing=tuple(scan.spacing),
+                leak_check=v["leak_check"],
+                within=within,
                 **kwargs,
             )
         except region_grow.RegionGrowError as exc:
@@ -312,6 +328,33 @@ class RegionGrowApi(APIView):
                 "seed_hu": result.seed_hu,
                 "lower": result.lower,
                 "upper": result.upper,
+                "volume_mm3": round(result.voxels * float(np.prod(scan.spacing)), 1),
+                "leak_cut_mm": result.leak_cut_mm,
+                "within_lungs": within is not None,
                 "elapsed_ms": round((time.perf_counter() - started) * 1000, 1),
             }
         )
+
+
+class LungMaskApi(APIView):
+    """The scan's lung mask (one zstd frame, uint8 (z, y, x), 0 outside), for "paint inside
+    lungs only"; 404 no_lung_mask when the platform has not computed one for this scan."""
+
+    renderer_classes = [JSONRenderer, OctetStreamRenderer]
+
+    @extend_schema(
+        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY}, operation_id="lung_mask"
+    )
+    def get(self, request: Request, campaign_id: int, scan_id: int) -> HttpResponse:
+        _campaign, scan = campaign_and_scan(request, campaign_id, scan_id)
+        mask = lung_masks.scan_lung_mask(scan)
+        if mask is None:
+            raise NotFound(
+                "no lung mask for this scan yet (the baseline pre-segmentation or the scan's report "
+                "computes it): painting is unrestricted",
+                code="no_lung_mask",
+            )
+        response = HttpResponse(label_codec.encode_volume(mask), content_type="application/octet-stream")
+        response["X-Label-Shape"] = ",".join(str(n) for n in scan.shape)
+        response["X-Label-Encoding"] = "zstd"
+        return response

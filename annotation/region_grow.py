@@ -17,6 +17,18 @@ Limits:
   halved until it is under. Either way the mask is a connected region around the seed,
   cut at a cube face: deterministic, and visibly a cut for the person who clicked.
 
+Leak check (leak_check=True, the viewer's first click): a nodule touching a vessel floods into
+the vessel tree, which no radius short of the nodule's own stops (issue #17: 2,333 voxels at
+40 mm where the reader wanted 216). After the grow, the region's voxels are counted per shell
+around the seed (shells one voxel step thick, in mm). A *neck* is a shell holding at most
+NECK_SHARE of the widest shell inside it: the lesion has ended and only thin passages go on.
+When the region beyond the first neck is larger than LEAK_SHARE times the region inside it
+(the size would more than double through a narrow passage: a jump), the grow is repeated with
+the radius cut at the neck. A lesion larger than the radius, or one with a small bud, has no
+such neck and keeps its region. tests/annotation/test_region_grow_leak.py has the numbers.
+
+within: an optional bool mask (the lungs) the region must stay inside, as Slicer's masking.
+
 Measured on a 300×512×512 int16 chest phantom (2 busy CPU cores): a 2 cm lesion ~1 ms;
 a 40 mm radius click in the lung ~25 ms; both lungs (9.6 M voxels) ~340 ms, ~10 % over a
 single skimage flood of the whole volume.
@@ -30,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 from skimage.segmentation import flood
 
 AXES = ("z", "y", "x")
@@ -44,6 +57,14 @@ FLOOD_COST_PER_REGION_VOXEL = 30
 # Longer than any CT's reach (a whole-body scan is under 2 m): a larger radius limits nothing,
 # and radius / spacing of a huge radius overflows the voxel arithmetic.
 MAX_RADIUS_MM = 2000.0
+# The leak check's neck: a shell of at most this share of the widest shell nearer the seed.
+NECK_SHARE = 0.35
+# ... and it cuts only when the region beyond the neck is larger than this times the inside.
+LEAK_SHARE = 0.1
+# Shells narrower than this many voxels say nothing about a neck (the first shells at the seed).
+NECK_MIN_WIDEST = 12
+# Where the lesion's core is looked for around the click (a nodule is under 30 mm across).
+CORE_REACH_MM = 8.0
 
 
 class RegionGrowError(ValueError):
@@ -60,6 +81,8 @@ class GrowResult:
     seed_hu: int
     lower: float
     upper: float
+    leak_cut_mm: float | None = None  # the neck's radius when the leak check cut the region
+    voxels_before_cut: int | None = None  # what the region would have been without the cut
 
 
 @dataclass(frozen=True)
@@ -106,6 +129,7 @@ class _Grower:
     hi: float
     connectivity: int
     ball: _Ball | None
+    within: np.ndarray | None = None
 
     def flood(self, box: Box) -> np.ndarray:
         """The seed's connected region inside `box` (bool, shaped like the box)."""
@@ -113,6 +137,8 @@ class _Grower:
         # Compared on the scan's own dtype: no float copy of the volume.
         in_range = sub >= self.lo
         in_range &= sub <= self.hi
+        if self.within is not None:
+            in_range &= self.within[_slices(box)]
         if self.ball is not None and not self.ball.covers(box):
             in_range &= self.ball.contains(box)
         local = tuple(c - start for c, (start, _) in zip(self.seed, box, strict=True))
@@ -131,32 +157,101 @@ def grow_region(
     radius_mm: float | None = None,
     max_voxels: int = 5_000_000,
     roi_start: int = 32,
+    leak_check: bool = False,
+    within: np.ndarray | None = None,
 ) -> GrowResult:
     """Grow from `seed` (z, y, x) over voxels with lower <= HU <= upper (or seed HU ± tolerance).
 
-    `spacing` is (x, y, z) in mm, as the scan's API gives it.
+    `spacing` is (x, y, z) in mm, as the scan's API gives it. `within`: a bool (z, y, x) mask
+    the region may not leave (the seed must lie in it). leak_check: see the module's doc.
     """
     if volume.ndim != 3:
         raise RegionGrowError(f"the volume has {volume.ndim} dimensions, not 3 (z, y, x)")
     seed = _check_seed(volume.shape, seed)
     _check_options(connectivity, spacing, radius_mm, max_voxels, roi_start)
+    if within is not None:
+        if within.shape != volume.shape:
+            raise RegionGrowError(f"the mask's shape {within.shape} is not the scan's {volume.shape}")
+        if not within[seed]:
+            raise RegionGrowError("the seed lies outside the lungs (paint inside lungs only is on)")
     seed_hu = int(volume[seed])
     lo, hi = _bounds(seed_hu, lower, upper, tolerance)
     spacing_zyx = tuple(float(s) for s in reversed(tuple(spacing)))
-    ball = _Ball(seed, spacing_zyx, float(radius_mm)) if radius_mm is not None else None  # type: ignore[arg-type]
-    limit = _limit_box(volume.shape, seed, ball)
-    grower = _Grower(volume, seed, *_comparable(volume.dtype, lo, hi), connectivity, ball)
+    bounds = _comparable(volume.dtype, lo, hi)
 
-    box, region, capped = _grow(grower, limit, roi_start, max_voxels)
+    def run(radius: float | None) -> tuple[_Grower, Box, np.ndarray, bool]:
+        ball = _Ball(seed, spacing_zyx, radius) if radius is not None else None  # type: ignore[arg-type]
+        grower = _Grower(volume, seed, *bounds, connectivity, ball, within)
+        return grower, *_grow(grower, _limit_box(volume.shape, seed, ball), roi_start, max_voxels)
+
+    radius = float(radius_mm) if radius_mm is not None else None
+    grower, box, region, capped = run(radius)
+    cut: float | None = None
+    before: int | None = None
+    if leak_check and not capped:
+        cut = _neck_radius(region, box, seed, spacing_zyx)
+        if cut is not None:
+            before = int(np.count_nonzero(region))
+            radius = cut
+            grower, box, region, capped = run(radius)
     offset, mask = _crop(region, box)
     voxels = int(np.count_nonzero(mask))
     if capped:
         message = f"stopped at {max_voxels:,} voxels"
-    elif ball is not None and _stopped_by_ball(grower, region, box):
+    elif cut is not None:
+        message = (
+            f"stopped at a narrow neck {cut:.1f} mm from the seed (leak check: it went on into "
+            f"{(before or 0) - voxels:,} more voxels, likely a vessel)"
+        )
+    elif grower.ball is not None and _stopped_by_ball(grower, region, box):
         message = f"stopped at the {radius_mm:g} mm radius"
     else:
         message = f"grew {voxels:,} voxels"
-    return GrowResult(offset, mask, voxels, capped, message, seed_hu, lo, hi)
+    return GrowResult(offset, mask, voxels, capped, message, seed_hu, lo, hi, cut, before)
+
+
+def _neck_radius(
+    region: np.ndarray, box: Box, seed: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> float | None:
+    """The radius (mm) around the seed at the first neck with a leak beyond it, or None.
+
+    Shells are one voxel step (the largest spacing) thick, so each holds at least one voxel
+    layer whichever way the region leaves. They are centred on the lesion's core (the point
+    deepest inside the region near the seed), not on the click: from a click near the edge,
+    shells around the click cut the lesion and the vessel alike and smear the neck away.
+    """
+    core = _core(region, box, seed, spacing)
+    points = np.nonzero(region)
+    d2 = np.zeros(len(points[0]))
+    for axis in range(3):
+        d2 += ((points[axis] + box[axis][0] - core[axis]) * spacing[axis]) ** 2
+    width = max(spacing)
+    counts = np.bincount((np.sqrt(d2) / width).astype(np.int64))
+    widest = np.maximum.accumulate(counts)
+    inside = np.cumsum(counts) - counts  # voxels in the shells nearer the seed than shell k
+    total = int(counts.sum())
+    for k in range(1, len(counts)):
+        if widest[k - 1] < NECK_MIN_WIDEST or counts[k] > NECK_SHARE * widest[k - 1]:
+            continue
+        if total - inside[k] > LEAK_SHARE * inside[k]:
+            # The cut is a ball around the seed: out to the neck from the core, plus the way
+            # from the seed to the core.
+            shift = math.sqrt(sum(((c - p) * w) ** 2 for c, p, w in zip(core, seed, spacing, strict=True)))
+            return round(float(k * width + shift), 1)
+    return None
+
+
+def _core(
+    region: np.ndarray, box: Box, seed: tuple[int, int, int], spacing: tuple[float, float, float]
+) -> tuple[int, int, int]:
+    """The region's voxel deepest inside it (farthest from its border) within CORE_REACH_MM of
+    the seed: the centre of the lesion clicked, as a vessel is thinner than the lesion on it."""
+    reach = [max(1, math.ceil(CORE_REACH_MM / s)) for s in spacing]
+    local = tuple(c - start for c, (start, _) in zip(seed, box, strict=True))
+    sub = tuple(slice(max(0, c - r), c + r + 1) for c, r in zip(local, reach, strict=True))
+    depth = ndimage.distance_transform_edt(np.pad(region[sub], 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    at = np.unravel_index(int(np.argmax(depth)), depth.shape)
+    return tuple(int(a + s.start + start) for a, s, (start, _) in zip(at, sub, box, strict=True))  # type: ignore[return-value]
 
 
 def _grow(grower: _Grower, limit: Box, roi_start: int, max_voxels: int) -> tuple[Box, np.ndarray, bool]:

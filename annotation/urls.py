@@ -9,4 +9,5 @@ urlpatterns = [
     path(prefix + "annotation/labels/", apis.LabelsApi.as_view(), name="api-labels"),
     path(prefix + "annotation/revisions/", apis.RevisionCreateApi.as_view(), name="api-revisions"),
     path(prefix + "region-grow/", apis.RegionGrowApi.as_view(), name="api-region-grow"),
+    path(prefix + "lung-mask/", apis.LungMaskApi.as_view(), name="api-lung-mask"),
 ]

@@ -44,6 +44,16 @@ def lung_cache_path(scan: Scan) -> Path:
     return media_path(scan.storage_dir) / f"lungs-{LUNG_CACHE_TAG}-{scan.volume_sha256[:24]}.zst"
 
 
+def lung_mask_cached(scan: Scan) -> np.ndarray | None:
+    """The scan's lung mask if it was computed already (never computes it: the viewer asks
+    on every load); None when there is none, or the file is of another shape or damaged."""
+    path = lung_cache_path(scan)
+    try:
+        return label_codec.decode_volume(path.read_bytes(), scan.shape)
+    except (OSError, ValueError):
+        return None
+
+
 def lung_mask_store(scan: Scan, lungs: np.ndarray) -> None:
     """Write the lung mask (one zstd frame of the raw uint8 (z, y, x) volume, as label volumes
     are stored) atomically: temp name, then rename, so readers see all or nothing."""
