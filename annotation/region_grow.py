@@ -176,7 +176,8 @@ def grow_region(
             raise RegionGrowError("the seed lies outside the lungs (paint inside lungs only is on)")
     seed_hu = int(volume[seed])
     lo, hi = _bounds(seed_hu, lower, upper, tolerance)
-    spacing_zyx = tuple(float(s) for s in reversed(tuple(spacing)))
+    sx, sy, sz = (float(s) for s in spacing)
+    spacing_zyx = (sz, sy, sx)
     bounds = _comparable(volume.dtype, lo, hi)
 
     def run(radius: float | None) -> tuple[_Grower, Box, np.ndarray, bool]:
