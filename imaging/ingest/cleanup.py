@@ -11,7 +11,9 @@ listener write their files before the job row exists).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +33,9 @@ def leftovers_sweep(*, now: float | None = None) -> dict[str, int]:
     """Delete leftovers of jobs no longer queued or running. Runs after core.jobs' sweep at
     worker start, which has failed the imports this node left running. Returns counts."""
     now = time.time() if now is None else now
-    removed = _uploads_sweep(now) + _work_sweep(now) + _spool_sweep(now) + _tmp_sweep(now)
+    removed = (
+        _uploads_sweep(now) + _work_sweep(now) + _spool_sweep(now) + _tmp_sweep(now) + _scans_tmp_sweep(now)
+    )
     if removed:
         logger.info("ingest sweep: %d leftover(s) removed", removed)
     return {"removed": removed}
@@ -136,3 +140,34 @@ def _tmp_sweep(now: float) -> int:
         if _stale(folder, now):
             removed += _remove(folder)
     return removed
+
+
+def _scans_tmp_sweep(now: float) -> int:
+    """Temporary folders of imports under MEDIA_ROOT/scans (.staging-…, .tmp-…; pseudonymised
+    copies, never under a published name) whose process is gone: named pid@host, they are
+    removed when that process no longer runs on this host, or else once stale (another host's)."""
+    root = Path(settings.MEDIA_ROOT) / "scans"
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for folder in root.iterdir():
+        if folder.name.startswith((".staging-", ".tmp-")) and (
+            _owner_gone(folder.name) or _stale(folder, now)
+        ):
+            removed += _remove(folder)
+    return removed
+
+
+def _owner_gone(name: str) -> bool:
+    """True when `name` says it belongs to a process of this host that no longer runs."""
+    _, _, owner = name.rpartition("~")
+    pid, _, host = owner.partition("@")
+    if not pid.isdigit() or host != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False

@@ -37,7 +37,7 @@ from imaging import pseudonymise as pseudo
 from imaging.ingest.collect import ArchiveRejected, collect
 from imaging.ingest.reader import SliceRecord, prepare_or_reason
 from imaging.ingest.series import SeriesRejected, sort_and_check
-from imaging.ingest.store import pseudonym_key, store_series
+from imaging.ingest.store import pseudonym_key, store_series, temporary_name
 from imaging.models import ImportJob
 from platform_core.celery import task_named
 
@@ -107,7 +107,7 @@ def ingest_path(
     collected = collect(
         source, max_archive_bytes=settings.INGEST_MAX_ARCHIVE_BYTES, workdir=workdir or work_root()
     )
-    staging = Path(settings.MEDIA_ROOT) / "scans" / f".staging-{uuid.uuid4().hex}"
+    staging = Path(settings.MEDIA_ROOT) / "scans" / temporary_name(".staging-")
     try:
         staging.mkdir(parents=True)
         report.rejected_files.extend(collected.rejected)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,13 +161,20 @@ def _difference(scan: Scan, series: SortedSeries) -> str:
     return ""
 
 
+def temporary_name(prefix: str) -> str:
+    """A unique temporary folder name under scans/ that names its owner (pid@host): a process
+    SIGKILLed mid-import cannot remove its own, and the sweep at worker start removes those
+    whose owner on this host is gone (imaging.ingest.cleanup)."""
+    return f"{prefix}{uuid.uuid4().hex}~{os.getpid()}@{socket.gethostname()}"
+
+
 def _store_new(
     series: SortedSeries, series_uid: str, institution: Institution, campaign_id: int | None
 ) -> Scan:
     first = series.slices[0]
     patient = patient_for(institution, first.patient_id, first.issuer, first.patient_name)
     scans_root = Path(settings.MEDIA_ROOT) / "scans"
-    tmp = scans_root / f".tmp-{uuid.uuid4().hex}"
+    tmp = scans_root / temporary_name(".tmp-")
     final = scans_root / series_uid
     tmp.mkdir(parents=True)
     try:
