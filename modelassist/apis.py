@@ -176,6 +176,7 @@ def export_out(export: DatasetExport) -> dict:
         "path": export.path,
         "content_sha256": export.content_sha256,
         "summary": export.summary,
+        "archive_bytes": (export.summary or {}).get("archive_bytes"),
         "error": export.error,
         "created_by": export.created_by.username if export.created_by else None,
         "created_at": export.created_at,

@@ -193,7 +193,8 @@ class ExportSummaryOut(serializers.Serializer):
     patients = serializers.DictField(
         child=serializers.IntegerField(), required=False, help_text="by patient: patients per split"
     )
-    bytes = serializers.IntegerField(required=False)
+    bytes = serializers.IntegerField(required=False, help_text="the files' size unpacked")
+    archive_bytes = serializers.IntegerField(required=False, help_text="the download's (zip) size")
 
 
 class DatasetExportOut(serializers.Serializer):
@@ -206,6 +207,9 @@ class DatasetExportOut(serializers.Serializer):
     path = serializers.CharField(allow_blank=True)
     content_sha256 = serializers.CharField(allow_blank=True)
     summary = ExportSummaryOut()
+    archive_bytes = serializers.IntegerField(
+        allow_null=True, help_text="the download's (zip) size; null until it is counted after publishing"
+    )
     error = serializers.CharField(allow_blank=True)
     created_by = serializers.CharField(allow_null=True, help_text="username")
     created_at = serializers.DateTimeField()

@@ -34,7 +34,7 @@ from core.models import Campaign, User
 from core.services.audit import audit_record
 from modelassist.models import SPLIT_SHARES, DatasetExport, ExportCase, JobStatus, Split, SplitMethod
 from modelassist.selectors import media_path, require_manager, scan_volume
-from modelassist.services import export_files, splits
+from modelassist.services import export_archive, export_files, splits
 from platform_core.celery import task_named
 from qc.models import BatchReviewState, Check, CuratedRevision, SpotCheck, Verdict
 
@@ -337,6 +337,15 @@ def _publish(export: DatasetExport, tmp: Path, cases: list[dict], files: dict[st
         ):
             shutil.rmtree(final, ignore_errors=True)
         raise
+    _archive_size_store(export)
+
+
+def _archive_size_store(export: DatasetExport) -> None:
+    """The download (zip) size next to the unpacked one, for the page (issue #17 §5). Counted
+    after the commit, outside the lock: deflating the whole export takes seconds."""
+    export.refresh_from_db(fields=["version", "path", "summary"])
+    summary = {**export.summary, "archive_bytes": export_archive.export_archive_bytes(export)}
+    DatasetExport.objects.filter(pk=export.pk).update(summary=summary)
 
 
 def _split_summary(campaign: Campaign, cases: list[dict]) -> dict[str, Any]:

@@ -41,6 +41,12 @@ def export_archive_name(export: DatasetExport) -> str:
     return f"{export.campaign.slug}-v{export.version}"
 
 
+def export_archive_bytes(export: DatasetExport) -> int:
+    """The download's size: the zip is produced the same way each time (same files, names,
+    times and compression), so counting one pass gives what every download sends."""
+    return sum(len(chunk) for chunk in export_zip_stream(export))
+
+
 def export_zip_stream(export: DatasetExport) -> Iterator[bytes]:
     """The published folder as one zip, produced while it is sent (never whole in memory).
     .nii.gz files are stored as they are (already compressed); the rest is deflated."""
