@@ -20,7 +20,7 @@ from annotation.access import campaign_and_scan
 from annotation.models import Annotation
 from annotation.requests import revision_id_from
 from core.api_errors import DomainError, Forbidden
-from core.models import AuditEvent, Batch, BatchItem, Role, User
+from core.models import AuditEvent, Batch, BatchItem, Role, Scan, User
 from core.permissions import is_data_manager, require_data_manager
 from core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
 from core.services.batches import open_batch_of
@@ -318,7 +318,35 @@ AUDIT_COLUMNS = [
     "to_state",
     "revision_id",
     "details",
+    "findings",
 ]
+
+
+def slice_number(scan: Scan, z: int) -> int:
+    """The 1-based slice number counted from the head end, as the viewer shows it
+    (frontend/src/panels/slices.ts): z grows towards the head unless the slice normal points
+    to the feet (DICOM's +z is superior)."""
+    return int(z) + 1 if float(scan.direction[8]) < 0 else scan.slices - int(z)
+
+
+def findings_words(scan: Scan, findings: list[dict]) -> str:
+    """Words like "slice 12: missed lesion; no slice: other", never the stored z."""
+    words = []
+    for f in findings:
+        where = "no slice" if f.get("slice") is None else f"slice {slice_number(scan, f['slice'])}"
+        words.append(f"{where}: {str(f.get('kind', '')).replace('_', ' ')}")
+    return "; ".join(words)
+
+
+def _verdict_findings(events: list[AuditEvent]) -> dict[tuple[str, str], list[dict]]:
+    """(object_type, object_id) → the findings of the check or spot check an event is about."""
+    ids = {kind: [e.object_id for e in events if e.object_type == kind] for kind in ("check", "spotcheck")}
+    rows = [("check", c) for c in Check.objects.filter(pk__in=[i for i in ids["check"] if i.isdigit()])]
+    rows += [
+        ("spotcheck", s)
+        for s in SpotCheck.objects.filter(pk__in=[i for i in ids["spotcheck"] if i.isdigit()])
+    ]
+    return {(kind, str(row.pk)): row.findings or [] for kind, row in rows}
 
 
 def _hidden_check_ids(user: User, annotation: Annotation | None) -> set[str]:
@@ -349,9 +377,13 @@ class AuditCsvApi(APIView):
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(AUDIT_COLUMNS)
-        for e in events.select_related("actor").order_by("created_at", "pk"):
-            if e.object_type == "check" and e.object_id in hidden:
-                continue
+        rows = [
+            e
+            for e in events.select_related("actor").order_by("created_at", "pk")
+            if not (e.object_type == "check" and e.object_id in hidden)
+        ]
+        findings = _verdict_findings(rows)
+        for e in rows:
             writer.writerow(
                 [
                     e.created_at.isoformat(),
@@ -363,6 +395,7 @@ class AuditCsvApi(APIView):
                     e.to_state,
                     e.revision_id if e.revision_id is not None else "",
                     json.dumps(e.details, sort_keys=True),
+                    findings_words(scan, findings.get((e.object_type, e.object_id), [])),
                 ]
             )
         response = HttpResponse(buffer.getvalue(), content_type="text/csv; charset=utf-8")

@@ -241,6 +241,7 @@ def test_audit_trail_as_csv(api, cast, world):
         "to_state",
         "revision_id",
         "details",
+        "findings",
     ]
     moves = [(row["from_state"], row["to_state"]) for row in rows if row["action"] == "annotation_state"]
     assert moves == [
