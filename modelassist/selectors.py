@@ -99,12 +99,22 @@ def model_version_out(version: ModelVersion | None) -> dict[str, Any]:
             if version.trained_on is not None  # no query when trained_on_id is None
             else None
         ),
+        "curated_scans": _curated_scans(version),
         "metrics": version.metrics,
         "is_active": version.is_active,
         "activated_at": version.activated_at,
         "created_by": version.created_by.username if version.created_by else None,
         "created_at": version.created_at,
     }
+
+
+def _curated_scans(version: ModelVersion) -> int | None:
+    """The curated scans of the export the version learned from (all its splits: the x of the
+    models page's figures over stages); None for an uploaded or federated version."""
+    if version.trained_on is None:
+        return None
+    cases = (version.trained_on.summary or {}).get("cases")
+    return int(cases) if cases is not None else None
 
 
 # ----------------------------------------------------------------------------- access

@@ -63,6 +63,11 @@ class ModelVersionOut(serializers.Serializer):
     )
     sha256 = serializers.CharField(required=False)
     trained_on = ExportRefOut(required=False, allow_null=True, help_text="the export it learned from")
+    curated_scans = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        help_text="curated scans of the export it learned from; null when uploaded or federated",
+    )
     activated_at = serializers.DateTimeField(required=False, allow_null=True)
     created_by = serializers.CharField(required=False, allow_null=True, help_text="username")
     created_at = serializers.DateTimeField(required=False)

@@ -1530,6 +1530,8 @@ export interface components {
             sha256?: string;
             /** @description the export it learned from */
             trained_on?: components["schemas"]["ExportRefOut"] | null;
+            /** @description curated scans of the export it learned from; null when uploaded or federated */
+            curated_scans?: number | null;
             /** Format: date-time */
             activated_at?: string | null;
             /** @description username */

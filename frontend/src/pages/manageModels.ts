@@ -13,7 +13,7 @@ import {
   type TrainingRun,
   type TrainingRunIn,
 } from "../api/manage";
-import { chartFigure, type ChartFigure } from "../panels/charts";
+import { chartFigure, xyFigure, type ChartFigure } from "../panels/charts";
 import {
   badge,
   busy,
@@ -44,6 +44,7 @@ const campaignId = () => Number(campaignSelect.value);
 let exportWatches: Poll<DatasetExport>[] = [];
 let runWatch: Poll<TrainingRun> | null = null;
 let lossChart: ChartFigure | null = null;
+let stagesChart: ChartFigure | null = null;
 
 // --- exports ---------------------------------------------------------------------------------
 
@@ -218,6 +219,38 @@ function metricCells(v: ModelVersion): string[] {
   ];
 }
 
+// Each version's test figures against the curated scans it learned from (#14 §4): the learning
+// curve of the campaign as its data grew.
+function showStages(versions: ModelVersion[]): void {
+  const root = byId("model-stages");
+  stagesChart?.chart.destroy();
+  stagesChart = null;
+  const trained = versions.filter((v) => v.curated_scans !== null && v.curated_scans !== undefined);
+  if (!trained.length) {
+    root.replaceChildren(
+      el("p", { className: "muted" }, "No version trained on an export yet: nothing to plot."),
+    );
+    return;
+  }
+  stagesChart = xyFigure({
+    title: "Test figures against the number of curated scans",
+    summary:
+      "for each trained version, its mean lesion Dice and classifier micro-AUC on its test split, against the curated scans of the export it learned from",
+    xTitle: "curated scans in the export it learned from",
+    yTitle: "test figure (0–1)",
+    seriesLabels: ["Test Dice (mean)", "Classifier micro-AUC"],
+    rows: trained.map((v) => ({
+      x: v.curated_scans!,
+      label: `${v.label}: ${v.curated_scans} curated scans`,
+      values: [v.metrics?.candidate?.mean ?? null, classifierOf(v)?.candidate?.auc_micro ?? null],
+    })),
+    format: (v) => num(v, 3),
+    yMin: 0,
+    yMax: 1,
+  });
+  root.replaceChildren(stagesChart.figure);
+}
+
 async function loadModels(): Promise<void> {
   const root = byId("models");
   const notice = byId("model-notice");
@@ -319,6 +352,7 @@ async function loadModels(): Promise<void> {
     }
     if (data.active.id !== null) parts.push(el("div", { className: "actions" }, baseline));
     root.replaceChildren(...parts);
+    showStages(data.versions);
   } catch (error) {
     showLoadError(root, "Could not load the model versions", error);
   } finally {

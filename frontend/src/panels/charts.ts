@@ -180,3 +180,86 @@ export function chartFigure(opts: FigureOptions): ChartFigure {
   };
   return { figure, chart, update };
 }
+
+/** One point per row: its x, its row name in the table (say the x there too), and a value per
+ * series (null: none). */
+export interface XYRow {
+  x: number;
+  label: string;
+  values: (number | null)[];
+}
+
+export interface XYFigureOptions {
+  title: string;
+  /** What the chart shows, for the canvas's accessible name. */
+  summary: string;
+  xTitle: string;
+  yTitle: string;
+  seriesLabels: string[];
+  rows: XYRow[];
+  format: (value: number | null) => string;
+  yMin?: number;
+  yMax?: number;
+  height?: number;
+}
+
+/** Points on a numeric x axis (a figure against a count, not per category), joined by lines in
+ * order of x, in a <figure> with the same numbers as a table: one row per point. */
+export function xyFigure(opts: XYFigureOptions): ChartFigure {
+  theme();
+  const colors = palette();
+  const canvas = el("canvas", {
+    attrs: { role: "img", "aria-label": `${opts.title}: ${opts.summary}` },
+  });
+  const box = el("div", { className: "chart-box" }, canvas);
+  box.style.height = `${opts.height ?? 260}px`;
+  const rows = [...opts.rows].sort((a, b) => a.x - b.x);
+  const details = el(
+    "details",
+    { className: "chart-table" },
+    el("summary", {}, "Show the numbers"),
+    dataTable(
+      opts.title,
+      rows.map((r) => r.label),
+      opts.seriesLabels.map((label, j) => ({ label, values: rows.map((r) => r.values[j]) })),
+      opts.format,
+    ),
+  );
+  const figure = el(
+    "figure",
+    { className: "chart card" },
+    el("figcaption", {}, opts.title),
+    box,
+    details,
+  );
+  const datasets = opts.seriesLabels.map((label, j) => ({
+    label,
+    data: rows.map((r) => ({ x: r.x, y: r.values[j] })),
+    backgroundColor: colors[j % colors.length],
+    borderColor: colors[j % colors.length],
+    spanGaps: true,
+  }));
+  const chart = new Chart(canvas, {
+    type: "line",
+    data: { datasets },
+    options: {
+      responsive: true,
+      scales: {
+        x: { type: "linear", title: { display: true, text: opts.xTitle } },
+        y: { min: opts.yMin, max: opts.yMax, title: { display: true, text: opts.yTitle } },
+      },
+      plugins: {
+        legend: { position: "bottom" },
+        tooltip: {
+          callbacks: {
+            label: (ctx) =>
+              `${ctx.dataset.label}: ${opts.format((ctx.raw as { y: number | null }).y)}`,
+          },
+        },
+      },
+    },
+  } as ChartConfiguration);
+  // Not a live chart: new versions draw a new figure.
+  const update = () => chart.update();
+  return { figure, chart, update };
+}
