@@ -82,3 +82,30 @@ def storage_intact(fault_logs):
         return done.stdout
 
     return _check
+
+
+@pytest.fixture
+def storage_blobs_whole(fault_logs, settings):
+    """As storage_intact, except that a label blob no revision owns may stay: a save killed
+    after its blob was renamed into place and before its transaction committed leaves one. It
+    must be whole (its name is the sha256 of its content), or a temporary '.tmp-' name; the
+    outcome names each such orphan (verify_storage --delete-orphans removes them)."""
+    from core.storage_check import file_sha256
+
+    def _check(fault: str, outcome: str) -> str:
+        done = harness.verify_storage(fault_logs)
+        lines = done.stdout.splitlines()
+        problems = [line for line in lines if line.split(" ", 1)[0] in ("MISSING", "MISMATCH", "UNREADABLE")]
+        orphans = [line.split()[1].rstrip(":") for line in lines if line.startswith("ORPHAN ")]
+        for rel in orphans:
+            name = rel.rsplit("/", 1)[-1]
+            assert rel.startswith("labels/"), done.stdout
+            if not name.startswith(".tmp-"):
+                assert file_sha256(Path(settings.MEDIA_ROOT) / rel) == name.removesuffix(".zst"), rel
+        if orphans:
+            outcome += f"; {len(orphans)} unreferenced label blob(s) left whole: {orphans}"
+        harness.record(fault, outcome, done)
+        assert not problems, done.stdout
+        return done.stdout
+
+    return _check

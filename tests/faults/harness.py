@@ -100,8 +100,17 @@ class Child:
     """A subprocess in its own session (so a SIGKILL of its group takes every process it forked),
     its output in a log file; start() again after kill() is the restart."""
 
-    def __init__(self, name: str, cmd: list[str], log_dir: Path, *, ready: str, env: dict | None = None):
-        self.name, self.cmd, self.ready = name, cmd, ready
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        log_dir: Path,
+        *,
+        ready: str,
+        env: dict | None = None,
+        probe: Callable[[], bool] | None = None,
+    ):
+        self.name, self.cmd, self.ready, self.probe = name, cmd, ready, probe
         self.log_dir = log_dir
         self.env = env
         self.process: subprocess.Popen | None = None
@@ -130,7 +139,7 @@ class Child:
             raise AssertionError(
                 f"{self.name} exited with {self.process.returncode}:\n{self.output()[-4000:]}"
             )
-        return self.ready in self.output()
+        return self.ready in self.output() and (self.probe is None or self.probe())
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
