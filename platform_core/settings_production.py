@@ -51,9 +51,11 @@ SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
-SESSION_COOKIE_SECURE = True
+# Off only for a plain-HTTP loopback stack (bench/load.py drives gunicorn without TLS, and a
+# client never sends a Secure cookie over http://); never off on a server others reach.
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
 SESSION_COOKIE_HTTPONLY = True
-CSRF_COOKIE_SECURE = True
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 # The viewer is never framed; clickjacking a segmentation tool would forge annotations.
 X_FRAME_OPTIONS = "DENY"
 CONTENT_SECURITY_POLICY["DIRECTIVES"]["upgrade-insecure-requests"] = True  # noqa: F405
