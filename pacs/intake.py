@@ -25,7 +25,7 @@ from core.models import Campaign, Institution, Scan, User
 from imaging import pseudonymise as pseudo
 from imaging.ingest.collect import ArchiveRejected
 from imaging.ingest.service import ingest_path, report_outcome
-from imaging.ingest.store import uid_keys
+from imaging.ingest.store import temporary_name, uid_keys
 from imaging.models import ImportJob
 from pacs.models import SeriesOrigin
 
@@ -290,7 +290,7 @@ def merge_report(report: dict, extra: dict | None) -> dict:
 
 def staging_folder() -> Path:
     """Where prepared (pseudonymised) copies wait: under MEDIA_ROOT, so storing them is a rename."""
-    folder = Path(settings.MEDIA_ROOT) / "scans" / f".staging-{uuid.uuid4().hex}"
+    folder = Path(settings.MEDIA_ROOT) / "scans" / temporary_name(".staging-")
     folder.mkdir(parents=True)
     return folder
 

@@ -42,6 +42,7 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from core.models import Institution
+from imaging.ingest.cleanup import scans_tmp_sweep
 from imaging.ingest.reader import prepare_or_reason
 from imaging.ingest.store import pseudonym_key
 from pacs import intake
@@ -155,6 +156,9 @@ class StorageReceiver:
         self.spool.mkdir(parents=True, exist_ok=True)
         if self.ingest == "inline":
             self._pool = prepare_pool(self.workers, leave_core=True)
+        # A killed listener's prepared copies (its staging folders under media/scans) are
+        # never imported: recovery prepares the spooled files again.
+        scans_tmp_sweep()
         self._recover()
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True

@@ -34,7 +34,7 @@ def leftovers_sweep(*, now: float | None = None) -> dict[str, int]:
     worker start, which has failed the imports this node left running. Returns counts."""
     now = time.time() if now is None else now
     removed = (
-        _uploads_sweep(now) + _work_sweep(now) + _spool_sweep(now) + _tmp_sweep(now) + _scans_tmp_sweep(now)
+        _uploads_sweep(now) + _work_sweep(now) + _spool_sweep(now) + _tmp_sweep(now) + scans_tmp_sweep(now)
     )
     if removed:
         logger.info("ingest sweep: %d leftover(s) removed", removed)
@@ -142,10 +142,12 @@ def _tmp_sweep(now: float) -> int:
     return removed
 
 
-def _scans_tmp_sweep(now: float) -> int:
+def scans_tmp_sweep(now: float | None = None) -> int:
     """Temporary folders of imports under MEDIA_ROOT/scans (.staging-…, .tmp-…; pseudonymised
     copies, never under a published name) whose process is gone: named pid@host, they are
-    removed when that process no longer runs on this host, or else once stale (another host's)."""
+    removed when that process no longer runs on this host, or else once stale (another host's).
+    Safe from any process (a live owner's folder is kept): the listener runs it at its start too."""
+    now = time.time() if now is None else now
     root = Path(settings.MEDIA_ROOT) / "scans"
     if not root.is_dir():
         return 0
