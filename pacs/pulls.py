@@ -128,9 +128,11 @@ def pull_run(job: ImportJob, progress: intake.Progress | None = None) -> ImportJ
             }
             return intake.job_finish(job, status=ImportJob.Status.FAILED, report=report)
         results = [future.result() for future in puller.futures]
-        return intake.job_run_prepared(
+        finished = intake.job_run_prepared(
             job, results, origins=puller.origins, origin_source="dicomweb", extra=extra
         )
+        puller.studies_finish()
+        return finished
     except Exception as exc:  # never leave a pull "running" forever
         logger.exception("pull %s failed", job.pk)
         report = {
@@ -142,6 +144,10 @@ def pull_run(job: ImportJob, progress: intake.Progress | None = None) -> ImportJ
         pool.shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(folder, ignore_errors=True)
+        for study in studies:  # none stays running when the pull ended some other way
+            job_fail(
+                study, "its pull ended before the study was stored; pull it again", from_states=["running"]
+            )
 
 
 class _Puller:
@@ -153,6 +159,7 @@ class _Puller:
             prepare_or_reason, staging=staging, key=pseudonym_key(), issuer_prefix=remote.institution.slug
         )
         self.futures: list = []
+        self.retrieved: list[tuple[PulledStudy, str]] = []
         self.origins: dict[str, intake.OriginalSeries] = {}
         self.total = 1
 
@@ -172,10 +179,11 @@ class _Puller:
         except pacs.RemoteError as exc:  # e.g. the URL was removed, or the secret cannot be read
             plans = [(study, [], error or str(exc)) for study, _, error in plans]
             client = None
+        # Every study is claimed (running, on this job's node) before any is retrieved: if the
+        # worker dies, the sweep at its restart fails each with the reason, none stays queued.
+        plans = [plan for plan in plans if job_claim(plan[0], worker=self.job.worker)]
         for study, series, error in plans:
             entry = {"study_uid": study.study_uid, "series": 0, "instances": 0, "error": error}
-            if not job_claim(study, worker=self.job.worker):
-                continue  # requested again by a newer pull, which retrieves it
             for item in series:
                 series_uid = item.get("0020000E", {}).get("Value", [""])[0]
                 target = self.folder / f"{len(summary):04d}" / series_uid[-24:]
@@ -191,14 +199,19 @@ class _Puller:
                     entry["series"] += 1
                 except pacs.RemoteError as exc:
                     entry["error"] = str(exc)
-            if entry["instances"] > 0:
-                job_finish(study, detail=entry["error"])
+            if entry["instances"] > 0:  # done once ingested (studies_finish): until then running
+                self.retrieved.append((study, entry["error"]))
             else:
                 job_fail(
                     study, str(entry["error"] or "nothing was retrieved"), audit={"import_job": self.job.pk}
                 )
             summary.append(entry)
         return summary
+
+    def studies_finish(self) -> None:
+        """The retrieved studies are done once the ingest of what they brought has ended."""
+        for study, detail in self.retrieved:
+            job_finish(study, detail=detail)
 
     def arrived(self, path, ds) -> None:
         series_uid = str(ds.get("SeriesInstanceUID", ""))

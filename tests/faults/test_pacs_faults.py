@@ -52,7 +52,7 @@ def test_listener_killed_during_an_association(cast, tmp_path, children, fault_l
             "--ae-title=CURATECT",
             "--quiet-seconds=1",
             "--workers=0",
-        ],  # fmt: skip
+        ],
         fault_logs,
         ready="DICOM listener CURATECT on",
     )
@@ -89,4 +89,83 @@ def test_listener_killed_during_an_association(cast, tmp_path, children, fault_l
         "DICOM listener SIGKILL during an association",
         f"killed after {received} of 60 instances; storescu exit {first}; after the restart the half "
         f"delivery was dropped (never imported), the resent series imported once whole (60 slices)",
+    )
+
+
+@pytest.fixture
+def orthanc(tmp_path):
+    """A real Orthanc with its DICOMweb plugin (tests/pacs' peer), for this test only."""
+    from tests.pacs.conftest import ORTHANC_PLUGIN, Orthanc, need
+
+    need("Orthanc", "orthanc")
+    if not ORTHANC_PLUGIN.exists():
+        pytest.skip(f"{ORTHANC_PLUGIN} not found: apt-get install orthanc-dicomweb (make dicom-peers)")
+    (tmp_path / "orthanc").mkdir()
+    server = Orthanc(tmp_path / "orthanc")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote(cast, orthanc):
+    from pacs.models import RemotePacs
+
+    remote = RemotePacs(
+        institution=cast.institution,
+        name="Orthanc",
+        dicomweb_url=orthanc.dicomweb_url,
+        auth_type=RemotePacs.Auth.BASIC,
+        username=orthanc.auth[0],
+        ae_title=orthanc.ae_title,
+        host="127.0.0.1",
+        port=orthanc.dicom_port,
+        send_method="stow",
+    )
+    remote.set_secret(orthanc.auth[1])
+    remote.save()
+    return remote
+
+
+def test_worker_killed_during_a_pacs_pull(
+    cast, tmp_path, orthanc, remote, start_worker, fault_broker, storage_intact
+):
+    import pydicom
+
+    from imaging.models import DEAD_WORKER, ImportJob
+    from pacs import pulls
+    from pacs.models import PulledStudy, SeriesOrigin
+
+    # Given three studies in the hospital's PACS and a real worker
+    uids = []
+    for seed in range(3):
+        folder = make_series(tmp_path / "pacs", slices=40, size=64, seed=30 + seed, patient=f"MRN-{seed}")
+        orthanc.upload(folder)
+        uids.append(pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID)
+    worker = start_worker()
+    with fault_broker():
+        # When the worker is killed while it retrieves or ingests them, and comes back
+        job = pulls.pull_start(actor=cast.manager, remote=remote, study_uids=uids, campaign=cast.campaign)
+
+        def read():
+            row = ImportJob.objects.get(pk=job.pk)
+            return row.status, row.progress
+
+        from tests.faults.test_worker_faults import _kill_at_progress, _settled
+
+        point = _kill_at_progress(worker, read, "pacs-pull", 0.05, 0.9)
+        worker.start()
+        done = _settled(ImportJob, job.pk)
+        studies = [_settled(PulledStudy, s.pk) for s in PulledStudy.objects.all()]
+    # Then the pull fails with the reason, and no requested study is left waiting for ever:
+    # each is done (stored whole) or failed with a reason, so the next pull requests it again
+    assert done.status == "failed" and done.report["error"] == DEAD_WORKER, done.report
+    assert all(s.status == "done" or s.detail for s in studies), [(s.status, s.detail) for s in studies]
+    for study in studies:  # "done" is a promise that the periodic pull never fetches it again
+        if study.status == "done":
+            assert SeriesOrigin.objects.filter(study_uid=study.study_uid).exists(), study.study_uid
+    storage_intact(
+        "worker SIGKILL during a PACS pull",
+        f"killed at progress {point:.2f}; pull failed ({DEAD_WORKER[:40]}...); studies "
+        + ", ".join(s.status for s in studies),
     )
