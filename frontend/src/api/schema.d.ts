@@ -292,6 +292,26 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/campaigns/{campaign_id}/scans/{scan_id}/lung-mask/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * @description The scan's lung mask (one zstd frame, uint8 (z, y, x), 0 outside), for "paint inside
+         *     lungs only"; 404 no_lung_mask when the platform has not computed one for this scan.
+         */
+        get: operations["lung_mask"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/campaigns/{campaign_id}/scans/{scan_id}/region-grow/": {
         parameters: {
             query?: never;
@@ -1321,6 +1341,8 @@ export interface components {
             path: string;
             content_sha256: string;
             summary: components["schemas"]["ExportSummaryOut"];
+            /** @description the download's (zip) size; null until it is counted after publishing */
+            archive_bytes: number | null;
             error: string;
             /** @description username */
             created_by: string | null;
@@ -1381,7 +1403,10 @@ export interface components {
             patients?: {
                 [key: string]: number;
             };
+            /** @description the files' size unpacked */
             bytes?: number;
+            /** @description the download's (zip) size */
+            archive_bytes?: number;
         };
         FiguresOut: {
             scans: number;
@@ -1693,6 +1718,16 @@ export interface components {
             /** Format: double */
             radius_mm?: number;
             max_voxels?: number;
+            /**
+             * @description cut the region at a narrow neck it leaks through (a vessel); false to grow to the radius
+             * @default true
+             */
+            leak_check: boolean;
+            /**
+             * @description keep the region inside the scan's lung mask (unrestricted when the scan has none)
+             * @default false
+             */
+            within_lungs: boolean;
         };
         RegionGrowOut: {
             /** @description z, y, x */
@@ -1710,6 +1745,18 @@ export interface components {
             lower: number;
             /** Format: double */
             upper: number;
+            /**
+             * Format: double
+             * @description voxels × the voxel's volume
+             */
+            volume_mm3: number;
+            /**
+             * Format: double
+             * @description the radius the leak check cut the region at, or null
+             */
+            leak_cut_mm: number | null;
+            /** @description whether the lung mask limited the region */
+            within_lungs: boolean;
             /** Format: double */
             elapsed_ms: number;
         };
@@ -2730,6 +2777,30 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["AnnotatorFindingsOut"];
+                };
+            };
+        };
+    };
+    lung_mask: {
+        parameters: {
+            query?: {
+                format?: "bin" | "json";
+            };
+            header?: never;
+            path: {
+                campaign_id: number;
+                scan_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": string;
                 };
             };
         };

@@ -33,6 +33,7 @@ export function viewerKeydown(keys: ViewerKeys, help: HelpOverlay): (evt: Keyboa
     b: () => keys.tool("brush"),
     e: () => keys.tool("eraser"),
     g: () => keys.tool("grow"),
+    r: () => keys.tool("relabel"),
     l: () => keys.tool("windowLevel"),
     f: () => keys.tool("finding"),
     w: keys.nextWindowPreset,

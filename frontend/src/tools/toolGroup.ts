@@ -1,6 +1,7 @@
 // Mouse bindings and the editing tool of the viewer.
-//   left drag: the current tool (brush, eraser, window/level; grow is a click)
+//   left drag: the current tool (brush, eraser, window/level; grow and relabel are clicks)
 //   shift + left drag: window/level · middle drag: pan · right drag: zoom · wheel: slices
+//   alt + wheel with the grow tool: widen / narrow the last grow (tools/regionGrow.ts)
 import { Enums as ToolEnums, ToolGroupManager, utilities as toolUtils } from "@cornerstonejs/tools";
 import {
   BrushTool,
@@ -11,7 +12,9 @@ import {
 } from "@cornerstonejs/tools";
 import type { Types as ToolTypes } from "@cornerstonejs/tools";
 
-export type ToolMode = "brush" | "eraser" | "grow" | "windowLevel" | "finding";
+import { maskedFillInsideCircle } from "./lungMask";
+
+export type ToolMode = "brush" | "eraser" | "grow" | "relabel" | "windowLevel" | "finding";
 
 const BRUSH = "CurateBrush";
 const ERASER = "CurateEraser";
@@ -21,6 +24,7 @@ const PRIMARY_TOOL: Record<ToolMode, string | null> = {
   brush: BRUSH,
   eraser: ERASER,
   grow: null, // the region-growing brush is a click, handled by tools/regionGrow.ts
+  relabel: null, // a click too: tools/relabel.ts
   windowLevel: WindowLevelTool.toolName,
   finding: null, // a reviewer's finding is a click, handled by panels/review.ts
 };
@@ -37,7 +41,11 @@ export class ViewerTools {
     group.addTool(PanTool.toolName);
     group.addTool(ZoomTool.toolName);
     group.addTool(StackScrollTool.toolName);
-    group.addToolInstance(BRUSH, BrushTool.toolName, { activeStrategy: "FILL_INSIDE_CIRCLE" });
+    // The brush's circle fill obeys "paint inside lungs only" (tools/lungMask.ts).
+    group.addToolInstance(BRUSH, BrushTool.toolName, {
+      activeStrategy: "FILL_INSIDE_CIRCLE",
+      strategies: { FILL_INSIDE_CIRCLE: maskedFillInsideCircle },
+    });
     group.addToolInstance(ERASER, BrushTool.toolName, { activeStrategy: "ERASE_INSIDE_CIRCLE" });
 
     group.setToolActive(WindowLevelTool.toolName, {

@@ -12,9 +12,12 @@ import type { BatchPlace } from "../../panels/batchNav";
 import { confirmOnce } from "../../panels/confirm";
 import { showAnnotatorFindings, type MarkedFinding } from "../../panels/review";
 import { History } from "../../tools/history";
-import { attachRegionGrow, type GrowOptions } from "../../tools/regionGrow";
+import { fetchLungMask, lungGate } from "../../tools/lungMask";
+import { attachRegionGrow, RegionGrower, type GrowOptions } from "../../tools/regionGrow";
+import { attachRelabel } from "../../tools/relabel";
 import type { ToolMode } from "../../tools/toolGroup";
-import { $ } from "../../panels/dom";
+import { $, el } from "../../panels/dom";
+import type { RegionGrowResult } from "../../api/types";
 import type { Viewer } from "../viewer";
 import type { ViewerMode } from "./mode";
 
@@ -26,12 +29,21 @@ const STATE_WORDS: Record<string, string> = {
   curated: "curated",
 };
 
+/** Classes that are not lesions (painted outside the lungs on purpose): the lung gate is off. */
+const NOT_A_LESION = /lung|lobe|airway|vessel|pleura|chest wall|body|heart/i;
+
+const mm3 = (v: number) => v.toLocaleString(undefined, { maximumFractionDigits: 1 });
+
 export class AnnotateMode implements ViewerMode {
   readonly kind = "annotate";
   readonly annotation: Promise<Annotation>;
   readonly labels: Promise<LabelVolume | null>;
   private readonly fixes: Promise<AnnotatorFindings | null>;
   private marked: MarkedFinding[] = [];
+  private grower: RegionGrower | null = null;
+  /** The class the lung gate was last set for; a new class sets it to that class's default. */
+  private gateClass: number | null = null;
+  private lungMissing: string | null = null;
 
   constructor(private readonly viewer: Viewer) {
     const { campaignId, scanId } = viewer;
@@ -73,6 +85,8 @@ export class AnnotateMode implements ViewerMode {
       const brushing = tool === "brush" || tool === "eraser";
       stroke =
         evt.button === 0 && !evt.shiftKey && !evt.ctrlKey && this.session.editable && brushing;
+      if (stroke) this.grower?.forgetLast(); // the wheel re-grows only the latest edit
+      this.syncLungGate();
     });
     viewer.listen(window, "pointerup", () => {
       if (stroke) this.markEdited();
@@ -81,7 +95,119 @@ export class AnnotateMode implements ViewerMode {
     viewer.listen(eventTarget, ToolEnums.Events.SEGMENTATION_DATA_MODIFIED, () =>
       this.refreshUndo(),
     );
-    viewer.onDestroy(attachRegionGrow($("#view-axial"), this.growOptions()));
+    const options = this.growOptions();
+    this.grower = new RegionGrower(options);
+    viewer.onDestroy(attachRegionGrow($("#view-axial"), this.grower, options));
+    viewer.onDestroy(
+      attachRelabel($("#view-axial"), {
+        scene: viewer.scene!,
+        labels: viewer.labels!,
+        isActive: () => viewer.tools!.mode === "relabel" && this.session.editable,
+        classValue: () => viewer.classPicker!.current,
+        onDone: (voxels, from, to) => this.relabelled(voxels, from, to),
+      }),
+    );
+    this.wireLungGate();
+  }
+
+  // --- "Paint inside lungs only" ---------------------------------------------------------
+
+  private wireLungGate(): void {
+    const { viewer } = this;
+    const box = el("input", { type: "checkbox", id: "lungs-only", checked: lungGate.on });
+    const note = el(
+      "p",
+      { id: "lungs-only-note", className: "muted small" },
+      "Lung mask: loading…",
+    );
+    $("#grow-radius")
+      .closest("label")!
+      .after(
+        el(
+          "label",
+          { className: "check", title: "Brush and grow paint only inside the lung mask (I)" },
+          box,
+          " Paint inside lungs only ",
+          el("kbd", {}, "I"),
+        ),
+        note,
+      );
+    viewer.listen(box, "change", () => {
+      lungGate.on = box.checked;
+      this.showLungGate();
+    });
+    viewer.listen(window, "keydown", (evt: KeyboardEvent) => {
+      const typing =
+        evt.target instanceof HTMLElement && evt.target.matches("input, select, textarea");
+      if (evt.key.toLowerCase() !== "i" || evt.ctrlKey || evt.metaKey || evt.altKey || typing)
+        return;
+      if (!this.session.editable) return;
+      lungGate.on = !lungGate.on;
+      this.showLungGate();
+    });
+  }
+
+  /** A newly chosen class sets the gate to its default: on for lesions, off otherwise. */
+  private syncLungGate(): void {
+    const current = this.viewer.classPicker?.currentClass;
+    if (!current || current.value === this.gateClass) return;
+    this.gateClass = current.value;
+    lungGate.on = !NOT_A_LESION.test(current.name);
+    this.showLungGate();
+  }
+
+  private showLungGate(): void {
+    const box = document.querySelector<HTMLInputElement>("#lungs-only");
+    const note = document.querySelector<HTMLElement>("#lungs-only-note");
+    if (!box || !note) return;
+    box.checked = lungGate.on;
+    box.disabled = !lungGate.available || !this.session.editable;
+    if (this.lungMissing) {
+      note.textContent = `No lung mask for this scan (${this.lungMissing}): painting is unrestricted.`;
+    } else if (!lungGate.available) {
+      note.textContent = "Lung mask: loading…";
+    } else {
+      note.textContent = lungGate.on
+        ? "Brush and grow paint inside the lungs only."
+        : "Painting is unrestricted (press I to keep it inside the lungs).";
+    }
+    note.dataset.state = this.lungMissing ? "missing" : lungGate.active ? "on" : "off";
+  }
+
+  private async loadLungMask(): Promise<void> {
+    const { viewer } = this;
+    try {
+      const answer = await fetchLungMask(viewer.campaignId, viewer.scanId);
+      if ("mask" in answer) lungGate.load(answer.mask, viewer.scene!);
+      else this.lungMissing = answer.missing;
+    } catch (error) {
+      this.lungMissing = `it could not be loaded: ${errorMessage(error)}`;
+    }
+    this.syncLungGate();
+    this.showLungGate();
+  }
+
+  private relabelled(voxels: number, from: number, to: number): void {
+    const { viewer } = this;
+    // The class picker shows each class's name beside its radio.
+    const name = (v: number) =>
+      document
+        .querySelector(`#class-picker input[value="${v}"]`)
+        ?.parentElement?.querySelector("span:not(.swatch)")?.textContent ?? `class ${v}`;
+    if (!voxels) {
+      viewer.setSaveStatus(
+        from === 0
+          ? "Nothing to relabel there: click a labelled region"
+          : `That region is ${name(to)} already`,
+      );
+      return;
+    }
+    this.grower?.forgetLast();
+    this.markEdited();
+    viewer.setSaveStatus(
+      `Relabelled ${voxels.toLocaleString()} voxels from ${name(from)} to ${name(to)} · unsaved`,
+      "warn",
+    );
   }
 
   async scanLabelValues(
@@ -118,6 +244,8 @@ export class AnnotateMode implements ViewerMode {
   }
 
   async afterLoad(): Promise<void> {
+    if (this.session.editable) void this.loadLungMask();
+    else this.showLungGate();
     const fixes = await this.fixes;
     if (fixes && fixes.reviews.length) {
       this.marked = showAnnotatorFindings(
@@ -173,6 +301,7 @@ export class AnnotateMode implements ViewerMode {
 
   undo(): void {
     if (this.session.editable && History.canUndo) {
+      this.grower?.forgetLast();
       History.undo();
       this.markEdited();
     }
@@ -180,6 +309,7 @@ export class AnnotateMode implements ViewerMode {
 
   redo(): void {
     if (this.session.editable && History.canRedo) {
+      this.grower?.forgetLast();
       History.redo();
       this.markEdited();
     }
@@ -265,16 +395,16 @@ export class AnnotateMode implements ViewerMode {
       tolerance: () => viewer.controls.tolerance(),
       radiusMm: () => viewer.controls.growRadius(),
       classValue: () => viewer.classPicker!.current,
+      withinLungs: () => {
+        this.syncLungGate();
+        return lungGate.active;
+      },
       onStart: () => viewer.setSaveStatus("Growing region…"),
-      onDone: (result, painted) => {
+      onDone: (result, painted, live) => {
         viewer.hook.lastGrow = result;
         if (painted) this.markEdited();
-        const capped = result.capped ? " (capped: lower the tolerance or the radius)" : "";
-        const voxels = result.voxels.toLocaleString();
         viewer.setSaveStatus(
-          painted
-            ? `Grew ${voxels} voxels from ${Math.round(result.seed_hu)} HU${capped} · unsaved`
-            : result.message || "No region grew from there",
+          painted ? growWords(result, live) : result.message || "No region grew from there",
           painted || result.capped ? "warn" : "",
         );
         this.refreshUndo();
@@ -283,4 +413,15 @@ export class AnnotateMode implements ViewerMode {
         viewer.setSaveStatus(`Region growing failed: ${errorMessage(error)}`, "error"),
     };
   }
+}
+
+/** "Grew 295 voxels · 180.6 mm³ …": the size at once, then what stopped it and what next. */
+function growWords(result: RegionGrowResult, live: { radiusMm: number } | null): string {
+  const size = `${result.voxels.toLocaleString()} voxels · ${mm3(result.volume_mm3)} mm³`;
+  const parts = [live ? `Grew ${size} at a ${live.radiusMm} mm radius` : `Grew ${size}`];
+  if (result.capped) parts.push("capped: lower the tolerance or the radius");
+  else if (result.leak_cut_mm !== null) parts.push(`stopped at a narrow neck (a vessel?)`);
+  if (result.within_lungs) parts.push("inside the lungs");
+  parts.push("Alt+wheel: wider / narrower", "unsaved");
+  return parts.join(" · ");
 }
