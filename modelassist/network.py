@@ -361,6 +361,21 @@ def _train_epoch(
     return float(np.mean(losses)), False
 
 
+class _ProximalLoss(nn.Module):
+    """FedProx's local objective: the loss plus mu/2 times the squared distance of the weights
+    from where the round started."""
+
+    def __init__(self, loss: nn.Module, model: nn.Module, mu: float) -> None:
+        super().__init__()
+        self.loss, self.model, self.mu = loss, [model], mu  # a list: not a submodule of the loss
+        self.anchor = [p.detach().clone() for p in model.parameters()]
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        params = self.model[0].parameters()
+        distance = sum(((p - a) ** 2).sum() for p, a in zip(params, self.anchor, strict=True))
+        return self.loss(logits, target) + 0.5 * self.mu * distance
+
+
 def train_model(
     train_cases: Sequence[tuple[np.ndarray, np.ndarray]],
     val_cases: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -377,6 +392,8 @@ def train_model(
     patience: int = 5,
     lesion_share: float = 0.7,
     crop: int | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
+    proximal_mu: float = 0.0,
 ) -> tuple[SliceSegmenter, list[dict[str, Any]]]:
     """Train on (hu, labels) cases; early stopping on the validation mean lesion Dice.
 
@@ -391,19 +408,26 @@ def train_model(
     stops after `patience` epochs without a better validation Dice, or at `max_minutes`; the
     best epoch's weights are returned. Without validation cases the last weights are returned.
     progress() gets {"epoch", "loss", "val_dice", "seconds"} per epoch.
+    A federated round starts from `initial_state` (the global model); with `proximal_mu` the
+    loss adds FedProx's mu/2 * ||w - w_global||^2, which keeps a site near the global model.
     """
     if not train_cases:
         raise ValueError("no training cases")
     rng = _seed_everything(seed)
     device = device or pick_device()
-    model = build_model(architecture).to(device)
+    model = build_model(architecture)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model = model.to(device)
     data = _SliceSet(train_cases, model, crop)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     steps = epochs * math.ceil(slices_per_case * len(train_cases) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=steps, eta_min=0.05 * lr)
     # batch=True: Dice over the whole batch, so slices without a lesion do not give the
     # lesion classes a meaningless per-slice Dice.
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    loss_fn: nn.Module = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    if proximal_mu > 0:
+        loss_fn = _ProximalLoss(loss_fn, model, proximal_mu)
     settings = {"slices_per_case": slices_per_case, "batch_size": batch_size, "lesion_share": lesion_share}
     started = time.monotonic()
     deadline = started + 60.0 * max_minutes if max_minutes is not None else None

@@ -124,6 +124,7 @@ INSTALLED_APPS = [
     "annotation",
     "qc",
     "modelassist",
+    "federation",
     "demo",
 ]
 
@@ -325,6 +326,7 @@ CELERY_TASK_ROUTES = {
     "modelassist.tasks.train*": {"queue": "train"},
     "modelassist.tasks.retrain*": {"queue": "train"},
     "modelassist.tasks.export*": {"queue": "train"},
+    "federation.*": {"queue": "train"},
 }
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BEAT_SCHEDULE = {

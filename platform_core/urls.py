@@ -27,6 +27,7 @@ urlpatterns = [
     path("api/", include("annotation.urls")),
     path("api/", include("qc.urls")),
     path("api/", include("modelassist.urls")),
+    path("api/", include("federation.urls")),
     path("dicomweb/", include("imaging.dicomweb.urls")),
     path("api/pacs/", include("pacs.api_urls")),
     path("", include("core.page_urls")),

@@ -386,6 +386,7 @@ def _decide(
     version: ModelVersion,
     metrics: dict,
     incumbent: ModelVersion | None,
+    activation_reason: str = "",
 ) -> tuple[bool, str]:
     """Promote only a strict improvement of the mean lesion Dice on the same test cases."""
     name = incumbent.label if incumbent else "the baseline (no model version was active)"
@@ -401,18 +402,25 @@ def _decide(
         )
     clf = metrics.get("classifier") or {}
     if clf.get("trained") and clf["candidate"]["auc_micro"] is not None:
-        return _decide_pair(run, version, metrics, incumbent, where)
+        return _decide_pair(run, version, metrics, incumbent, where, activation_reason)
     if cand <= inc:
         return False, f"not promoted: mean lesion Dice {cand:.3f} {where} does not beat {name} ({inc:.3f})"
     current = active_model_version(run.campaign)
     if (current.pk if current else None) != (incumbent.pk if incumbent else None):
         return False, "not promoted: the active model changed while this run was evaluated; compare again"
-    model_versions.model_version_activate(actor=None, version=version, reason=f"training run {run.pk}")
+    model_versions.model_version_activate(
+        actor=None, version=version, reason=activation_reason or f"training run {run.pk}"
+    )
     return True, f"promoted: mean lesion Dice {cand:.3f} {where} beats {name} ({inc:.3f})"
 
 
 def _decide_pair(
-    run: TrainingRun, version: ModelVersion, metrics: dict, incumbent: ModelVersion | None, where: str
+    run: TrainingRun,
+    version: ModelVersion,
+    metrics: dict,
+    incumbent: ModelVersion | None,
+    where: str,
+    activation_reason: str = "",
 ) -> tuple[bool, str]:
     """A segmenter with a classifier: the segmenter's mean lesion Dice must not fall, and the
     classifier's micro-AUC must beat the active classifier's (or there is none); the reason
@@ -434,7 +442,9 @@ def _decide_pair(
     current = active_model_version(run.campaign)
     if (current.pk if current else None) != (incumbent.pk if incumbent else None):
         return False, "not promoted: the active model changed while this run was evaluated; compare again"
-    model_versions.model_version_activate(actor=None, version=version, reason=f"training run {run.pk}")
+    model_versions.model_version_activate(
+        actor=None, version=version, reason=activation_reason or f"training run {run.pk}"
+    )
     if active is not None:
         return True, (
             f"promoted: classifier micro-AUC {new_auc:.3f} {where} beats {active['label']} "
@@ -444,6 +454,21 @@ def _decide_pair(
         f"promoted: {name} has no classifier, so the new classifier decided (micro-AUC {new_auc:.3f} "
         f"{where}); mean lesion Dice {cand:.3f} does not fall below {name} ({inc:.3f})"
     )
+
+
+def promotion_decide(
+    owner: Any,
+    export: DatasetExport,
+    version: ModelVersion,
+    metrics: dict,
+    incumbent: ModelVersion | None,
+    *,
+    activation_reason: str,
+) -> tuple[bool, str]:
+    """Retraining's promotion rule for another maker of model versions (a federation round's
+    global model): `owner.campaign` is the campaign whose active version it must beat; `metrics`
+    has "candidate", "incumbent" and "test_cases" as a training run's do."""
+    return _decide(owner, export, version, metrics, incumbent, activation_reason)
 
 
 # ----------------------------------------------------------------------------- the classifier

@@ -1,0 +1,1 @@
+"""CurateCT's Flower App: thin entry points into the CurateCT installation."""

@@ -1,0 +1,147 @@
+"""The coordinator's ServerApp: Flower's FedAvg (default) or FedProx, optionally wrapped in
+Flower's central DP with client-side fixed clipping (Gaussian noise on the aggregate, the
+clipping done by each site's `fixedclipping_mod`). Each aggregated round is recorded on the
+coordinator's run: which sites took part with how many samples, what arrived (bytes, sha256).
+The evaluation messages of a round carry those participants to every site as lineage.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedProx
+
+from federation.flower.django_setup import ensure_django
+
+app = ServerApp()
+
+SITE_KEY = "curatect-site-id"
+RUN_KEY = "curatect-run"
+
+
+def _participant(reply: Message) -> dict[str, Any]:
+    from federation.training import arrays_digest
+
+    metrics = reply.content["metrics"]
+    size, digest = arrays_digest(reply.content["arrays"].to_numpy_ndarrays())
+    return {
+        "site": int(metrics[SITE_KEY]),
+        "samples": int(metrics["num-examples"]),
+        "bytes": size,
+        "sha256": digest,
+    }
+
+
+class _Recorded:
+    """Mixed into Flower's strategy: records each round at the coordinator and tells the sites
+    who took part. The first round waits (up to the round timeout) for every site that joined."""
+
+    run_id: int
+    expected_sites: int
+    wait_s: float
+    participants: list[dict[str, Any]]
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        if server_round == 1:
+            deadline = time.monotonic() + self.wait_s
+            while len(list(grid.get_node_ids())) < self.expected_sites and time.monotonic() < deadline:
+                time.sleep(1.0)
+        return super().configure_train(server_round, arrays, config, grid)  # type: ignore[misc]
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        from federation.services.runs import federation_run_round_record
+
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
+        ok = [r for r in replies if not r.has_error()]
+        self.participants = [_participant(r) for r in ok]
+        federation_run_round_record(
+            self.run_id,
+            server_round,
+            sorted(self.participants, key=lambda p: p["site"]),
+            failed_replies=len(replies) - len(ok),
+            aggregated=arrays is not None,
+        )
+        return arrays, metrics
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
+        config["participants"] = json.dumps(
+            [
+                {k: p[k] for k in ("site", "samples")}
+                for p in sorted(self.participants, key=lambda p: p["site"])
+            ]
+        )
+        return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
+
+
+class RecordedFedAvg(_Recorded, FedAvg):
+    pass
+
+
+class RecordedFedProx(_Recorded, FedProx):
+    pass
+
+
+def build_strategy(run: Any, expected_sites: int) -> Any:
+    """The run's strategy, as declared: FedAvg or FedProx, DP-wrapped when switched on."""
+    nodes = {
+        "min_train_nodes": run.min_sites,
+        "min_evaluate_nodes": run.min_sites,
+        "min_available_nodes": run.min_sites,
+    }
+    if run.strategy == "fedprox":
+        strategy: Any = RecordedFedProx(proximal_mu=run.proximal_mu, **nodes)
+    else:
+        strategy = RecordedFedAvg(**nodes)
+    strategy.run_id, strategy.expected_sites, strategy.participants = run.pk, expected_sites, []
+    strategy.wait_s = float(run.round_timeout_s)
+    if run.dp_enabled:
+        return DifferentialPrivacyClientSideFixedClipping(
+            strategy,
+            run.dp_noise_multiplier,
+            run.dp_clipping_norm,
+            num_sampled_clients=max(expected_sites, 1),
+        )
+    return strategy
+
+
+def _plain(records: dict) -> dict[str, dict[str, float]]:
+    return {
+        str(k): {m: float(v) for m, v in dict(r).items() if isinstance(v, int | float)}
+        for k, r in records.items()
+    }
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    ensure_django()
+    from federation import training
+    from federation.models import FederationRun, SiteStatus
+    from federation.services.runs import federation_run_finish
+
+    run = FederationRun.objects.get(pk=int(context.run_config["curatect-run-id"]))
+    expected = run.sites.filter(status__in=[SiteStatus.QUEUED, SiteStatus.RUNNING, SiteStatus.JOINED]).count()
+    strategy = build_strategy(run, expected)
+    seed = int(run.train_params.get("seed", 0))
+    initial = ArrayRecord(training.initial_model(run.architecture, seed).state_dict())
+    common = {RUN_KEY: str(run.key), "num-rounds": run.rounds}
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=run.rounds,
+        timeout=float(run.round_timeout_s),
+        train_config=ConfigRecord({**common, "local-epochs": run.local_epochs}),
+        evaluate_config=ConfigRecord(common),
+    )
+    federation_run_finish(
+        run.pk,
+        {
+            "train_metrics": _plain(result.train_metrics_clientapp),
+            "evaluate_metrics": _plain(result.evaluate_metrics_clientapp),
+        },
+    )
