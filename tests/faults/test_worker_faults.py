@@ -129,6 +129,11 @@ def test_worker_killed_during_a_pre_segmentation(
 
         harness.wait_for(running_target, 240, f"the pre-segmentation of scan {target} to start", every=0.02)
         harness.time.sleep(delay)
+        # Past its end already (a busy machine is slower or faster than the seed assumed): the
+        # kill lands in the next scan that runs.
+        harness.wait_for(
+            lambda: PresegScan.objects.filter(status="running").exists(), 60, "a scan to run", every=0.01
+        )
         worker.kill()
         killed = list(PresegScan.objects.filter(status="running").values_list("pk", flat=True))
         assert killed, "the kill landed between two scans"
