@@ -58,8 +58,13 @@ def test_two_checkers_decide_blind_and_the_annotator_reads_the_finding(live_serv
     row.locator(".finding-y input").fill("12")
     row.locator("textarea").fill("edge too tight at the pleura")
     page.click("button.record-verdict")
+    assert "send it back with 1 finding" in page.text_content(".confirm-box")  # asked once
+    page.click(".confirm-yes")
     page.wait_for_selector("#verdict-recorded")
-    assert "Recorded: fail with 1 finding" in page.inner_text("#verdict-recorded")
+    assert (
+        "Fail recorded — sent back with 1 finding once the other checker's verdict is in"
+        in page.inner_text("#verdict-recorded")
+    )
     assert "once both verdicts of this round are in" in page.inner_text("#verdicts")
     check_a.refresh_from_db()
     assert check_a.verdict == "fail"
@@ -83,7 +88,9 @@ def test_two_checkers_decide_blind_and_the_annotator_reads_the_finding(live_serv
     page.click("button.remove-finding")
     page.check("input[name=verdict][value=pass]")
     page.click("button.record-verdict")
+    page.click(".confirm-yes")
     page.wait_for_selector("#verdict-recorded")
+    assert "Pass recorded" in page.inner_text("#verdict-recorded")
     verdicts = page.inner_text("#verdicts")
     assert "The other verdict (checker A)" in verdicts
     assert "edge too tight at the pleura" in verdicts

@@ -37,10 +37,12 @@ def test_the_senior_reads_the_rounds_and_passes_the_spot_check(live_server, page
     assert rounds.locator(".review").count() == 2  # both checkers' verdicts, anonymised
     page.check("input[name=verdict][value=pass]")
     page.click("button.record-verdict")
+    assert "Pass: the annotation is right as it is" in page.text_content(".confirm-box")
+    page.click(".confirm-yes")
     page.wait_for_selector("#verdict-recorded")
 
     notice = page.inner_text("#verdict-recorded")
-    assert "Recorded: pass." in notice and "No other spot check is waiting for you." in notice
+    assert "Pass recorded." in notice and "No other spot check is waiting for you." in notice
     assert "Spot-check verdict" in page.inner_text("#spot-check")
     spot.refresh_from_db()
     assert spot.verdict == Verdict.PASS

@@ -18,7 +18,13 @@ import {
   voxelCountsTable,
   withSlice,
 } from "../panels/reviewParts";
-import { reviewCard, verdictForm, VisibleTime, type ScanBounds } from "../panels/verdictForm";
+import {
+  recordedWords,
+  reviewCard,
+  verdictForm,
+  VisibleTime,
+  type ScanBounds,
+} from "../panels/verdictForm";
 
 const checkViewerUrl = (c: { id: number; campaign: { id: number }; scan_id: number }) =>
   viewerUrl(c.campaign.id, c.scan_id, { check: c.id });
@@ -222,7 +228,7 @@ function renderCheck(
           const next = (await qcApi.checks().catch(() => [])).find((c) => c.id !== decided.id);
           root.prepend(
             recordedNotice(
-              `Recorded: ${decided.verdict}${decided.findings.length ? ` with ${decided.findings.length} finding(s)` : ""}. `,
+              `${recordedWords(decided.verdict, decided.findings.length, !decided.other)}. `,
               next ? { href: checkPageUrl(next.id), label: "Next check" } : null,
               "No other check is waiting for you.",
             ),

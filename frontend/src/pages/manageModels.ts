@@ -79,6 +79,16 @@ function exportStatusCell(e: DatasetExport, refresh: () => void): Node {
   return view.root;
 }
 
+/** The zip's size (what the download is); an export published before it was counted says so. */
+function downloadSize(e: DatasetExport): HTMLElement | string {
+  const unpacked = e.summary?.bytes;
+  if (e.archive_bytes !== null && e.archive_bytes !== undefined) {
+    const title = unpacked !== undefined ? `${bytes(unpacked)} unpacked` : "";
+    return el("span", { className: "download-size", title }, bytes(e.archive_bytes));
+  }
+  return unpacked !== undefined ? `${bytes(unpacked)} unpacked` : "—";
+}
+
 async function loadExports(): Promise<void> {
   const root = byId("exports");
   exportWatches.forEach((w) => w.stop());
@@ -93,13 +103,13 @@ async function loadExports(): Promise<void> {
     root.replaceChildren(
       table(
         "Dataset exports, newest first",
-        // summary.bytes is the files' size unpacked; the zip download is smaller (compressed).
-        ["Version", "Status", "Content", "Size unpacked", "SHA-256", "Made by", "Download"],
+        // What the person downloads is the zip: its size, with the unpacked size as a tooltip.
+        ["Version", "Status", "Content", "Download size", "SHA-256", "Made by", "Download"],
         rows.map((e) => [
           e.version ? `v${e.version}` : `job ${e.id}`,
           exportStatusCell(e, () => void loadExports()),
           splitsText(e),
-          bytes(e.summary?.bytes),
+          downloadSize(e),
           e.content_sha256
             ? el("code", { title: e.content_sha256 }, e.content_sha256.slice(0, 12))
             : "—",

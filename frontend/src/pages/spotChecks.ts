@@ -17,7 +17,13 @@ import {
   viewerUrl,
   withSlice,
 } from "../panels/reviewParts";
-import { reviewCard, verdictForm, VisibleTime, type ScanBounds } from "../panels/verdictForm";
+import {
+  recordedWords,
+  reviewCard,
+  verdictForm,
+  VisibleTime,
+  type ScanBounds,
+} from "../panels/verdictForm";
 
 const spotViewerUrl = (s: SpotCheckDetail) =>
   viewerUrl(s.campaign.id, s.scan_id, { spot_check: s.id });
@@ -147,7 +153,7 @@ function renderSpotCheck(
           const next = (await qcApi.spotChecks().catch(() => [])).find((s) => s.id !== decided.id);
           root.prepend(
             recordedNotice(
-              `Recorded: ${decided.verdict}. `,
+              `${recordedWords(decided.verdict, decided.findings.length)}. `,
               next ? { href: spotPageUrl(next.id), label: "Next spot check" } : null,
               "No other spot check is waiting for you.",
             ),

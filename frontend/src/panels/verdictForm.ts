@@ -8,6 +8,7 @@ import {
   type FindingKind,
   type VerdictIn,
 } from "../api/qc";
+import { confirmOnce } from "./confirm";
 import { badge, DASH, el, say, when } from "./dom";
 import { sliceNumber, sliceWords, sliceZ, type SliceGeometry } from "./slices";
 
@@ -227,6 +228,20 @@ function readFinding(row: HTMLLIElement, index: number, bounds: ScanBounds | nul
   return { slice: bounds ? sliceZ(n!, bounds) : n, position: [x!, y!], kind, text };
 }
 
+function findingsCount(n: number): string {
+  return `${n} finding${n === 1 ? "" : "s"}`;
+}
+
+/** What a recorded verdict did, in the viewer's words: "Fail recorded — sent back with 1 finding".
+ * `pendingOther`: a check whose round waits for the other checker (nothing goes back yet). */
+export function recordedWords(verdict: string, findings: number, pendingOther = false): string {
+  if (verdict === "pass") return "Pass recorded";
+  const back = `sent back with ${findingsCount(findings)}`;
+  return pendingOther
+    ? `Fail recorded — ${back} once the other checker's verdict is in`
+    : `Fail recorded — ${back}`;
+}
+
 export interface VerdictFormOptions {
   bounds: ScanBounds | null;
   /** Heading of the form, e.g. "Your verdict on revision 2". */
@@ -324,6 +339,22 @@ export function verdictForm(options: VerdictFormOptions): HTMLFormElement {
     if (verdict === "fail" && !findings.length) {
       say(notice, "A fail needs at least one finding saying what to fix, and where.", "error");
       add.focus();
+      return;
+    }
+    // Asked once, in the viewer's words (panels/review.ts): a recorded verdict cannot be changed.
+    const what =
+      verdict === "pass"
+        ? "Pass: the annotation is right as it is"
+        : `Fail: send it back with ${findingsCount(findings.length)}`;
+    notice.hidden = true;
+    if (
+      !(await confirmOnce(
+        submit,
+        `${what}? A recorded verdict cannot be changed.`,
+        `Record ${verdict}`,
+      ))
+    ) {
+      submit.focus();
       return;
     }
     say(notice, "Recording your verdict…");
