@@ -8,8 +8,8 @@ import numpy as np
 
 from demo.phantoms.anatomy import build_anatomy, draw_body
 from demo.phantoms.blobs import add_lesions
-from demo.phantoms.scanner import render_plain
-from demo.phantoms.shapes import Grid, Vec3
+from demo.phantoms.scanner import ScannerStyle, render_plain
+from demo.phantoms.shapes import Body, Grid, Vec3
 from demo.phantoms.tissues import LEFT_LUNG
 
 
@@ -22,6 +22,7 @@ class Phantom:
     lungs: np.ndarray  # uint8: 0 outside, 1 right lung, 2 left lung (vessels and lesions included)
     spacing: Vec3  # mm: (column spacing x, row spacing y, slice spacing z)
     origin: Vec3  # mm: patient position (LPS) of voxel [0, 0, 0]
+    style: ScannerStyle | None = None  # the scanner style it was rendered with (None: plain)
 
 
 def make_phantom(
@@ -50,21 +51,44 @@ def make_phantom(
     body = draw_body(rng_anat)
     if spacing is None:
         pixel = max(2 * body.a / (0.8 * cols), (body.b_ant + body.b_post) / (0.75 * rows))
-        spacing = (round(pixel, 4), round(pixel, 4), round(float(np.clip(320 / slices, 0.625, 5.0)), 4))
-    sx, sy, sz = (float(v) for v in spacing)
-    # The body's centre line sits in the middle column and a little above the middle row, so the
-    # couch fits underneath.
-    x = (np.arange(cols, dtype=np.float32) - (cols - 1) / 2) * sx
-    y = (np.arange(rows, dtype=np.float32) - rows * 0.5) * sy + (body.b_post - body.b_ant) / 2 + 8
-    z = np.arange(slices, dtype=np.float32) * sz
-    grid = Grid(x, y, z, z / max(z[-1], 1e-3), np.array([sz, sy, sx], dtype=np.float32))
-
+        spacing = (round(pixel, 4), round(pixel, 4), default_slice_step(slices))
+    grid = phantom_grid(body, (slices, rows, cols), spacing)
     label = build_anatomy(grid, body, rng_anat)
     lesion_offsets = add_lesions(label, grid, rng_les, lesions)
     hu, lesion_mask, lung_mask = render_plain(label, rng_noise)
     for where, mask, offset in lesion_offsets:
         hu[where][mask] += offset
+    return assemble(grid, spacing, hu, lesion_mask, lung_mask)
+
+
+def default_slice_step(slices: int) -> float:
+    """Slices spaced so the scan spans ~320 mm (0.625–5 mm)."""
+    return round(float(np.clip(320 / slices, 0.625, 5.0)), 4)
+
+
+def phantom_grid(body: Body, shape: tuple[int, int, int], spacing: tuple[float, float, float]) -> Grid:
+    """Voxel centres in mm. The body's centre line sits in the middle column and a little above
+    the middle row, so the couch fits underneath."""
+    slices, rows, cols = shape
+    sx, sy, sz = (float(v) for v in spacing)
+    x = (np.arange(cols, dtype=np.float32) - (cols - 1) / 2) * sx
+    y = (np.arange(rows, dtype=np.float32) - rows * 0.5) * sy + (body.b_post - body.b_ant) / 2 + 8
+    z = np.arange(slices, dtype=np.float32) * sz
+    return Grid(x, y, z, z / max(z[-1], 1e-3), np.array([sz, sy, sx], dtype=np.float32))
+
+
+def assemble(
+    grid: Grid,
+    spacing: tuple[float, float, float],
+    hu: np.ndarray,
+    lesions: np.ndarray,
+    lungs: np.ndarray,
+    style: ScannerStyle | None = None,
+) -> Phantom:
+    """The Phantom of rendered arrays: lungs split by side, the origin placed."""
     # The mediastinal strip keeps each lung on its own side of the midline.
-    lung_mask[:, :, int(np.searchsorted(x, 0)) :] *= LEFT_LUNG
-    origin = (round(float(x[0]), 3), round(float(y[0]), 3), round(-float(z[-1]) - 60.0, 3))
-    return Phantom(hu, lesion_mask, lung_mask, (sx, sy, sz), origin)
+    lungs[:, :, int(np.searchsorted(grid.x, 0)) :] *= LEFT_LUNG
+    x0, y0, z_top = float(grid.x[0]), float(grid.y[0]), float(grid.z[-1])
+    origin = (round(x0, 3), round(y0, 3), round(-z_top - 60.0, 3))
+    sx, sy, sz = (float(v) for v in spacing)
+    return Phantom(hu, lesions, lungs, (sx, sy, sz), origin, style)

@@ -19,6 +19,9 @@ RIGHT_LUNG, LEFT_LUNG = 1, 2
 T_PAD, T_AIR, T_TABLE, T_FAT, T_MUSCLE, T_MEDFAT, T_ABDOMEN, T_LUNG = range(8)
 T_SOFT, T_BONE, T_MARROW, T_DISC, T_CSF, T_AIRWAY, T_VESSEL, T_VESSEL_EDGE = range(8, 16)
 T_GGO, T_CONS = 16, 17
+# The disease patterns' own textures (lesions.py). Incidental findings of a scan without
+# infection sit in the lung mask but not in the lesion mask: a model must learn they are no lesion.
+T_CRAZY, T_BRONCHOGRAM, T_BUD, T_NODULE, T_ATELECTASIS, T_EMPHYSEMA = range(18, 24)
 TISSUES: dict[int, tuple[float, float, int, int]] = {
     T_PAD: (-1024, 0, 0, 0),  # outside the reconstruction circle: scanners write a flat minimum
     T_AIR: (-1000, 15, 0, 0),
@@ -38,7 +41,16 @@ TISSUES: dict[int, tuple[float, float, int, int]] = {
     T_VESSEL_EDGE: (-420, 30, 1, 0),  # partial-volume rim, so vessels are not hard-edged
     T_GGO: (-600, 38, 1, GGO),
     T_CONS: (-100, 25, 1, CONSOLIDATION),
+    T_CRAZY: (-330, 40, 1, GGO),  # thickened septa inside ground glass: "crazy paving"
+    T_BRONCHOGRAM: (-920, 20, 1, CONSOLIDATION),  # air-filled bronchus inside a consolidation
+    T_BUD: (-180, 35, 1, CONSOLIDATION),  # tree-in-bud: small centrilobular nodules, partial volume
+    T_NODULE: (30, 20, 1, 0),  # incidental solid nodule
+    T_ATELECTASIS: (-40, 25, 1, 0),  # plate-like atelectasis: collapsed, not infected lung
+    T_EMPHYSEMA: (-975, 15, 1, 0),  # centrilobular emphysema: lung destroyed to air
 }
+
+# The CT noise (HU) already folded into each sigma above; a scanner style replaces it with its own.
+REFERENCE_NOISE_HU = 15.0
 
 
 NOISE_BITS = 11  # tissue label (< 32) and noise draw share one uint16 index into HU_TABLE
@@ -51,19 +63,25 @@ def _lut(column: int) -> np.ndarray:
     return table
 
 
-def _hu_table() -> np.ndarray:
+def hu_table(noise_hu: float | None = None, dtype: type = np.int16) -> np.ndarray:
     """HU for every (tissue, noise draw) pair: mean + sigma × one of 2048 equally likely standard
     normal quantiles. One table look-up per voxel then gives a noisy HU directly, several times
-    faster than drawing float noise and scaling it per tissue (Gaussian up to ±3.3 sigma)."""
+    faster than drawing float noise and scaling it per tissue (Gaussian up to ±3.3 sigma).
+
+    `noise_hu` swaps the reference CT noise inside each sigma for another (texture kept)."""
     levels = 1 << NOISE_BITS
     quantiles = ndtri((np.arange(levels) + 0.5) / levels)
-    table = np.zeros((32, levels), dtype=np.int16)
+    table = np.zeros((32, levels), dtype=dtype)
     for label, (mean, sigma, _, _) in TISSUES.items():
-        table[label] = np.clip(np.rint(mean + sigma * quantiles), -1024, 3071)
+        if noise_hu is not None and sigma > 0:
+            texture2 = max(sigma**2 - REFERENCE_NOISE_HU**2, 0.0)
+            sigma = float(np.sqrt(texture2 + noise_hu**2))
+        values = mean + sigma * quantiles
+        table[label] = np.clip(np.rint(values), -1024, 3071) if dtype == np.int16 else values
     return table.ravel()
 
 
-HU_TABLE = _hu_table()
+HU_TABLE = hu_table()
 LUNG_LUT, LESION_LUT = _lut(2), _lut(3)
 
 

@@ -10,7 +10,7 @@ from demo.phantoms.tissues import T_AIRWAY, T_LUNG, T_MEDFAT, T_SOFT, T_VESSEL, 
 _VESSEL_TARGETS = 1200  # points per lung the vessel tree must reach
 
 
-def _tree(
+def branching_tree(
     rng: np.random.Generator,
     start: np.ndarray,
     directions: list[np.ndarray],
@@ -59,7 +59,7 @@ def add_airways(label: np.ndarray, grid: Grid, b: Body, rng: np.random.Generator
         carina, hilum = _hilum(b, grid, side)
         airway_layers = [(2.0, T_SOFT), (0.0, T_AIRWAY)]
         tube(label, grid, tuple(carina), tuple(hilum), 7.5, 6.0, airway_layers, {T_MEDFAT, T_LUNG})
-        for p0, p1, r0, r1 in _tree(rng, hilum, _lobar_directions(side), 0.12 * b.ac, 4.0, 1):
+        for p0, p1, r0, r1 in branching_tree(rng, hilum, _lobar_directions(side), 0.12 * b.ac, 4.0, 1):
             tube(
                 label,
                 grid,
