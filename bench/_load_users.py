@@ -41,14 +41,15 @@ EDITABLE = {"not_started", "in_progress", "needs_revision"}
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 DIAGNOSES = ["COVID-19", "other pulmonary infection", "no imaging signs of infection"]
 
-timings: dict[str, list[float]] = {}
+# Per group: [seconds since the start, milliseconds] of every successful request.
+timings: dict[str, list[list[float]]] = {}
 failures: list[str] = []
 saves_log = (WORK / "saves.jsonl").open("w")
 started = time.monotonic()
 
 
 def record(group: str, ms: float) -> None:
-    timings.setdefault(group, []).append(ms)
+    timings.setdefault(group, []).append([round(time.monotonic() - started, 2), round(ms, 2)])
 
 
 def think(low: float, high: float) -> None:
@@ -116,7 +117,8 @@ class Person(FastHttpUser):
         with self.client.request(method, path, name=group, data=data, headers=h, catch_response=True) as r:
             ms = (time.perf_counter() - t0) * 1000
             if r.status_code not in ok:
-                reason = f"{method} {path} -> {r.status_code} {(r.text or '')[:200]}"
+                error = getattr(r, "error", None) or r.request_meta.get("exception")
+                reason = f"{method} {path} -> {r.status_code} {(r.text or '')[:200]} {error or ''}".strip()
                 r.failure(reason)
                 failures.append(reason)
                 return None
@@ -370,8 +372,8 @@ def main() -> None:
     env = Environment(user_classes=[Annotator, Checker, Senior, Manager], events=events, host=HOST)
     runner = env.create_local_runner()
     users = Annotator.fixed_count + Checker.fixed_count + Senior.fixed_count + Manager.fixed_count
-    # Everyone arrives within ten seconds, as a shift does; never all in the same instant.
-    runner.start(users, spawn_rate=users / 10)
+    # Everyone arrives within half a minute, as a shift does; never all in the same instant.
+    runner.start(users, spawn_rate=users / 30)
     gevent.spawn_later(SECONDS, runner.quit)
     runner.greenlet.join()
     saves_log.close()

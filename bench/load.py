@@ -14,7 +14,9 @@ open_scan, verdict, board, and the other calls), revisions_expected, revisions_s
 Goals: errors 0, lost 0, grow p95 <= 150 ms, save p95 <= 300 ms on 2 cores.
 
 Environment (for development): CURATECT_LOAD_SECONDS (default 300), CURATECT_LOAD_SCANS_PER_ANNOTATOR
-(default 2), CURATECT_LOAD_SLICES (default 200), CURATECT_LOAD_KEEP=1 keeps the work folder (logs).
+(default 2), CURATECT_LOAD_SLICES (default 200), CURATECT_LOAD_KEEP=1 keeps the work folder (logs),
+CURATECT_LOAD_PROFILE=1 samples the gunicorn worker's stacks (bench/_load_gunicorn.py) and adds the
+top frames to the JSON.
 Everything it starts is stopped however it ends.
 """
 
@@ -142,10 +144,17 @@ class Stack:
                 "gunicorn",
                 "platform_core.wsgi:application",
                 f"--bind=127.0.0.1:{self.port}",
+                f"--config={BENCH / '_load_gunicorn.py'}",
+                # Not the default ~/.gunicorn/gunicorn.ctl: other gunicorns of this user share it.
+                "--no-control-socket",
                 "--workers=1",
                 "--worker-class=gthread",
                 "--threads=8",
                 "--timeout=120",
+                # Longer than any person's pause between two requests (nginx's default): with
+                # gunicorn's 2 s, a save sent on a connection the server was closing failed
+                # (a POST is never retried by the client).
+                "--keep-alive=75",
                 "--graceful-timeout=30",
             ],
         )
@@ -219,7 +228,15 @@ def _inner() -> None:
         CURATECT_LOAD_SCANS_PER_ANNOTATOR=str(per_annotator),
         CURATECT_LOAD_SLICES=str(slices),
     )
+    if os.environ.get("CURATECT_LOAD_PROFILE") == "1":
+        env["CURATECT_LOAD_PROFILE"] = str(work / "gunicorn-profile.json")
+    # One scan per annotator warm in the web process, with a quarter to spare: the volume for
+    # region growing, the head labels for box saves (platform_core/settings.py says why).
+    warm_scans = int(CAST["annotator"] * 1.25)
+    env["CURATECT_VOLUME_CACHE_BYTES"] = str(warm_scans * slices * 512 * 512 * 2)
+    env["CURATECT_LABEL_CACHE_BYTES"] = str(warm_scans * slices * 512 * 512)
     stack = Stack(work, env)
+    result: dict | None = None
     try:
         _run([sys.executable, "manage.py", "migrate", "--noinput"], env, "migrate", 600)
         stack.start_all()
@@ -238,6 +255,12 @@ def _inner() -> None:
         result = _result(work, per_annotator, slices, seed_s)
     finally:
         stack.stop()
+        profile = work / "gunicorn-profile.json"
+        if profile.exists() and result is not None:
+            top = json.loads(profile.read_text())
+            result["profile_self_top"] = top["self"][:12]
+            result["profile_inclusive_top"] = top["inclusive"][:25]
+            result["profile_busy_samples"] = top["busy"]
         if os.environ.get("CURATECT_LOAD_KEEP") == "1":
             print(f">> kept {work}", file=sys.stderr)
         else:
@@ -249,7 +272,10 @@ def _result(work: Path, per_annotator: int, slices: int, seed_s: float) -> dict:
     driver = json.loads((work / "driver.json").read_text())
     verified = json.loads((work / "verify.json").read_text())
     plan = json.loads((work / "plan.json").read_text())
-    timings: dict[str, list[float]] = driver["timings"]
+    samples: dict[str, list[list[float]]] = driver["timings"]
+    timings = {g: [ms for _, ms in rows] for g, rows in samples.items()}
+    # After the first minute: the shift has arrived and every first scan is open.
+    steady = {g: [ms for t, ms in rows if t >= 60] for g, rows in samples.items()}
     groups = list(GROUPS) + sorted(set(timings) - set(GROUPS))
     return {
         "users": driver["users"],
@@ -258,6 +284,7 @@ def _result(work: Path, per_annotator: int, slices: int, seed_s: float) -> dict:
         "p50_ms": {g: _percentile(timings.get(g, []), 50) for g in groups},
         "p95_ms": {g: _percentile(timings.get(g, []), 95) for g in groups},
         "counts": {g: len(timings.get(g, [])) for g in groups},
+        "p95_ms_after_first_minute": {g: _percentile(steady.get(g, []), 95) for g in GROUPS},
         "revisions_expected": verified["revisions_expected"],
         "revisions_stored": verified["revisions_stored"],
         "lost": verified["lost"],

@@ -354,6 +354,11 @@ CURATECT_MIN_TEST_CASES = env_int("CURATECT_MIN_TEST_CASES", 5)
 CURATECT_LOBE_MODEL = os.environ.get("CURATECT_LOBE_MODEL", "").strip()
 # Bytes of decoded volumes kept warm per process for region growing and pre-segmentation.
 VOLUME_CACHE_BYTES = env_int("CURATECT_VOLUME_CACHE_BYTES", 1024**3)
+# Bytes of head label volumes kept decoded per process, so a box save edits the warm head
+# instead of decoding it (annotation/storage.py). Both caches should hold one scan per annotator
+# at work at once (a 512×512×200 scan: 105 MB of HU, 52 MB of labels), or every click and save
+# of a busy reading room misses (bench/load.py measured it).
+LABEL_CACHE_BYTES = env_int("CURATECT_LABEL_CACHE_BYTES", 512 * 1024**2)
 # Key for the keyed hashes that remap UIDs and pick per-patient date shifts. Changing it
 # breaks the "same patient, same pseudonym" promise, so production must set and keep it.
 PSEUDONYM_KEY = os.environ.get("CURATECT_PSEUDONYM_KEY", SECRET_KEY)

@@ -31,9 +31,10 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from core.jobs.services import job_claim, job_fail, job_finish, job_progress
-from core.models import Campaign, Institution, User
+from core.models import Campaign, Institution, Scan, User
 from core.services.audit import audit_record
 from imaging import pseudonymise as pseudo
+from imaging.dicomweb.wado import series_metadata_bytes
 from imaging.ingest.collect import ArchiveRejected, collect
 from imaging.ingest.reader import SliceRecord, prepare_or_reason
 from imaging.ingest.series import SeriesRejected, sort_and_check
@@ -381,7 +382,21 @@ def import_job_run(job: ImportJob, progress: Progress | None = None, *, worker: 
         }
     finally:
         upload_remove(job)
-    return _job_finish(job, status, data, incomplete)
+    finished = _job_finish(job, status, data, incomplete)
+    _warm_series_metadata(data.get("scans_created", []))
+    return finished
+
+
+def _warm_series_metadata(scan_ids: list[int]) -> None:
+    """Build the viewer's DICOM JSON of the new scans here, in the worker, not at their first
+    opening in the web process: parsing 200 headers took about a second of the web process per
+    scan, and a reading room opens twenty at once (bench/load.py). Best effort: a scan whose JSON
+    is not built here is built on first opening, as before."""
+    for scan in Scan.objects.filter(pk__in=scan_ids):
+        try:
+            series_metadata_bytes(scan)
+        except Exception:  # a cache, never a reason to fail an import that is already done
+            logger.warning("could not build the DICOM JSON of scan %s", scan.pk, exc_info=True)
 
 
 def _job_finish(job: ImportJob, status: str, data: dict, incomplete: bool) -> ImportJob:
