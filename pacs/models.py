@@ -181,6 +181,10 @@ class PacsSend(Job):
     }
     job_done_status = Status.SENT
     job_audit_action = "pacs_send"
+    job_lost_reason = (
+        "the worker sending it stopped (crash or restart) before the PACS acknowledged the SEG; the PACS "
+        "may or may not hold it: check there, then send again"
+    )
     job_task = "modelassist.pacs_send.send_run"
     job_reason_field = "detail"
 

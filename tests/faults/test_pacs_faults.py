@@ -169,3 +169,63 @@ def test_worker_killed_during_a_pacs_pull(
         f"killed at progress {point:.2f}; pull failed ({DEAD_WORKER[:40]}...); studies "
         + ", ".join(s.status for s in studies),
     )
+
+
+def test_worker_killed_during_a_seg_send(
+    cast, tmp_path, orthanc, remote, start_worker, fault_broker, storage_intact
+):
+    import numpy as np
+    import pydicom
+
+    from core.models import Scan
+    from pacs import pulls, services
+    from pacs.models import PacsSend
+    from pacs.tasks import pull_run
+    from tests.faults.test_worker_faults import _settled, _swept
+    from tests.pacs.test_remote_pacs import curate, segs_in_orthanc
+
+    # Given a scan pulled from the PACS (in this process) with curated labels on every slice
+    folder = make_series(tmp_path / "pacs", slices=80, size=128, seed=40, patient="MRN-0")
+    orthanc.upload(folder)
+    uid = pydicom.dcmread(next(folder.rglob("*.dcm")), stop_before_pixels=True).StudyInstanceUID
+
+    pull_run.apply(args=[pulls.pull_start(actor=cast.manager, remote=remote, study_uids=[uid]).pk]).get()
+    scan = Scan.objects.get()
+    labels = np.zeros(scan.shape, dtype=np.uint8)
+    labels[:, 30:70, 30:70] = 1
+    labels[:, 80:100, 60:90] = 2
+    curate(cast, scan, labels)
+    worker = start_worker()
+    delay = harness.kill_point("seg-send", 0.0, 0.4)
+    with fault_broker():
+        # When the worker is killed while it builds or sends the SEG, and comes back
+        send = services.send_request(actor=cast.manager, scan=scan)
+
+        def running():
+            status = PacsSend.objects.values_list("status", flat=True).get(pk=send.pk)
+            assert status in ("queued", "running"), (
+                f"the send ended ({status}) before the kill: make it bigger"
+            )
+            return status == "running"
+
+        harness.wait_for(running, 120, "the send to start", every=0.01)
+        harness.time.sleep(delay)
+        assert PacsSend.objects.get(pk=send.pk).status == "running", "the send ended before the kill"
+        worker.kill()
+        worker.start()
+        lost = _settled(PacsSend, send.pk, ended=("sent", "failed"))
+
+        # Then the send fails with the reason (the PACS may have its SEG: a person decides), and
+        # sending again reaches the PACS
+        again = services.send_request(actor=cast.manager, scan=scan)
+        retried = _settled(PacsSend, again.pk, ended=("sent", "failed"))
+    assert lost.status == "failed" and lost.detail == PacsSend.job_lost_reason, lost.detail
+    assert _swept(worker, "pacs_send", [send.pk])
+    assert retried.status == "sent", retried.detail
+    segs = segs_in_orthanc(orthanc)
+    assert retried.seg_sop_uid in {str(s.SOPInstanceUID) for s in segs}
+    storage_intact(
+        "worker SIGKILL during a SEG send",
+        f"killed {delay:.2f}s into the send; it failed ({lost.detail[:60]}...); sent again: sent, "
+        f"the PACS holds {len(segs)} SEG(s)",
+    )
