@@ -5,6 +5,8 @@ The `pacs` app's tables keep the names they had inside the core app (no data mov
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.db import models
 
 from core import sealing
@@ -111,6 +113,8 @@ class PulledStudy(Job):
     }
     job_audit_action = "pacs_pull_study"
     job_reason_field = "detail"
+    # It runs inside its pull (pacs.tasks.pull_run, hard limit 6 h 2 min), not as a task of its own.
+    job_max_running = timedelta(hours=6, minutes=3)
 
     class Meta:
         db_table = "platform_core_pulledstudy"

@@ -9,6 +9,7 @@ apps above it.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from django.apps import apps
@@ -58,6 +59,10 @@ class Job(models.Model):
     job_requeue_on_restart: ClassVar[bool] = False
     job_task: ClassVar[str] = ""  # Celery task name, sent with job_task_args() on re-queue
     job_lost_reason: ClassVar[str] = LOST_WORKER
+    # How long a run may last at most; one running longer on any node is lost (its node was
+    # replaced under another name, or the hard time limit killed it without a word). None: the
+    # hard time limit of `job_task`, or no limit when the kind has no task of its own.
+    job_max_running: ClassVar[timedelta | None] = None
     # Where the reason of a failure goes (a kind may keep its own field name, e.g. "detail").
     job_reason_field: ClassVar[str] = "error"
 

@@ -207,14 +207,21 @@ def job_requeue(
 
 def jobs_sweep(hostname: str, kinds: Iterable[type[Job]] | None = None) -> dict[str, int]:
     """At worker start: a node that is starting runs nothing yet, so jobs still marked running
-    by it are orphans of its previous life (killed, out of memory, host restarted). Kinds that
-    are safe to run again are re-queued and their task sent again; the others fail with the
-    reason that the worker stopped."""
+    by it are orphans of its previous life (killed, out of memory, host restarted). So are
+    jobs of any node that have been running longer than their kind may run (job_max_running):
+    their node came back under another name, or never. Kinds that are safe to run again are
+    re-queued and their task sent again; the others fail with the reason that the worker
+    stopped."""
     counts = {"requeued": 0, "failed": 0}
     if not hostname:
         return counts
+    now = timezone.now()
     for kind in kinds if kinds is not None else job_kinds():
-        for job in kind._default_manager.filter(status=RUNNING, worker=hostname):
+        lost = Q(worker=hostname)
+        limit = job_max_running(kind)
+        if limit is not None:  # and any node's run older than the longest a run may last
+            lost |= Q(started_at__lt=now - limit)
+        for job in kind._default_manager.filter(lost, status=RUNNING):
             if kind.job_requeue_on_restart and _sweep_requeue(job, hostname):
                 counts["requeued"] += 1
             elif not kind.job_requeue_on_restart and job_fail(
@@ -230,6 +237,22 @@ def jobs_sweep(hostname: str, kinds: Iterable[type[Job]] | None = None) -> dict[
             "job sweep on %s: %d re-queued, %d failed", hostname, counts["requeued"], counts["failed"]
         )
     return counts
+
+
+def job_max_running(kind: type[Job]) -> timedelta | None:
+    """The longest a run of `kind` may last: its own setting, else its task's hard time limit
+    (past it, the pool has killed the task), plus a minute of slack."""
+    if kind.job_max_running is not None:
+        return kind.job_max_running
+    if not kind.job_task:
+        return None
+    from platform_core.celery import task_named
+
+    try:
+        limit = task_named(kind.job_task).time_limit
+    except KeyError:  # the task's module is not installed here
+        return None
+    return timedelta(seconds=limit + 60) if limit else None
 
 
 def _sweep_requeue(job: Job, hostname: str) -> bool:

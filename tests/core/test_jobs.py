@@ -155,7 +155,7 @@ def test_the_sweep_requeues_or_fails_what_a_dead_worker_left_running(
     assert len(sent) == 3
     # Not safe (raw files swept, a PACS that may have received the SEG): failed, with why.
     assert fresh["import"].status == "failed" and fresh["import"].report["error"] == DEAD_WORKER
-    assert fresh["send"].status == "failed" and fresh["send"].detail == LOST_WORKER
+    assert fresh["send"].status == "failed" and fresh["send"].detail == PacsSend.job_lost_reason
     assert fresh["pulled"].status == "failed" and fresh["pulled"].detail == LOST_WORKER
     assert AuditEvent.objects.filter(
         action="import", object_id=str(fresh["import"].pk), to_state="failed"
