@@ -6,7 +6,13 @@ cstore_per_s: a phantom CT series sent by C-STORE (dcmtk's storescu, else pynetd
 wado_pull_per_s: the same kind of series pulled from a real Orthanc by WADO-RS through a pull job,
   from the job's start until the scan exists (retrieve, spool, ingest); wado_retrieve_per_s is
   the retrieval alone.
+orthanc_cstore_per_s: the same series sent the same way into a real Orthanc (Debian's, on loopback,
+  SQLite index, a throwaway storage folder) in the same run, right after CurateCT got it: the PACS
+  beside us. cstore_ratio_to_orthanc is cstore_per_s / orthanc_cstore_per_s (each series' own
+  pair in cstore_ratio_runs): on a shared machine the ratio of one run means more than either rate.
 Each is the median of three series (cstore_runs_per_s and wado_pull_runs_per_s list all three).
+Every DCMTK process (storescu, Orthanc) runs with TCP_NODELAY=1: without it DCMTK leaves Nagle's
+algorithm on and delayed ACKs cap each near 22 instances/s on loopback.
 *_cpu_ms_per_instance: CPU of every process involved (sender or Orthanc, listener, its workers)
   per instance — what the rate would be limited by on a machine with free cores.
 
@@ -16,6 +22,7 @@ Prints JSON on its last line. Options: --slices N --size PX --quiet-seconds S.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -30,6 +37,21 @@ from pathlib import Path
 import _django
 
 RUNS = 3
+
+
+def _dcmtk_env() -> dict[str, str]:
+    """DCMTK (storescu, and Orthanc, built on it) disables Nagle's algorithm only when asked."""
+    return {**os.environ, "TCP_NODELAY": "1"}
+
+
+def _storescu(folder: Path, port: int, called: str) -> None:
+    subprocess.run(
+        ["storescu", "-aet", "BENCH", "-aec", called, "+sd", "127.0.0.1", str(port), str(folder)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+        env=_dcmtk_env(),
+    )
 
 
 def _free_port() -> int:
@@ -84,22 +106,7 @@ def bench_cstore(folder: Path, n: int, quiet: float, inst) -> dict:
         t0 = time.perf_counter()
         if shutil.which("storescu"):
             sender = "storescu"
-            subprocess.run(
-                [
-                    "storescu",
-                    "-aet",
-                    "BENCH",
-                    "-aec",
-                    "CURATECT",
-                    "+sd",
-                    "127.0.0.1",
-                    str(receiver.port),
-                    str(folder),
-                ],
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
+            _storescu(folder, receiver.port, "CURATECT")
         else:
             sender = "pynetdicom"
             _send_pynetdicom(folder, receiver.port)
@@ -138,15 +145,10 @@ def _send_pynetdicom(folder: Path, port: int) -> None:
     assoc.release()
 
 
-def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
-    """Each folder's series stored into one Orthanc, then pulled one pull job at a time."""
-    import pydicom
-    import requests
-
-    from core.models import Scan
-    from pacs import pulls
-    from pacs.models import RemotePacs
-
+@contextlib.contextmanager
+def _orthanc():
+    """A throwaway Orthanc on loopback: yields (HTTP URL, DICOM port, pid); stopped and its
+    storage removed on the way out."""
     root = Path(tempfile.mkdtemp(prefix="curatect-orthanc-"))
     http, dimse = _free_port(), _free_port()
     (root / "orthanc.json").write_text(
@@ -156,6 +158,9 @@ def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
                 "IndexDirectory": str(root / "db"),
                 "HttpPort": http,
                 "DicomPort": dimse,
+                "DicomAet": "ORTHANC",
+                "DicomServerEnabled": True,
+                "DicomAlwaysAllowStore": True,
                 "RemoteAccessAllowed": False,
                 "AuthenticationEnabled": False,
                 "Plugins": ["/usr/share/orthanc/plugins/libOrthancDicomWeb.so"],
@@ -165,11 +170,44 @@ def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
     )
     with open(root / "orthanc.log", "wb") as log:
         orthanc = subprocess.Popen(
-            ["Orthanc", str(root / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT
+            ["Orthanc", str(root / "orthanc.json")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=_dcmtk_env(),
         )
     try:
         url = f"http://127.0.0.1:{http}"
         _wait(lambda: _up(url), 30, "Orthanc")
+        yield url, dimse, orthanc.pid
+    finally:
+        orthanc.terminate()
+        orthanc.wait(30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bench_orthanc_cstore(folder: Path, n: int, dimse: int, url: str) -> float:
+    """Instances per second into Orthanc: storescu returns once Orthanc answered the last
+    C-STORE, and Orthanc answers once the instance is stored and indexed."""
+    import requests
+
+    t0 = time.perf_counter()
+    _storescu(folder, dimse, "ORTHANC")
+    elapsed = time.perf_counter() - t0
+    stored = requests.get(f"{url}/statistics", timeout=10).json()["CountInstances"]
+    assert stored >= n, f"Orthanc holds {stored} instances, expected at least {n}"
+    return round(n / elapsed, 1)
+
+
+def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
+    """Each folder's series stored into one Orthanc, then pulled one pull job at a time."""
+    import pydicom
+    import requests
+
+    from core.models import Scan
+    from pacs import pulls
+    from pacs.models import RemotePacs
+
+    with _orthanc() as (url, _dimse, pid):
         study_uids = []
         for folder in folders:
             for path in sorted(folder.rglob("*.dcm")):
@@ -177,11 +215,7 @@ def bench_pull(folders: list[Path], n: int, inst, manager) -> list[dict]:
             first = next(folder.rglob("*.dcm"))
             study_uids.append(pydicom.dcmread(first, stop_before_pixels=True).StudyInstanceUID)
         remote = RemotePacs.objects.create(institution=inst, name="bench", dicomweb_url=f"{url}/dicom-web")
-        return [_pull_one(pulls, Scan, remote, manager, uid, n, orthanc.pid) for uid in study_uids]
-    finally:
-        orthanc.terminate()
-        orthanc.wait(30)
-        shutil.rmtree(root, ignore_errors=True)
+        return [_pull_one(pulls, Scan, remote, manager, uid, n, pid) for uid in study_uids]
 
 
 def _pull_one(pulls, Scan, remote, manager, study_uid: str, n: int, orthanc_pid: int) -> dict:
@@ -254,11 +288,38 @@ def main() -> None:
             return folder
 
         runs = []
-        for i in range(RUNS):
-            folder = series("a", i)
-            runs.append(bench_cstore(folder, args.slices, args.quiet_seconds, inst))
-            shutil.rmtree(folder, ignore_errors=True)
+        with contextlib.ExitStack() as stack:
+            orthanc = None
+            if shutil.which("Orthanc") and shutil.which("storescu"):
+                orthanc = stack.enter_context(_orthanc())
+            for i in range(RUNS):
+                folder = series("a", i)
+                run = bench_cstore(folder, args.slices, args.quiet_seconds, inst)
+                if orthanc is not None:
+                    # The same files, right after: both see the same machine, as far as a
+                    # shared one allows.
+                    url, dimse, _pid = orthanc
+                    run["orthanc_cstore_per_s"] = bench_orthanc_cstore(folder, args.slices, dimse, url)
+                    run["cstore_ratio"] = round(run["cstore_per_s"] / run["orthanc_cstore_per_s"], 3)
+                runs.append(run)
+                shutil.rmtree(folder, ignore_errors=True)
         results |= _median(runs, "cstore_per_s")
+        results.pop("orthanc_cstore_per_s", None)
+        results.pop("cstore_ratio", None)
+        if orthanc is not None:
+            orthanc_rates = sorted(r["orthanc_cstore_per_s"] for r in runs)
+            results["orthanc_cstore_per_s"] = orthanc_rates[len(orthanc_rates) // 2]
+            results["orthanc_cstore_runs_per_s"] = orthanc_rates
+            results["cstore_ratio_to_orthanc"] = round(
+                results["cstore_per_s"] / results["orthanc_cstore_per_s"], 3
+            )
+            results["cstore_ratio_runs"] = [r["cstore_ratio"] for r in runs]
+        else:
+            results |= {
+                "orthanc_cstore_per_s": None,
+                "cstore_ratio_to_orthanc": None,
+                "orthanc_note": "Orthanc or storescu not installed (apt-get install orthanc dcmtk)",
+            }
         if shutil.which("Orthanc"):
             pulled = bench_pull([series("b", i) for i in range(RUNS)], args.slices, inst, people["manager"])
             results |= _median(pulled, "wado_pull_per_s")
