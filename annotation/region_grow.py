@@ -65,6 +65,9 @@ LEAK_SHARE = 0.1
 NECK_MIN_WIDEST = 12
 # Where the lesion's core is looked for around the click (a nodule is under 30 mm across).
 CORE_REACH_MM = 8.0
+# A region this large is no nodule (a 30 mm ball at 0.7 × 0.7 × 1.25 mm is ~23,000 voxels):
+# the leak check leaves it alone rather than walk millions of voxels (a lung) for a neck.
+LEAK_CHECK_MAX_VOXELS = 1_000_000
 
 
 class RegionGrowError(ValueError):
@@ -189,7 +192,7 @@ def grow_region(
     grower, box, region, capped = run(radius)
     cut: float | None = None
     before: int | None = None
-    if leak_check and not capped:
+    if leak_check and not capped and np.count_nonzero(region) <= LEAK_CHECK_MAX_VOXELS:
         cut = _neck_radius(region, box, seed, spacing_zyx)
         if cut is not None:
             before = int(np.count_nonzero(region))

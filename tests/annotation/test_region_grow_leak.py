@@ -187,3 +187,13 @@ def test_the_lung_mask_api_gives_the_mask_or_says_there_is_none(cast, api, scan_
     assert found.status_code == 200 and found["X-Label-Shape"] == ",".join(map(str, SHAPE))
     assert np.array_equal(label_codec.decode_volume(found.content, SHAPE), lungs)
     assert foreign.status_code == 404
+
+
+def test_a_grow_through_the_whole_lung_is_not_cut() -> None:
+    # Given a tolerance wide enough to take the lung itself: no neck, nothing to cut.
+    vol, _ = nodule_on_vessel()
+
+    lung = grow_region(vol, (10, 20, 20), tolerance=200, spacing=SPACING, leak_check=True)
+    plain = grow_region(vol, (10, 20, 20), tolerance=200, spacing=SPACING)
+
+    assert lung.voxels == plain.voxels > 100_000 and lung.leak_cut_mm is None
