@@ -54,6 +54,11 @@ if _OPEN_LOG and _WATCH:
     sys.addaudithook(_audit_hook)
 
 
+def _torch_loaded() -> None:
+    """flwr's ArrayRecord converts to and from torch state dicts only once torch is imported."""
+    import torch  # noqa: F401
+
+
 _cases: dict[int, Any] = {}  # the site's export, read once per ClientApp process
 
 
@@ -80,6 +85,7 @@ def outgoing_record_mod(msg: Message, context: Context, call_next: Any) -> Messa
     reply = call_next(msg, context)
     if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
         return reply
+    ensure_django()
     from federation import training
     from federation.models import FederationSite
     from federation.services.rounds import federation_round_sent
@@ -115,6 +121,8 @@ app = ClientApp(mods=[outgoing_record_mod, dp_clipping_mod])
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
+    ensure_django()
+    _torch_loaded()
     from federation import training
     from modelassist.models import Split
 
@@ -148,6 +156,8 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    ensure_django()
+    _torch_loaded()
     from federation.services.rounds import federation_round_received
     from modelassist.models import Split
 

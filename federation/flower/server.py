@@ -59,6 +59,14 @@ class _Recorded:
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)  # type: ignore[misc]
         ok = [r for r in replies if not r.has_error()]
+        if len(ok) < self.min_train_nodes:  # type: ignore[attr-defined]
+            # Flower would carry the old model into the next round; a run that lost its
+            # quorum stops and says why instead.
+            errors = "; ".join(sorted({str(r.error.reason)[:300] for r in replies if r.has_error()}))
+            raise RuntimeError(
+                f"round {server_round}: {len(ok)} of {len(replies)} sites returned an update, fewer than the "
+                f"run's minimum of {self.min_train_nodes}" + (f" ({errors})" if errors else "")  # type: ignore[attr-defined]
+            )
         self.participants = [_participant(r) for r in ok]
         federation_run_round_record(
             self.run_id,
@@ -120,28 +128,37 @@ def _plain(records: dict) -> dict[str, dict[str, float]]:
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     ensure_django()
-    from federation import training
     from federation.models import FederationRun, SiteStatus
-    from federation.services.runs import federation_run_finish
+    from federation.services.runs import federation_run_abort, federation_run_finish
 
     run = FederationRun.objects.get(pk=int(context.run_config["curatect-run-id"]))
     expected = run.sites.filter(status__in=[SiteStatus.QUEUED, SiteStatus.RUNNING, SiteStatus.JOINED]).count()
     strategy = build_strategy(run, expected)
-    seed = int(run.train_params.get("seed", 0))
-    initial = ArrayRecord(training.initial_model(run.architecture, seed).state_dict())
-    common = {RUN_KEY: str(run.key), "num-rounds": run.rounds}
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial,
-        num_rounds=run.rounds,
-        timeout=float(run.round_timeout_s),
-        train_config=ConfigRecord({**common, "local-epochs": run.local_epochs}),
-        evaluate_config=ConfigRecord(common),
-    )
+    try:
+        result = _start(strategy, grid, run)
+    except Exception as exc:
+        federation_run_abort(run.pk, exc)
+        raise
     federation_run_finish(
         run.pk,
         {
             "train_metrics": _plain(result.train_metrics_clientapp),
             "evaluate_metrics": _plain(result.evaluate_metrics_clientapp),
         },
+    )
+
+
+def _start(strategy: Any, grid: Grid, run: Any) -> Any:
+    from federation import training
+
+    seed = int(run.train_params.get("seed", 0))
+    initial = ArrayRecord(training.initial_model(run.architecture, seed).state_dict())
+    common = {RUN_KEY: str(run.key), "num-rounds": run.rounds}
+    return strategy.start(
+        grid=grid,
+        initial_arrays=initial,
+        num_rounds=run.rounds,
+        timeout=float(run.round_timeout_s),
+        train_config=ConfigRecord({**common, "local-epochs": run.local_epochs}),
+        evaluate_config=ConfigRecord(common),
     )

@@ -269,6 +269,18 @@ def federation_run_finish(run_id: int, summary: dict[str, Any]) -> bool:
     )
 
 
+def federation_run_abort(run_id: int, reason: str | BaseException) -> bool:
+    """The ServerApp could not finish the rounds: the run fails with its reason."""
+    run = FederationRun.objects.get(pk=run_id)
+    return job_fail(
+        run,
+        reason,
+        actor_label="federation ServerApp",
+        action="federation_run_failed",
+        from_states=[RunStatus.RUNNING],
+    )
+
+
 # ----------------------------------------------------------------------------- the job
 
 

@@ -1,3 +1,5 @@
 """A site's ClientApp (CurateCT's federation.flower.client)."""
 
-from federation.flower.client import app  # noqa: F401
+from federation.flower import client
+
+app = client.app

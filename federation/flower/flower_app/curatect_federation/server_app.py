@@ -1,3 +1,5 @@
 """The coordinator's ServerApp (CurateCT's federation.flower.server)."""
 
-from federation.flower.server import app  # noqa: F401
+from federation.flower import server
+
+app = server.app
