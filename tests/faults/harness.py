@@ -10,6 +10,7 @@ is `transaction=True`, so what the test makes is committed and the children see 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import random
 import signal
@@ -129,6 +130,7 @@ class Child:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         wait_for(self._ready, timeout, f"{self.name} to start (log {self.log})")
         return self
@@ -165,6 +167,13 @@ class Child:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         _kill_group(self.process.pid)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (a killed test run
+    leaves no worker behind; its own pool children exit when their parent is gone)."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _kill_group(pgid: int) -> None:
