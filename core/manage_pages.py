@@ -112,6 +112,12 @@ WORKFLOW_PAGES = [
         "dataset exports, model versions and retraining",
         {Role.DATA_MANAGER},
     ),
+    (
+        "manage-federation",
+        "Federation",
+        "federated retraining runs, their rounds and what left this site",
+        {Role.DATA_MANAGER},
+    ),
 ]
 
 

@@ -25,6 +25,7 @@ export default defineConfig({
         manageImport: "src/pages/manageImport.ts",
         manageModels: "src/pages/manageModels.ts",
         report: "src/pages/report.ts",
+        federation: "src/pages/federation.ts",
       },
     },
   },

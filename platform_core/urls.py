@@ -35,6 +35,7 @@ urlpatterns = [
     path("", include("core.manage_page_urls")),
     path("", include("qc.page_urls")),
     path("", include("modelassist.page_urls")),
+    path("", include("federation.page_urls")),
 ]
 
 # The app's own error pages (JSON under /api/ and /dicomweb/); Django's are for DEBUG only.

@@ -218,7 +218,7 @@ def test_the_header_links_the_pages_of_each_role(client, cast):
     assert labels["annotator"] == []
     assert labels["checker1"] == ["Checks"]
     assert labels["senior"] == ["Spot checks", "QC dashboard"]
-    assert labels["manager"] == ["QC dashboard", "Batches", "Import", "Exports & models"]
+    assert labels["manager"] == ["QC dashboard", "Batches", "Import", "Exports & models", "Federation"]
     client.force_login(cast.manager)
     html = client.get("/manage/batches/").content.decode()
     assert '<a href="/manage/batches/" aria-current="page">Batches</a>' in html
