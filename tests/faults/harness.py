@@ -167,6 +167,8 @@ class Child:
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         _kill_group(self.process.pid)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=10)
 
 
 def _die_with_parent() -> None:

@@ -44,13 +44,16 @@ def _swept(worker: harness.Child, action: str, pks) -> bool:
     )
 
 
-def _settled(model, pk, *, ended=("done", "failed")):
+def _settled(model, pk, *, ended=("done", "failed"), longest: float = 0.0):
+    """The row once it ended: within SETTLE_S, plus `longest`, the most the work run again may
+    take by its own limits (a training run's max_minutes)."""
+
     def _ended():
         row = model.objects.get(pk=pk)
         return row if row.status in ended else None
 
     return harness.wait_for(
-        _ended, harness.SETTLE_S, f"{model.__name__} {pk} to end after the restart", every=0.2
+        _ended, harness.SETTLE_S + longest, f"{model.__name__} {pk} to end after the restart", every=0.2
     )
 
 
@@ -205,7 +208,7 @@ def test_worker_killed_during_a_training_run(cast, curated, start_worker, fault_
     from modelassist.models import ModelVersion, TrainingRun
     from modelassist.services.training import training_request
 
-    params = {"epochs": 6, "slices_per_case": 8, "batch_size": 4, "patience": 6, "max_minutes": 3}
+    params = {"epochs": 6, "slices_per_case": 8, "batch_size": 4, "patience": 6, "max_minutes": 2}
     worker = start_worker()
     with fault_broker():
         run = training_request(
@@ -219,7 +222,7 @@ def test_worker_killed_during_a_training_run(cast, curated, start_worker, fault_
         point = _kill_at_progress(worker, read, "training", 0.05, 0.9)
         versions_at_kill = ModelVersion.objects.count()
         worker.start()
-        done = _settled(TrainingRun, run.pk)
+        done = _settled(TrainingRun, run.pk, longest=params["max_minutes"] * 60)
     # Then the run was re-queued, trained again from the start and registered one model version
     assert done.status == "done", done.error
     assert versions_at_kill == 0
