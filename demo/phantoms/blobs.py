@@ -6,7 +6,7 @@ import numpy as np
 from scipy import ndimage
 
 from demo.phantoms.shapes import Grid
-from demo.phantoms.tissues import T_CONS, T_GGO, T_LUNG, T_VESSEL, T_VESSEL_EDGE, one_of
+from demo.phantoms.tissues import LUNG_LUT, T_CONS, T_GGO, T_LUNG, T_VESSEL, T_VESSEL_EDGE, one_of
 
 
 def add_lesions(
@@ -81,10 +81,18 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray
 
 
 def blob(
-    label: np.ndarray, grid: Grid, rng: np.random.Generator, centre: np.ndarray, radius: float, tissue: int
+    label: np.ndarray,
+    grid: Grid,
+    rng: np.random.Generator,
+    centre: np.ndarray,
+    radius: float,
+    tissue: int,
+    *,
+    max_depth_mm: float | None = None,
 ) -> tuple[tuple[slice, ...], np.ndarray, np.ndarray] | None:
     """Write one lesion: a randomly rotated ellipsoid whose surface is pushed in and out by smooth
-    noise (a lobulated blob), kept to lung voxels that are not lesion yet and to its largest piece."""
+    noise (a lobulated blob), kept to lung voxels that are not lesion yet and to its largest piece;
+    with `max_depth_mm`, also to lung within that distance of the lung's edge (subpleural)."""
     axes = radius * rng.uniform(0.7, 1.3, size=3)
     reach = 1.45 * float(axes.max())
     where = tuple(
@@ -101,6 +109,8 @@ def blob(
     rho = np.sqrt(rho2)
     smooth = smooth_noise(rng, crop.shape)
     inside = (rho < 1 + 0.25 * smooth) & one_of(crop, {T_LUNG, T_VESSEL, T_VESSEL_EDGE})
+    if max_depth_mm is not None:
+        inside &= ndimage.distance_transform_edt(LUNG_LUT[crop] > 0, sampling=grid.step) <= max_depth_mm
     pieces, n = ndimage.label(inside)
     if n == 0:
         return None

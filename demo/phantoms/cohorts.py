@@ -16,6 +16,7 @@ from demo.phantoms.anatomy import build_anatomy, draw_body
 from demo.phantoms.generator import Phantom, assemble, default_slice_step, phantom_grid
 from demo.phantoms.lesions import draw_pattern
 from demo.phantoms.scanner import ScannerStyle, render_styled, scanner_style
+from demo.phantoms.tissues import FINDING_LUT
 
 PATTERNS = ("covid19", "other_infection", "no_infection")
 # The campaign's diagnosis choice (core.label_schema.COVID19_SCHEMA) for each pattern.
@@ -82,7 +83,7 @@ def make_case(
     label = build_anatomy(grid, body, rng_anat)
     offsets = draw_pattern(label, grid, rng_les, pattern, severity)
     hu, lesions, lungs = render_styled(label, rng_noise, style, spacing[2], offsets)
-    return assemble(grid, spacing, hu, lesions, lungs, style)
+    return assemble(grid, spacing, hu, lesions, lungs, style, FINDING_LUT[label])
 
 
 def cohort(

@@ -14,6 +14,8 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
+from demo.phantoms.scanner import ScannerStyle
+
 
 def _ds(value: float) -> str:
     return format_number_as_ds(float(value))
@@ -54,6 +56,7 @@ def write_ct_series(
     patient_birth_date: str | None = None,
     patient_sex: str | None = None,
     series_number: int = 2,
+    scanner: ScannerStyle | None = None,
 ) -> list[Path]:
     """Write `hu` (int16, (z, y, x), slice 0 at the smallest z) as one CT Image Storage file per
     slice; returns the paths in slice order (ascending z).
@@ -61,7 +64,8 @@ def write_ct_series(
     Pixels are stored unsigned as HU + 1024 (RescaleIntercept −1024), as most scanners do.
     InstanceNumber counts from 1 at the smallest z. With slice_order "shuffled" file names are
     hashes that say nothing about order, so a reader must sort by ImagePositionPatient; with
-    "ascending" they are IM00001.dcm… in z order."""
+    "ascending" they are IM00001.dcm… in z order. `scanner` (the style a cohort phantom was
+    rendered in) is recorded as it is: kernel, slice thickness and spacing, model name."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     study_uid = study_uid or generate_uid()
@@ -84,6 +88,8 @@ def write_ct_series(
         series_number=series_number,
         bits_stored=12 if hi <= 4095 else 16,
     )
+    if scanner is not None:
+        _record_scanner(ds, scanner, float(spacing[2]))
     if extra_phi:
         _add_extra_phi(
             ds,
@@ -196,6 +202,15 @@ def _ct_template(
     ds.RescaleSlope = "1"
     ds.RescaleType = "HU"
     return ds
+
+
+def _record_scanner(ds: Dataset, scanner: ScannerStyle, step_mm: float) -> None:
+    """The style's protocol in the tags a reader trusts. The field of view is already honest:
+    ReconstructionDiameter and PixelSpacing come from the grid the phantom was rendered on."""
+    ds.ManufacturerModelName = scanner.name
+    ds.ConvolutionKernel = scanner.kernel_name
+    ds.SliceThickness = _ds(scanner.slice_thickness_on(step_mm))
+    ds.SpacingBetweenSlices = _ds(step_mm)
 
 
 def _add_extra_phi(

@@ -23,6 +23,9 @@ class Phantom:
     spacing: Vec3  # mm: (column spacing x, row spacing y, slice spacing z)
     origin: Vec3  # mm: patient position (LPS) of voxel [0, 0, 0]
     style: ScannerStyle | None = None  # the scanner style it was rendered with (None: plain)
+    # uint8, cohort cases only: incidental findings that are not lesions (tissues.NODULE,
+    # ATELECTASIS, EMPHYSEMA); None for make_phantom's phantoms
+    findings: np.ndarray | None = None
 
 
 def make_phantom(
@@ -84,6 +87,7 @@ def assemble(
     lesions: np.ndarray,
     lungs: np.ndarray,
     style: ScannerStyle | None = None,
+    findings: np.ndarray | None = None,
 ) -> Phantom:
     """The Phantom of rendered arrays: lungs split by side, the origin placed."""
     # The mediastinal strip keeps each lung on its own side of the midline.
@@ -91,4 +95,4 @@ def assemble(
     x0, y0, z_top = float(grid.x[0]), float(grid.y[0]), float(grid.z[-1])
     origin = (round(x0, 3), round(y0, 3), round(-z_top - 60.0, 3))
     sx, sy, sz = (float(v) for v in spacing)
-    return Phantom(hu, lesions, lungs, (sx, sy, sz), origin, style)
+    return Phantom(hu, lesions, lungs, (sx, sy, sz), origin, style, findings)

@@ -67,9 +67,10 @@ def draw_pattern(
 
 
 def _covid(label: np.ndarray, grid: Grid, rng: np.random.Generator, level: int) -> Offsets:
-    count = int(rng.integers(*((2, 4), (4, 7), (7, 11))[level]))
-    r_lo, r_hi = ((7, 13), (11, 20), (15, 27))[level]
+    count = int(rng.integers(*((2, 5), (4, 8), (8, 13))[level]))
+    r_lo, r_hi = ((10, 16), (14, 23), (18, 30))[level]
     crazy_p, cons_p = (0.0, 0.5, 0.8)[level], (0.0, 0.35, 0.7)[level]
+    depth = (12.0, 16.0, 24.0)[level]  # subpleural at first, spreading inwards as it worsens
     side = int(rng.choice([-1, 1]))
     offsets: Offsets = []
     for i in range(count):
@@ -82,7 +83,7 @@ def _covid(label: np.ndarray, grid: Grid, rng: np.random.Generator, level: int) 
             core = centre + np.array([0, 0.25 * radius, 0], np.float32)
             if LUNG_LUT[label[_index(grid, core)]]:
                 offsets += [w for w in [blob(label, grid, rng, core, 0.45 * radius, T_CONS)] if w]
-        written = blob(label, grid, rng, centre, radius, T_GGO)
+        written = blob(label, grid, rng, centre, radius, T_GGO, max_depth_mm=depth)
         if written is None:
             continue
         offsets.append(written)
@@ -94,8 +95,8 @@ def _covid(label: np.ndarray, grid: Grid, rng: np.random.Generator, level: int) 
 def _covid_score(label: np.ndarray, grid: Grid, idx: np.ndarray, side: np.ndarray) -> np.ndarray:
     k, r, _ = idx
     depth = _pleural_depth(label, grid, idx, side)
-    posterior = 1 / (1 + np.exp(-grid.y[r] / 20.0))
-    return np.exp(-depth / 8.0) * (0.25 + 0.75 * posterior) * (0.2 + 0.8 * (1 - grid.t[k]))
+    posterior = 1 / (1 + np.exp(-(grid.y[r] - 10.0) / 12.0))  # the lungs' centre is ~10 mm back
+    return np.exp(-depth / 8.0) * (0.15 + 0.85 * posterior) * (0.05 + 0.95 * (1 - grid.t[k])) ** 3
 
 
 def _crazy_paving(
@@ -106,14 +107,15 @@ def _crazy_paving(
     pitch = max(10.0, 3.5 * float(grid.step[1:].max()))
     half = 0.5 * float(grid.step[1:].max())
     rot = np.linalg.qr(rng.normal(size=(3, 3)))[0].astype(np.float32)
-    coords = np.meshgrid(grid.z[where[0]], grid.y[where[1]], grid.x[where[2]], indexing="ij")
-    near = np.zeros(inside.shape, dtype=bool)
+    crop = label[where]
+    k, r, c = np.nonzero(inside & (crop == T_GGO))
+    coords = (grid.x[where[2]][c], grid.y[where[1]][r], grid.z[where[0]][k])
+    near = np.zeros(k.shape, dtype=bool)
     for j in range(3):
-        u = sum(coords[2 - a] * rot[a, j] for a in range(3)) + rng.uniform(0, pitch)
+        u = sum(coords[a] * rot[a, j] for a in range(3)) + rng.uniform(0, pitch)
         frac = np.mod(u, pitch)
         near |= np.minimum(frac, pitch - frac) < half
-    crop = label[where]
-    crop[inside & near & (crop == T_GGO)] = T_CRAZY
+    crop[k[near], r[near], c[near]] = T_CRAZY
 
 
 # --- other infection -----------------------------------------------------------------------------
@@ -201,7 +203,7 @@ def _air_bronchograms(
     towards = np.array([side * 0.8, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)], np.float64)
     start = centre.astype(np.float64) - towards / np.linalg.norm(towards) * 0.6 * radius
     for p0, p1, r0, r1 in branching_tree(rng, start, [towards], 0.5 * radius, 2.2, 2):
-        r0, r1 = max(r0, 0.55 * px), max(r1, 0.5 * px)
+        r0, r1 = max(r0, 0.9 * px), max(r1, 0.8 * px)  # at least ~2 voxels wide, or the kernel hides it
         tube(label, grid, tuple(p0), tuple(p1), r0, r1, [(0.0, T_BRONCHOGRAM)], {T_CONS})
 
 

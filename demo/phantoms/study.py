@@ -86,6 +86,7 @@ def write_phantom_study(
         institution_name=institution_name,
         extra_phi=extra_phi,
         slice_order=slice_order,
+        scanner=phantom.style,
     )
     save_ground_truth(phantom, folder)
     return folder

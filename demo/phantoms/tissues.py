@@ -49,6 +49,11 @@ TISSUES: dict[int, tuple[float, float, int, int]] = {
     T_EMPHYSEMA: (-975, 15, 1, 0),  # centrilobular emphysema: lung destroyed to air
 }
 
+# Incidental findings in `Phantom.findings` (cohort cases): truth for measuring false positives.
+NODULE, ATELECTASIS, EMPHYSEMA = 1, 2, 3
+FINDING_LUT = np.zeros(256, dtype=np.uint8)
+FINDING_LUT[[T_NODULE, T_ATELECTASIS, T_EMPHYSEMA]] = (NODULE, ATELECTASIS, EMPHYSEMA)
+
 # The CT noise (HU) already folded into each sigma above; a scanner style replaces it with its own.
 REFERENCE_NOISE_HU = 15.0
 
@@ -63,21 +68,22 @@ def _lut(column: int) -> np.ndarray:
     return table
 
 
-def hu_table(noise_hu: float | None = None, dtype: type = np.int16) -> np.ndarray:
+def hu_table(noise_hu: float | None = None, lowest: int = -1024) -> np.ndarray:
     """HU for every (tissue, noise draw) pair: mean + sigma × one of 2048 equally likely standard
     normal quantiles. One table look-up per voxel then gives a noisy HU directly, several times
     faster than drawing float noise and scaling it per tissue (Gaussian up to ±3.3 sigma).
 
-    `noise_hu` swaps the reference CT noise inside each sigma for another (texture kept)."""
+    `noise_hu` swaps the reference CT noise inside each sigma for another (texture kept);
+    `lowest` is where values are clipped (a scanner style clips only after its kernel, or air's
+    noise, cut short at -1024 before smoothing, would come out brighter than air)."""
     levels = 1 << NOISE_BITS
     quantiles = ndtri((np.arange(levels) + 0.5) / levels)
-    table = np.zeros((32, levels), dtype=dtype)
+    table = np.zeros((32, levels), dtype=np.int16)
     for label, (mean, sigma, _, _) in TISSUES.items():
         if noise_hu is not None and sigma > 0:
             texture2 = max(sigma**2 - REFERENCE_NOISE_HU**2, 0.0)
             sigma = float(np.sqrt(texture2 + noise_hu**2))
-        values = mean + sigma * quantiles
-        table[label] = np.clip(np.rint(values), -1024, 3071) if dtype == np.int16 else values
+        table[label] = np.clip(np.rint(mean + sigma * quantiles), lowest, 3071)
     return table.ravel()
 
 

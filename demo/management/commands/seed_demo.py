@@ -1,9 +1,11 @@
 """manage.py seed_demo: the demo institution, campaign, one user per role, phantom studies.
 
-Besides the scans a newcomer annotates, it curates phantoms of two hospitals through the real
-QC services (annotator2's revisions are the phantoms' ground truth, both checkers pass, the
-senior spot-checks and approves), so that one "Start retraining" click shows the whole loop:
-export, training, evaluation on the held-out test split, promoted or kept with the figures.
+Besides the scans a newcomer annotates, it curates phantom cohorts of two hospitals through the
+real QC services (annotator2's revisions are the phantoms' ground truth and their pattern's
+diagnosis — COVID-19, other pulmonary infection, no imaging signs of infection —, both checkers
+pass, the senior spot-checks and approves), so that one "Start retraining" click shows the whole
+loop: export, training, evaluation on the held-out test split, promoted or kept with the figures.
+Each hospital's scans are rendered in its own scanner style (demo.phantoms.cohorts).
 Fewer than three hospitals: the split is by patient (see modelassist/services/splits.py).
 Phantom figures test the pipeline, not clinical accuracy.
 
@@ -24,7 +26,8 @@ from django.db import transaction
 from core.label_schema import COVID19_SCHEMA
 from core.models import Batch, Campaign, CampaignMember, CampaignScan, Institution, Membership, Role, User
 from core.services.batches import batch_build
-from demo.phantom import GROUND_TRUTH_FILE, load_ground_truth, write_phantom_study
+from demo.phantom import GROUND_TRUTH_FILE, write_ct_series, write_phantom_study
+from demo.phantoms.cohorts import cohort
 from imaging.ingest.service import ingest_path
 
 DEMO_USERS = [
@@ -154,8 +157,8 @@ class Command(BaseCommand):
             name = f"curated-{institution.slug}"
             if Batch.objects.filter(campaign=campaign, name=name).exists():
                 continue
-            seeds = range(1000 + k * 500, 1000 + k * 500 + (n + 1 - k) // 2)
-            labelled = self._import_curated(institution, campaign, seeds, slices, size)
+            count = (n + 1 - k) // 2
+            labelled = self._import_curated(institution, campaign, k, count, slices, size)
             curate_batch(campaign, name, labelled)
             made += len(labelled)
         if made:
@@ -165,58 +168,69 @@ class Command(BaseCommand):
             )
 
     def _import_curated(
-        self, institution: Institution, campaign: Campaign, seeds: range, slices: int, size: int
-    ) -> list[tuple[object, np.ndarray]]:
+        self, institution: Institution, campaign: Campaign, index: int, count: int, slices: int, size: int
+    ) -> list[tuple[object, np.ndarray, str]]:
+        """A cohort of hospital `index` (its scanner style, the three patterns), imported:
+        [(scan, lesion truth, diagnosis)]."""
         from core.models import Scan
 
-        truths: dict[str, np.ndarray] = {}
+        cases = {}
         with tempfile.TemporaryDirectory(prefix="curatect-curated-") as tmp:
-            for seed in seeds:
-                patient = f"CUR-{institution.slug.upper()}-{seed:04d}"
-                folder = write_phantom_study(
+            for case in cohort(count, institution=index, seed=1000, slices=slices, rows=size, cols=size):
+                patient = f"CUR-{institution.slug.upper()}-{case.patient_id}"
+                write_ct_series(
+                    case.phantom.hu,
                     Path(tmp) / "series" / patient,
-                    slices=slices,
-                    rows=size,
-                    cols=size,
-                    seed=seed,
+                    spacing=case.phantom.spacing,
+                    origin=case.phantom.origin,
                     patient_id=patient,
-                    patient_name=f"CURATED^{seed}",
+                    patient_name=f"CURATED^{case.patient_id}",
                     institution_name=institution.name,
+                    scanner=case.style,
                 )
-                truth = Path(tmp) / f"{patient}.npz"
-                (folder / GROUND_TRUTH_FILE).rename(truth)
-                truths[patient] = load_ground_truth(truth).lesions
+                cases[patient] = case
             report = ingest_path(Path(tmp) / "series", institution=institution, campaign_id=campaign.pk)
         scans = (
             Scan.objects.filter(pk__in=report.scans_created).select_related("study__patient").order_by("pk")
         )
         # The re-identification table links each scan back to its phantom (one scan per patient).
-        return [(scan, truths[scan.study.patient.original_patient_id]) for scan in scans]
+        out = []
+        for scan in scans:
+            case = cases[scan.study.patient.original_patient_id]
+            out.append((scan, case.phantom.lesions, case.diagnosis))
+        return out
 
 
-def curate_batch(campaign: Campaign, name: str, labelled: list[tuple[object, np.ndarray]]) -> Batch:
-    """A batch annotated by annotator2 (labels: the ground truth), passed by both checkers,
-    spot-checked and approved by the senior, all through the real services."""
+def curate_batch(campaign: Campaign, name: str, labelled: list[tuple[object, np.ndarray, str]]) -> Batch:
+    """A batch annotated by annotator2 (labels: the ground truth and the case's diagnosis),
+    passed by both checkers, spot-checked and approved by the senior, all through the real
+    services."""
     from annotation.services import revision_save
     from qc.models import Check, SpotCheck, Verdict
     from qc.services import check_record, revision_submit, spot_check_record
 
     manager, annotator = User.objects.get(username="manager"), User.objects.get(username="annotator2")
     batch = batch_build(
-        actor=manager, campaign=campaign, annotator=annotator, scan_ids=[s.pk for s, _ in labelled], name=name
+        actor=manager,
+        campaign=campaign,
+        annotator=annotator,
+        scan_ids=[s.pk for s, _, _ in labelled],
+        name=name,
     )
-    for scan, labels in labelled:
+    for scan, labels, diagnosis in labelled:
         revision = revision_save(
             actor=annotator,
             campaign=campaign,
             scan=scan,
             parent_id=None,
             full=labels,
-            scan_labels={"diagnosis": "COVID-19" if labels.any() else "no imaging signs of infection"},
+            scan_labels={"diagnosis": diagnosis},
             time_spent_s=300,
         )
         revision_submit(actor=annotator, campaign=campaign, scan=scan, revision_id=revision.pk)
-    for check in Check.objects.filter(annotation__scan__in=[s for s, _ in labelled], verdict=Verdict.PENDING):
+    for check in Check.objects.filter(
+        annotation__scan__in=[s for s, _, _ in labelled], verdict=Verdict.PENDING
+    ):
         check_record(actor=check.checker, check=check, verdict="pass", time_spent_s=60)
     for spot in SpotCheck.objects.filter(review__batch=batch, verdict=Verdict.PENDING):
         spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass", time_spent_s=45)
