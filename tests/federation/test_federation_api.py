@@ -188,3 +188,45 @@ def test_starting_a_run_and_a_site_queues_their_train_tasks(
     assert app.conf.task_routes or settings.CELERY_TASK_ROUTES
     response = api.post(f"{RUNS}{run['id']}/start/")
     assert response.status_code == 400 and response.json()["code"] == "not_open"
+
+
+def test_tls_certificates_go_to_the_superlink_and_supernode_and_insecure_only_without_them(tmp_path):
+    from federation.processes import superlink_command, supernode_command
+
+    plain = superlink_command("127.0.0.1:9091")
+    assert "--insecure" in plain and plain[plain.index("--port") + 1] == "9091"
+    tls = superlink_command("0.0.0.0:9091", cert="/c/server.pem", key="/c/server.key", ca="/c/ca.pem")
+    assert "--insecure" not in tls
+    assert (
+        tls[tls.index("--ssl-certfile") + 1] == "/c/server.pem"
+        and tls[tls.index("--ssl-keyfile") + 1] == "/c/server.key"
+    )
+    node = supernode_command(
+        "hub.example.org:9091",
+        {"curatect-site-id": 7, "curatect-superlink": "hub.example.org:9091"},
+        ca="/c/ca.pem",
+    )
+    assert "--insecure" not in node and node[node.index("--root-certificates") + 1] == "/c/ca.pem"
+    assert (
+        node[node.index("--node-config") + 1]
+        == 'curatect-site-id=7 curatect-superlink="hub.example.org:9091"'
+    )
+    assert "--insecure" in supernode_command("127.0.0.1:9091", {"curatect-site-id": 7})
+
+
+def test_a_run_with_tls_accepts_a_remote_superlink(api, cast, tmp_path):
+    for name in ("server.pem", "server.key", "ca.pem"):
+        (tmp_path / name).write_text("-----BEGIN CERTIFICATE-----\n")
+    response = _declare(
+        api,
+        cast,
+        superlink_address="hub.example.org:9091",
+        tls_server_cert=str(tmp_path / "server.pem"),
+        tls_server_key=str(tmp_path / "server.key"),
+        tls_ca_cert=str(tmp_path / "ca.pem"),
+    )
+    assert response.status_code == 201, response.content
+    response = _declare(
+        api, cast, superlink_address="hub.example.org:9091", tls_server_cert=str(tmp_path / "server.pem")
+    )
+    assert response.status_code == 400 and response.json()["code"] == "tls_incomplete"
