@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.charset import default_encoding
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element, write_file_meta_info
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
+PIXEL_DATA = 0x7FE00010
+# Explicit VR elements of these VRs have a 12-byte header (2 reserved bytes, 4-byte length).
+_LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 
 
 class FileRejected(ValueError):
@@ -57,10 +64,16 @@ class SliceRecord:
     hu: np.ndarray | None  # int16 (rows, columns); None once prepared: then in hu_file
     staged: Path | None = None  # the pseudonymised file, once prepared
     hu_file: Path | None = None  # the slice's HU as raw native int16, once prepared
+    # Or, in the usual CT case, where the staged file's pixel data is the HU less an integer
+    # intercept (little-endian 16-bit, slope 1): the value's offset in `staged`, and the intercept.
+    hu_offset: int | None = None
+    hu_intercept: int | None = None
     header: dict | None = None  # pseudonymised study/series attributes, once prepared
     # What the header states about the slice spacing: gaps are judged against it.
     slice_thickness: float | None = None
     spacing_between_slices: float | None = None
+    # The file's bytes and its elements as read (for the staged copy), until prepared.
+    source: tuple[bytes, dict] | None = field(default=None, repr=False, compare=False)
 
     @property
     def normal(self) -> np.ndarray:
@@ -83,8 +96,14 @@ def read_slice(path: Path, name: str) -> SliceRecord:
         # Every image object has a series; only a DICOMDIR lacks one. Without it the file may
         # be a slice of any series of the import.
         raise FileRejected("damaged DICOM header: the series it belongs to cannot be read", unplaced=True)
+    # pydicom decodes an element in place the first time it is read; the checks below only read,
+    # so their elements are put back as read and the staged copy can take their bytes unchanged.
+    as_read = dict(ds._dict)
     try:
-        return _checked(ds, raw, path, name)
+        record = _checked(ds, raw, path, name)
+        _restore_read_elements(ds, as_read)
+        record.source = (raw, as_read)
+        return record
     except NotCtImage:
         # Another kind of object (an MR, a dose report) is no slice of a CT series, even under
         # its series UID: it does not refuse the series; a missing slice shows as a gap anyway.
@@ -114,7 +133,7 @@ def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
         geometry = _geometry(ds)
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise FileRejected(f"missing or invalid geometry ({exc}); cannot place the slice in 3D") from exc
-    hu = _hu(ds)
+    hu, direct_intercept = _hu(ds)
     return SliceRecord(
         path=path,
         name=name,
@@ -127,10 +146,23 @@ def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
         issuer=str(ds.get("IssuerOfPatientID", "")),
         patient_name=str(ds.get("PatientName", "")),
         hu=hu,
+        hu_intercept=direct_intercept,
         slice_thickness=_positive(ds.get("SliceThickness")),
         spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
         **geometry,
     )
+
+
+def _restore_read_elements(ds: Dataset, as_read: dict) -> None:
+    for tag, elem in as_read.items():
+        current = ds._dict.get(tag)
+        if (
+            current is not None
+            and current is not elem
+            and isinstance(elem, RawDataElement)
+            and current.VR != "SQ"
+        ):
+            ds._dict[tag] = elem
 
 
 def _positive(value: object) -> float | None:
@@ -159,7 +191,9 @@ def _geometry(ds: Dataset) -> dict:
     }
 
 
-def _hu(ds: Dataset) -> np.ndarray:
+def _hu(ds: Dataset) -> tuple[np.ndarray, int | None]:
+    """The slice's HU (int16), and the intercept when the HU are exactly the little-endian
+    16-bit stored values plus that integer (then the volume is read from the staged file)."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits = int(ds.get("BitsAllocated", 16))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
@@ -170,7 +204,7 @@ def _hu(ds: Dataset) -> np.ndarray:
         )
     if ts is not None and not ts.is_compressed and bits == 16 and int(ds.get("SamplesPerPixel", 1)) == 1:
         # Fast path: uncompressed 16-bit pixels are read straight from the bytes.
-        data = ds.PixelData
+        data = ds.get_item(PIXEL_DATA).value  # as read: decoding it would copy half a megabyte
         expected = rows * cols * 2
         if len(data) < expected:
             raise FileRejected(f"truncated pixel data ({len(data)} of {expected} bytes); the file is damaged")
@@ -197,11 +231,12 @@ def _hu(ds: Dataset) -> np.ndarray:
             # The usual CT case (12-bit values, intercept -1024): exact in int16, no wide copies.
             hu16 = stored.astype(np.int16)
             hu16 += np.int16(intercept)
-            return hu16
+            direct = stored.dtype.itemsize == 2 and stored.dtype.byteorder in ("<", "=", "|")
+            return hu16, int(intercept) if direct and np.little_endian else None
         hu = stored.astype(np.int32) + int(intercept)
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)
-    return np.clip(hu, -32768, 32767).astype(np.int16)
+    return np.clip(hu, -32768, 32767).astype(np.int16), None
 
 
 def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_prefix: str) -> SliceRecord:
@@ -216,6 +251,8 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
 
     record = read_slice(path, name)
     ds = record.ds
+    raw, as_read = record.source  # type: ignore[misc]
+    record.source = None
     issuer = f"{issuer_prefix}/{record.issuer}"
     patient = pseudo.PatientKey(
         pseudo.pseudonym_for(record.patient_id, issuer, key),
@@ -223,13 +260,17 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
     )
     pseudo.pseudonymise(ds, patient, pseudo.uid_key_for(key, issuer_prefix))
     record.staged = staging / f"{record.sha256}.dcm"
-    buffer = pydicom.filebase.DicomBytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
-    record.staged.write_bytes(buffer.getvalue())  # one write: pydicom's many small writes are slow
-    # The pixels travel back by file, not through the pool's pipe: pickling half a megabyte
-    # per slice cost more CPU than reading the file back into the volume does.
-    record.hu_file = staging / f"{record.sha256}.hu"
-    record.hu_file.write_bytes(record.hu.tobytes())  # type: ignore[union-attr]
+    chunks, pixel_offset = staged_chunks(ds, raw, as_read)
+    with open(record.staged, "wb") as f:
+        f.writelines(chunks)  # the pixel data straight from the bytes received, no copy
+    if pixel_offset is not None and record.hu_intercept is not None:
+        # The volume is built from the staged file itself: no second copy of the pixels.
+        record.hu_offset = pixel_offset
+    else:
+        # The pixels travel back by file, not through the pool's pipe: pickling half a megabyte
+        # per slice cost more CPU than reading the file back into the volume does.
+        record.hu_file = staging / f"{record.sha256}.hu"
+        record.hu_file.write_bytes(record.hu.tobytes())  # type: ignore[union-attr]
     record.hu = None
     record.sop_uid = str(ds.SOPInstanceUID)
     record.header = {
@@ -246,15 +287,121 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
     return record
 
 
+def staged_chunks(ds: Dataset, raw: bytes, as_read: dict) -> tuple[list, int | None]:
+    """The pseudonymised file's bytes, as `ds.save_as(enforce_file_format=True)` writes them,
+    in pieces, and the offset of the pixel data's value among them (None when not copied).
+
+    pydicom spends about 25 µs per element writing, most of a slice's cost; an element the
+    pseudonymisation left as it was read is written as it came: its bytes are sliced from
+    `raw`, as pydicom itself writes a raw element. Everything else (the file meta, every
+    element changed, removed or decoded, sequences) is pydicom's own writing. Outside the plain
+    case (uncompressed, not deflated, same encoding and character set) it is save_as itself."""
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    if (
+        ts is None
+        or not ts.is_transfer_syntax
+        or ts.is_private
+        or ts.is_compressed
+        or ts.is_deflated
+        or ds.original_encoding != (ts.is_implicit_VR, ts.is_little_endian)
+        or ds.original_character_set != ds._character_set
+    ):
+        buffer = DicomBytesIO()
+        ds.save_as(buffer, enforce_file_format=True)
+        return [buffer.getvalue()], None
+    implicit, little = ts.is_implicit_VR, ts.is_little_endian
+    # What dcmwrite does to the file meta under enforce_file_format (on its own copy: this
+    # dataset is written once and dropped).
+    for meta_keyword, ds_keyword in (
+        ("MediaStorageSOPClassUID", "SOPClassUID"),
+        ("MediaStorageSOPInstanceUID", "SOPInstanceUID"),
+    ):
+        value = ds.get(ds_keyword)
+        if meta.get(meta_keyword) is None or (value and value != meta.get(meta_keyword)):
+            setattr(meta, meta_keyword, value)
+    preamble = getattr(ds, "preamble", None) or b"\x00" * 128
+    if len(preamble) != 128:
+        raise ValueError("the dataset's preamble must be 128 bytes long")
+    encoded = _encoder(implicit, little)
+    encoded.write(preamble)
+    encoded.write(b"DICM")
+    write_file_meta_info(encoded, meta, enforce_standard=True)  # validates it, as dcmwrite does
+    encodings = ds.get("SpecificCharacterSet", default_encoding)
+    source = memoryview(raw)
+    chunks: list = []
+    written = 0
+    pixel_offset = None
+    for tag in sorted(ds.keys()):
+        if tag.element == 0 and tag.group > 6:
+            continue  # retired group lengths, as pydicom leaves them out
+        elem = ds.get_item(tag)
+        span = _unchanged_span(elem, as_read.get(tag), raw, implicit, little)
+        if span is None:
+            write_data_element(encoded, elem, encodings)
+            continue
+        head = encoded.getvalue()
+        chunks.append(head)
+        written += len(head)
+        if tag == PIXEL_DATA:
+            pixel_offset = written + span[2]
+        chunks.append(source[span[0] : span[1]])
+        written += span[1] - span[0]
+        encoded = _encoder(implicit, little)
+    chunks.append(encoded.getvalue())
+    return chunks, pixel_offset
+
+
+def _encoder(implicit: bool, little: bool) -> DicomBytesIO:
+    buffer = DicomBytesIO()
+    buffer.is_implicit_VR, buffer.is_little_endian = implicit, little
+    return buffer
+
+
+def _unchanged_span(elem, as_read, raw: bytes, implicit: bool, little: bool) -> tuple[int, int, int] | None:
+    """(start, end, header length) of an element in `raw` when it is the element as read and
+    its bytes there are exactly what pydicom would write for it; else None."""
+    if elem is None or elem is not as_read or not isinstance(elem, RawDataElement):
+        return None
+    if elem.length == 0xFFFFFFFF or elem.is_implicit_VR != implicit or elem.is_little_endian != little:
+        return None
+    value = elem.value
+    if value is None or len(value) != elem.length:
+        return None
+    header = 8 if implicit or elem.VR not in _LONG_HEADER_VRS else 12
+    start = elem.value_tell - header
+    end = elem.value_tell + elem.length
+    if start < 0 or end > len(raw):
+        return None
+    if elem.tag == PIXEL_DATA and elem.length % 2:
+        return None  # pydicom pads an odd-length pixel value it writes
+    byteorder = "little" if little else "big"
+    expected = (elem.tag >> 16).to_bytes(2, byteorder) + (elem.tag & 0xFFFF).to_bytes(2, byteorder)
+    if raw[start : start + 4] != expected:
+        return None
+    if not implicit and raw[start + 4 : start + 6] != (elem.VR or "").encode("ascii", "replace"):
+        return None  # pydicom changed the VR it read (e.g. UN of a known tag): it writes the new one
+    return start, end, header
+
+
 def read_hu_into(record: SliceRecord, out: np.ndarray) -> None:
     """Put a slice's HU into `out` (int16, rows × columns): from memory, or read straight
     from the file a worker wrote, without an intermediate copy."""
     if record.hu is not None:
         out[...] = record.hu
         return
+    view = memoryview(out).cast("B")
+    if record.hu_offset is not None and record.staged is not None:
+        with open(record.staged, "rb") as f:
+            f.seek(record.hu_offset)
+            if f.readinto(view) != view.nbytes:
+                raise OSError(f"{record.staged}: the staged pixels are truncated")
+        if record.hu_intercept:
+            # In range: the reader checked that stored value + intercept fits in int16.
+            out += np.int16(record.hu_intercept)
+        return
     if record.hu_file is None:
         raise ValueError(f"{record.name}: neither pixels nor a pixel file")
-    view = memoryview(out).cast("B")
     with open(record.hu_file, "rb") as f:
         if f.readinto(view) != view.nbytes:
             raise OSError(f"{record.hu_file}: the prepared pixels are truncated")

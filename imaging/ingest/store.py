@@ -179,7 +179,9 @@ def _store_new(
     tmp.mkdir(parents=True)
     try:
         for index, record in enumerate(series.slices):
-            record.staged.rename(tmp / f"{index:05d}.dcm")
+            stored = tmp / f"{index:05d}.dcm"
+            record.staged.rename(stored)
+            record.staged = stored  # the volume is read from it (reader.read_hu_into)
         volume_sha = _write_volume(tmp / VOLUME_FILE, series)
         header = first.header or {}
         with transaction.atomic():
