@@ -369,13 +369,23 @@ async function loadRuns(): Promise<void> {
     }
     // A run in progress changes every round: follow it without a reload.
     if (runs.some((r) => r.status === "queued" || r.status === "running")) {
-      refreshTimer = window.setTimeout(() => void loadRuns(), 5000);
+      refreshTimer = window.setTimeout(refreshWhenIdle, 5000);
     }
   } catch (error) {
     showLoadError(root, "Could not load the federation runs", error);
   } finally {
     root.setAttribute("aria-busy", "false");
   }
+}
+
+/** Re-render the runs only while the keyboard is not inside them: a redraw would drop the focus
+ * of someone about to press "Leave the run". */
+function refreshWhenIdle(): void {
+  if (byId("runs").contains(document.activeElement)) {
+    refreshTimer = window.setTimeout(refreshWhenIdle, 5000);
+    return;
+  }
+  void loadRuns();
 }
 
 async function act(
