@@ -31,8 +31,8 @@ import _django
 
 STAGES = (16, 32, 64, 128)
 INSTITUTIONS = 4
-HELD_OUT = 16  # scans of the fixed held-out institution
-SLICES, SIZE = 32, 128
+HELD_OUT = 12  # scans of the fixed held-out institution
+SLICES, SIZE = 24, 128
 ARCHITECTURE = "unet2d-small"
 
 
