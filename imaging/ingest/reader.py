@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pydicom
@@ -299,7 +300,8 @@ def staged_chunks(ds: Dataset, raw: bytes, as_read: dict) -> tuple[list, int | N
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if (
-        ts is None
+        meta is None
+        or ts is None
         or not ts.is_transfer_syntax
         or ts.is_private
         or ts.is_compressed
@@ -375,7 +377,7 @@ def _unchanged_span(elem, as_read, raw: bytes, implicit: bool, little: bool) -> 
         return None
     if elem.tag == PIXEL_DATA and elem.length % 2:
         return None  # pydicom pads an odd-length pixel value it writes
-    byteorder = "little" if little else "big"
+    byteorder: Literal["little", "big"] = "little" if little else "big"
     expected = (elem.tag >> 16).to_bytes(2, byteorder) + (elem.tag & 0xFFFF).to_bytes(2, byteorder)
     if raw[start : start + 4] != expected:
         return None
