@@ -23,6 +23,7 @@ Everything it starts is stopped however it ends.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -185,17 +186,19 @@ class Stack:
                 raise SystemExit(f"error: {name} exited with {proc.returncode}:\n{tail}")
 
     def stop(self) -> None:
-        # SIGTERM: gunicorn finishes its requests, Celery's warm shutdown finishes its tasks.
+        # SIGTERM to the main process only: gunicorn's master finishes its requests, Celery's warm
+        # shutdown lets its pool finish the running task (SIGTERM to the whole group killed the
+        # pool children at once: WorkerLostError). Whatever is left goes with SIGKILL.
         for _, proc in self.procs:
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 30
         for _, proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # pool children, orphaned or not
+            proc.wait()
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str, timeout: float) -> None:
@@ -241,7 +244,7 @@ def _inner() -> None:
         _run([sys.executable, "manage.py", "migrate", "--noinput"], env, "migrate", 600)
         stack.start_all()
         t0 = time.monotonic()
-        _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 1800)
+        _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 3600)
         seed_s = time.monotonic() - t0
         stack.check_alive()
         _run(
