@@ -27,6 +27,7 @@ BEFORE = [
     ("annotation", "0002_initial"),
     ("qc", "0001_initial"),
     ("modelassist", "0002_retrain_schedule"),
+    ("federation", None),  # came later (#15)
     ("contenttypes", "0002_remove_content_type_name"),
     ("auth", "0012_alter_user_first_name_max_length"),
     ("admin", "0003_logentry_add_action_flag_choices"),
@@ -221,7 +222,8 @@ def test_a_database_at_the_head_before_the_split_migrates_with_no_row_lost_and_b
         ContentType.objects.clear_cache()
 
     # No table made, dropped or renamed: the move is Django's picture only.
-    assert tables_after == tables_before
+    # (federation, #15, came after the split: its tables are new at the head, not moved.)
+    assert {t for t in tables_after if not t.startswith("federation_")} == tables_before
     assert {
         "platform_core_importjob",
         "platform_core_remotepacs",
