@@ -187,9 +187,7 @@ export class ReviewPanel {
       el(
         "p",
         { className: "muted" },
-        target.open
-          ? "The revision under review is read-only. Press Place finding (F), then click on the image."
-          : target.closedReason,
+        target.open ? "The revision under review is read-only." : target.closedReason,
       ),
       labels.length
         ? el(
