@@ -394,6 +394,151 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/federation/runs/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["federation_runs_list"];
+        put?: never;
+        post: operations["federation_run_declare"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/runs/{run_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["federation_run_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/runs/{run_id}/cancel/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["federation_run_cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/runs/{run_id}/start/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["federation_run_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/sites/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["federation_site_join"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/sites/{site_id}/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["federation_site_retrieve"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/sites/{site_id}/leave/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["federation_site_leave"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/sites/{site_id}/rounds/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The site's rounds: what left it and what came back (only the site's own data managers). */
+        get: operations["federation_site_rounds"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/sites/{site_id}/start/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["federation_site_start"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/imports/": {
         parameters: {
             query?: never;
@@ -1529,6 +1674,24 @@ export interface components {
          * @enum {string}
          */
         JobStatusEnum: "queued" | "running" | "done" | "failed";
+        JoinIn: {
+            /**
+             * Format: uuid
+             * @description the run's key, from the coordinator
+             */
+            key: string;
+            /** @description a finished export of a campaign of your institution */
+            export: number;
+            /**
+             * @description start the site's SuperNode now
+             * @default true
+             */
+            start: boolean;
+        };
+        LeaveIn: {
+            /** @default  */
+            reason: string;
+        };
         LungsOut: {
             method: string;
             from_cache: boolean;
@@ -1907,6 +2070,30 @@ export interface components {
             /** Format: double */
             mean_s_per_scan: number | null;
         };
+        RoundOut: {
+            /** Format: int64 */
+            number: number;
+            /** Format: int64 */
+            sample_count?: number | null;
+            /** Format: int64 */
+            sent_bytes?: number | null;
+            sent_sha256?: string;
+            sent_to?: string;
+            /** Format: date-time */
+            sent_at?: string | null;
+            /** Format: double */
+            train_loss?: number | null;
+            /** Format: double */
+            train_seconds?: number | null;
+            global_sha256?: string;
+            participants?: unknown;
+            test_figures?: unknown;
+            model_version?: number | null;
+            promoted?: boolean | null;
+            decision?: string;
+            /** Format: date-time */
+            received_at?: string | null;
+        };
         RoundsUntilPassOut: {
             annotations: number;
             /** Format: double */
@@ -1916,6 +2103,104 @@ export interface components {
                 [key: string]: number;
             };
         };
+        RunIn: {
+            /** @description the coordinator's campaign whose label schema the run trains */
+            campaign: number;
+            name: string;
+            /** @description host:port the sites reach the SuperLink at */
+            superlink_address: string;
+            architecture?: string;
+            /** @default 3 */
+            rounds: number;
+            /** @default 1 */
+            local_epochs: number;
+            /** @default fedavg */
+            strategy: components["schemas"]["StrategyEnum"];
+            /**
+             * Format: double
+             * @default 0
+             */
+            proximal_mu: number;
+            /** @default false */
+            dp_enabled: boolean;
+            /**
+             * Format: double
+             * @default 0
+             */
+            dp_noise_multiplier: number;
+            /**
+             * Format: double
+             * @default 0
+             */
+            dp_clipping_norm: number;
+            /** @default false */
+            secagg_enabled: boolean;
+            /** @default 2 */
+            min_sites: number;
+            train_params?: {
+                [key: string]: unknown;
+            };
+            /** @default 1800 */
+            round_timeout_s: number;
+            /** @default  */
+            tls_server_cert: string;
+            /** @default  */
+            tls_server_key: string;
+            /** @default  */
+            tls_ca_cert: string;
+        };
+        RunOut: {
+            readonly id: number;
+            /** Format: uuid */
+            readonly key: string;
+            institution: string;
+            name: string;
+            architecture: string;
+            /** Format: int64 */
+            rounds?: number;
+            /** Format: int64 */
+            local_epochs?: number;
+            train_params?: unknown;
+            strategy?: components["schemas"]["StrategyEnum"];
+            /** Format: double */
+            proximal_mu?: number;
+            dp_enabled?: boolean;
+            /** Format: double */
+            dp_noise_multiplier?: number;
+            /** Format: double */
+            dp_clipping_norm?: number;
+            secagg_enabled?: boolean;
+            /** Format: int64 */
+            min_sites?: number;
+            superlink_address: string;
+            /** Format: int64 */
+            round_timeout_s?: number;
+            status?: components["schemas"]["RunOutStatusEnum"];
+            /** Format: double */
+            progress?: number;
+            message?: string;
+            error?: string;
+            history?: unknown;
+            flower_run_id?: string;
+            /** Format: date-time */
+            readonly created_at: string;
+            /** Format: date-time */
+            started_at?: string | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+            readonly sites: {
+                [key: string]: unknown;
+            }[];
+        };
+        /**
+         * @description * `open` - Open
+         *     * `queued` - Queued
+         *     * `running` - Running
+         *     * `done` - Done
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        RunOutStatusEnum: "open" | "queued" | "running" | "done" | "failed";
         ScanOut: {
             id: number;
             study_uid: string;
@@ -2027,6 +2312,36 @@ export interface components {
                 [key: string]: unknown;
             };
         };
+        SiteOut: {
+            readonly id: number;
+            run: number;
+            institution: string;
+            campaign: number;
+            export: number;
+            export_version: number;
+            status?: components["schemas"]["SiteOutStatusEnum"];
+            message?: string;
+            error?: string;
+            /** Format: date-time */
+            readonly joined_at: string;
+            /** Format: date-time */
+            left_at?: string | null;
+            left_reason?: string;
+            /** Format: date-time */
+            started_at?: string | null;
+            /** Format: date-time */
+            finished_at?: string | null;
+        };
+        /**
+         * @description * `joined` - Joined
+         *     * `queued` - Queued
+         *     * `running` - Running
+         *     * `done` - Done
+         *     * `left` - Left
+         *     * `failed` - Failed
+         * @enum {string}
+         */
+        SiteOutStatusEnum: "joined" | "queued" | "running" | "done" | "left" | "failed";
         /**
          * @description * `A` - checker A
          *     * `B` - checker B
@@ -2091,6 +2406,12 @@ export interface components {
             rate: number | null;
             spot_checks: number;
         };
+        /**
+         * @description * `fedavg` - FedAvg
+         *     * `fedprox` - FedProx
+         * @enum {string}
+         */
+        StrategyEnum: "fedavg" | "fedprox";
         StudySearchOut: {
             results: components["schemas"]["StudySummaryOut"][];
             limit: number;
@@ -2944,6 +3265,234 @@ export interface operations {
                 };
                 content: {
                     "application/zip": string;
+                };
+            };
+        };
+    };
+    federation_runs_list: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"][];
+                };
+            };
+        };
+    };
+    federation_run_declare: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["RunIn"];
+                "multipart/form-data": components["schemas"]["RunIn"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
+    federation_run_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
+    federation_run_cancel: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["LeaveIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["LeaveIn"];
+                "multipart/form-data": components["schemas"]["LeaveIn"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
+    federation_run_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
+    federation_site_join: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["JoinIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["JoinIn"];
+                "multipart/form-data": components["schemas"]["JoinIn"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteOut"];
+                };
+            };
+        };
+    };
+    federation_site_retrieve: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                site_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteOut"];
+                };
+            };
+        };
+    };
+    federation_site_leave: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                site_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["LeaveIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["LeaveIn"];
+                "multipart/form-data": components["schemas"]["LeaveIn"];
+            };
+        };
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteOut"];
+                };
+            };
+        };
+    };
+    federation_site_rounds: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                site_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RoundOut"][];
+                };
+            };
+        };
+    };
+    federation_site_start: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                site_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SiteOut"];
                 };
             };
         };
