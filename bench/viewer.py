@@ -1,8 +1,16 @@
-"""Viewer load time: a 300 × 512² phantom scan opened in Debian's headless Chromium, served by
-the same gunicorn command as `make run`, from navigation until every frame is in and drawn.
+"""Viewer speed a reader feels: a 500 × 512² phantom scan opened in Debian's headless Chromium
+(software WebGL), served by the same gunicorn command as `make run`.
 
-Prints JSON with load_s (median of three page loads; the first with cold server caches),
-first_image_s (the first slice on screen, same load) and runs (every load's figures). Needs the
+Prints JSON with load_s (median of three page loads, from navigation until every frame is in and
+drawn; the first with cold server caches), first_image_s (the first slice on screen, same load),
+runs (every load's figures), and, on the last load (issue #17 §6):
+- slice_step_ms: p95 of 50 wheel steps, each from the wheel event to a rendered frame of the new
+  slice (slice_step_p50_ms beside it);
+- stroke_ms: a brush stroke (press, 10 moves, release) until its pixels were drawn;
+- tool_switch_ms: the slowest of brush → eraser → grow (key press until the tool is on and a frame
+  drawn) with a labelmap present (after the stroke), over three rounds (tool_switch_runs).
+Goals under software rendering: tool_switch_ms ≤ 100, slice_step_ms ≤ 150, load_s ≤ 6.
+CURATECT_BENCH_SLICES / CURATECT_BENCH_LOADS change the scan and the number of loads. Needs the
 built frontend (make setup) and /usr/bin/chromium (make browsers).
 """
 
@@ -21,7 +29,10 @@ from pathlib import Path
 
 import _django
 
-SLICES, SIZE, LOADS = 300, 512, 3
+SLICES = int(os.environ.get("CURATECT_BENCH_SLICES", "500"))
+SIZE = 512
+LOADS = int(os.environ.get("CURATECT_BENCH_LOADS", "3"))
+WHEEL_STEPS = 50
 CHROMIUM = os.environ.get("CURATECT_CHROMIUM", "/usr/bin/chromium")
 # The flags of tests/browser/conftest.py: WebGL2 through ANGLE over SwiftShader.
 CHROMIUM_FLAGS = [
@@ -130,8 +141,71 @@ def measure(base: str, path: str) -> list[dict]:
                 }
             )
             log(f"load {len(runs)}: {runs[-1]}")
+        feel = interaction(page)
+        log(f"interaction: {feel}")
         browser.close()
-    return runs
+    return runs, feel
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+
+
+def since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+# A frame drawn after the given render count (curatect.renders counts drawn frames).
+DRAWN_AFTER = "(r) => curatect.renders > r"
+
+
+def interaction(page) -> dict:
+    """Wheel steps, a brush stroke and tool switches on the loaded scan, each to a drawn frame."""
+    box = page.locator("#view-axial").bounding_box()
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(cx, cy)
+    steps = []
+    for i in range(WHEEL_STEPS):
+        # Down then up half-way: the steps stay inside the scan wherever it opened.
+        delta = 100 if i < WHEEL_STEPS // 2 else -100
+        before = page.evaluate("[curatect.renders, curatect.sliceIndex()]")
+        started = time.perf_counter()
+        page.mouse.wheel(0, delta)
+        page.wait_for_function(
+            "([r, s]) => curatect.renders > r && curatect.sliceIndex() !== s", arg=before, polling="raf"
+        )
+        steps.append(since(started))
+
+    page.keyboard.press("b")
+    page.wait_for_function("() => curatect.tool() === 'brush'")
+    rendered = page.evaluate("curatect.renders")
+    started = time.perf_counter()
+    page.mouse.down()
+    for k in range(10):
+        page.mouse.move(cx + 3 * k, cy + 2 * k)
+    page.mouse.up()
+    page.wait_for_function(DRAWN_AFTER, arg=rendered, polling="raf")
+    stroke_ms = since(started)
+    painted = page.evaluate("curatect.labelVoxelCount()")
+
+    switches = []
+    for _ in range(3):
+        for key, tool in (("b", "brush"), ("e", "eraser"), ("g", "grow")):
+            started = time.perf_counter()
+            page.keyboard.press(key)
+            page.wait_for_function(f"() => curatect.tool() === '{tool}'", polling="raf")
+            page.evaluate("() => new Promise((done) => requestAnimationFrame(() => done()))")
+            switches.append(since(started))
+    return {
+        "slice_step_ms": p95(steps),
+        "slice_step_p50_ms": statistics.median(steps),
+        "stroke_ms": stroke_ms,
+        "stroke_voxels": painted,
+        "tool_switch_ms": max(switches[1:]),  # the first press may still warm the tools up
+        "tool_switch_first_ms": switches[0],
+        "tool_switch_runs": switches,
+    }
 
 
 def main() -> None:
@@ -142,7 +216,7 @@ def main() -> None:
     port = free_port()
     web = start_web(port)
     try:
-        runs = measure(f"http://127.0.0.1:{port}", path)
+        runs, feel = measure(f"http://127.0.0.1:{port}", path)
     finally:
         os.killpg(web.pid, 15)
         web.wait(30)
@@ -154,6 +228,8 @@ def main() -> None:
                 "load_s": median["load_s"],
                 "first_image_s": median["first_image_s"],
                 "median_wall_s": statistics.median(r["wall_s"] for r in runs),
+                "slices": SLICES,
+                **feel,
                 "runs": runs,
             }
         )

@@ -127,7 +127,7 @@ def fits_without_scrolling(page, selector: str, where: str) -> None:
         f"() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); return [r.top, r.bottom]; }}"
     )
     height = page.evaluate("innerHeight")
-    assert 0 <= box[0] and box[1] <= height, f"{where}: {selector} at {box} is below the fold ({height} px)"
+    assert box[0] >= 0 and box[1] <= height, f"{where}: {selector} at {box} is below the fold ({height} px)"
 
 
 def test_annotate_sidebar_nothing_overlaps(live_server, page, phantom_scan):
