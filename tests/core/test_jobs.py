@@ -31,7 +31,7 @@ def _import_job(cast, **kw) -> ImportJob:
     return ImportJob.objects.create(institution=cast.institution, source="/nowhere", **kw)
 
 
-def test_the_six_kinds_are_registered():
+def test_every_kind_of_job_is_registered_for_the_sweep():
     assert {k.__name__ for k in job_kinds()} == {
         "ImportJob",
         "PulledStudy",
@@ -39,6 +39,8 @@ def test_the_six_kinds_are_registered():
         "PresegScan",
         "DatasetExport",
         "TrainingRun",
+        "FederationRun",
+        "FederationSite",
     }
 
 
