@@ -10,7 +10,10 @@ runs (every load's figures), and, on the last load (issue #17 §6):
 - tool_switch_ms: the slowest of brush → eraser → grow (key press until the tool is on and a frame
   drawn) with a labelmap present (after the stroke), over three rounds (tool_switch_runs).
 Goals under software rendering: tool_switch_ms ≤ 100, slice_step_ms ≤ 150, load_s ≤ 6.
-CURATECT_BENCH_SLICES / CURATECT_BENCH_LOADS change the scan and the number of loads. Needs the
+CURATECT_BENCH_SLICES / CURATECT_BENCH_LOADS change the scan and the number of loads;
+CURATECT_BENCH_QUERY adds the viewer's measuring knobs to its address (e.g. "?pixelRatio=1", the
+canvas resolution without the software-WebGL reduction of viewer/cornerstone.ts);
+CURATECT_BENCH_PROFILE=1 prints the wheel steps' hottest functions (a CPU profile). Needs the
 built frontend (make setup) and /usr/bin/chromium (make browsers).
 """
 
@@ -33,6 +36,8 @@ SLICES = int(os.environ.get("CURATECT_BENCH_SLICES", "500"))
 SIZE = 512
 LOADS = int(os.environ.get("CURATECT_BENCH_LOADS", "3"))
 WHEEL_STEPS = 50
+# CURATECT_BENCH_QUERY="?pixelRatio=1": the viewer's measuring knobs (pixelRatio, chunk, parallel).
+QUERY = os.environ.get("CURATECT_BENCH_QUERY", "")
 CHROMIUM = os.environ.get("CURATECT_CHROMIUM", "/usr/bin/chromium")
 # The flags of tests/browser/conftest.py: WebGL2 through ANGLE over SwiftShader.
 CHROMIUM_FLAGS = [
@@ -125,7 +130,7 @@ def measure(base: str, path: str) -> list[dict]:
         page.wait_for_load_state()
         for _ in range(LOADS):
             started = time.perf_counter()
-            page.goto(f"{base}{path}")
+            page.goto(f"{base}{path}{QUERY}")
             page.wait_for_function(
                 "() => window.curatect && (curatect.ready || curatect.error)", timeout=180_000
             )
@@ -160,8 +165,26 @@ def since(started: float) -> float:
 DRAWN_AFTER = "(r) => curatect.renders > r"
 
 
+def top_self_time(profile: dict, n: int = 25) -> list[tuple[str, float]]:
+    """The functions of a CPU profile (Profiler.stop) with the most self time, in ms."""
+    nodes = {node["id"]: node for node in profile["nodes"]}
+    spent: dict[str, float] = {}
+    deltas = profile.get("timeDeltas", [])
+    for sample, delta in zip(profile.get("samples", []), deltas, strict=True):
+        frame = nodes[sample]["callFrame"]
+        name = f"{frame['functionName'] or '(anonymous)'} {frame['url'].rsplit('/', 1)[-1]}:{frame['lineNumber']}"
+        spent[name] = spent.get(name, 0.0) + delta / 1000
+    return sorted(((k, round(v, 1)) for k, v in spent.items()), key=lambda kv: -kv[1])[:n]
+
+
 def interaction(page) -> dict:
     """Wheel steps, a brush stroke and tool switches on the loaded scan, each to a drawn frame."""
+    # CURATECT_BENCH_PROFILE=1: a CPU profile of the wheel steps, its top functions on stderr.
+    cdp = None
+    if os.environ.get("CURATECT_BENCH_PROFILE"):
+        cdp = page.context.new_cdp_session(page)
+        cdp.send("Profiler.enable")
+        cdp.send("Profiler.start")
     box = page.locator("#view-axial").bounding_box()
     cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(cx, cy)
@@ -176,6 +199,9 @@ def interaction(page) -> dict:
             "([r, s]) => curatect.renders > r && curatect.sliceIndex() !== s", arg=before, polling="raf"
         )
         steps.append(since(started))
+    if cdp is not None:
+        for name, ms in top_self_time(cdp.send("Profiler.stop")["profile"]):
+            log(f"{ms:9.1f} ms  {name}")
 
     page.keyboard.press("b")
     page.wait_for_function("() => curatect.tool() === 'brush'")

@@ -2,7 +2,12 @@
 //   left drag: the current tool (brush, eraser, window/level; grow and relabel are clicks)
 //   shift + left drag: window/level · middle drag: pan · right drag: zoom · wheel: slices
 //   alt + wheel with the grow tool: widen / narrow the last grow (tools/regionGrow.ts)
-import { Enums as ToolEnums, ToolGroupManager, utilities as toolUtils } from "@cornerstonejs/tools";
+import {
+  Enums as ToolEnums,
+  ToolGroupManager,
+  utilities as toolUtils,
+  type Types as ToolTypes,
+} from "@cornerstonejs/tools";
 import {
   BrushTool,
   PanTool,
@@ -10,7 +15,6 @@ import {
   WindowLevelTool,
   ZoomTool,
 } from "@cornerstonejs/tools";
-import type { Types as ToolTypes } from "@cornerstonejs/tools";
 
 import { maskedFillInsideCircle } from "./lungMask";
 
@@ -37,6 +41,12 @@ export class ViewerTools {
     const group = ToolGroupManager.createToolGroup(id);
     if (!group) throw new Error(`tool group ${id} exists already`);
     this.group = group;
+    // Cornerstone re-renders every viewport of the group (CT and labelmap, 0.2–0.8 s each
+    // under software WebGL) at each tool mode change, though a mode only changes what the SVG
+    // layer draws (the brush circle, cursors). Redraw that layer only: a tool switch costs a
+    // frame, not a render (issue #17 §6; cornerstone3D #2141, #2614).
+    (group as unknown as { _renderViewports(): void })._renderViewports = () =>
+      toolUtils.triggerAnnotationRenderForViewportIds(group.getViewportIds());
     group.addTool(WindowLevelTool.toolName);
     group.addTool(PanTool.toolName);
     group.addTool(ZoomTool.toolName);
