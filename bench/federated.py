@@ -136,14 +136,12 @@ def export_cases(site: dict) -> dict:
 
 
 def held_out_dice(model, held_out: list) -> float:
-    from federation.training import evaluate_cases
+    """Pooled lesion Dice on the held-out site, as retraining and the federation's sites score."""
+    from annotation.dice import pooled_case_dice
+    from modelassist import network
 
-    return round(
-        evaluate_cases(model, [(c.phantom.hu, c.phantom.lesions, c.phantom.spacing) for c in held_out])[
-            "mean"
-        ],
-        4,
-    )
+    pairs = [(network.predict_volume(model, c.phantom.hu), c.phantom.lesions) for c in held_out]
+    return round(pooled_case_dice(pairs)["mean"], 4)
 
 
 def train_alone(cases: dict) -> object:

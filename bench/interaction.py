@@ -82,7 +82,7 @@ class Annotator:
         labels = label_codec.decode_volume(raw, self.truth.shape)
         return np.array(labels, np.uint8), revisions[-1]["id"]
 
-    def dice(self, labels: np.ndarray | None = None) -> float:
+    def label_dice(self, labels: np.ndarray | None = None) -> float:
         from annotation.dice import pooled_class_dice
 
         return pooled_class_dice(self.labels if labels is None else labels, self.truth)
@@ -100,7 +100,7 @@ class Annotator:
         grown = self._grow(centre, value, self._reach_mm(component, centre))
         if grown is not None:
             candidates.append(("grow", grown))
-        tool, labels = max(candidates, key=lambda c: self.dice(c[1]))
+        tool, labels = max(candidates, key=lambda c: self.label_dice(c[1]))
         self._save(labels)
         return tool
 
@@ -173,13 +173,13 @@ class Annotator:
 def noc(client, campaign, scan, truth: np.ndarray) -> tuple[int, bool, float, dict]:
     """(steps, reached, Dice at the start, tools used) for one scan from its current head."""
     person = Annotator(client, campaign, scan, truth)
-    start = person.dice()
+    start = person.label_dice()
     tools = {"grow": 0, "brush": 0}
     steps = 0
-    while person.dice() < TARGET and steps < MAX_STEPS:
+    while person.label_dice() < TARGET and steps < MAX_STEPS:
         tools[person.step()] += 1
         steps += 1
-    reached = person.dice() >= TARGET
+    reached = person.label_dice() >= TARGET
     # What the server holds is what the person ends with.
     assert np.array_equal(Annotator(client, campaign, scan, truth).labels, person.labels)
     return (steps if reached else MAX_STEPS), reached, start, tools

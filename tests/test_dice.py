@@ -88,7 +88,17 @@ def test_every_dice_outside_the_one_module_is_computed_by_it():
 
     public = {name for name in dir(one) if name.endswith("dice") and not name.startswith("_")}
     own_way = []
-    for folder in ("core", "imaging", "pacs", "annotation", "qc", "modelassist", "demo", "bench"):
+    for folder in (
+        "core",
+        "imaging",
+        "pacs",
+        "annotation",
+        "qc",
+        "modelassist",
+        "federation",
+        "demo",
+        "bench",
+    ):
         for path in (ROOT / folder).rglob("*.py"):
             if path == ROOT / "annotation" / "dice.py":
                 continue
