@@ -114,8 +114,10 @@ def test_worker_killed_during_a_pre_segmentation(
     # Given four scans and a real worker
     scans = import_phantoms(4, slices=40, size=128)
     worker = start_worker()
-    target = int(harness.kill_point("preseg-scan", 0, len(scans) - 1))
-    delay = harness.kill_point("preseg-delay", 0.0, 0.1)
+    # Never one of the last two: on a quiet machine a 40-slice scan segments in well under the
+    # delay, and the kill must still find a scan running after the target ended.
+    target = int(harness.kill_point("preseg-scan", 0, len(scans) - 2))
+    delay = harness.kill_point("preseg-delay", 0.0, 0.05)
     with fault_broker():
         # When their batch is assigned (its pre-segmentation fans out one task per scan) and the
         # worker is killed while it segments one of them
