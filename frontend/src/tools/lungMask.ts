@@ -75,7 +75,7 @@ export async function fetchLungMask(campaignId: number, scanId: number): Promise
     return { mask: zstd(bytes) };
   } catch (error) {
     if (error instanceof ApiError && error.status === 404) {
-      return { missing: "no lung mask for this scan" };
+      return { missing: "none until the baseline pre-segmentation or the scan's report has run" };
     }
     throw error;
   }
