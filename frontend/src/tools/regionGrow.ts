@@ -6,7 +6,6 @@
 // (a nodule's vessel). Alt + wheel then widens or narrows that last grow live: the same seed
 // grown again at a larger or smaller radius, without the leak check (the hand asked for that
 // size), replacing the last grow's paint within the same undo step.
-import type { Types } from "@cornerstonejs/core";
 import { Enums as ToolEnums } from "@cornerstonejs/tools";
 
 import { api } from "../api/client";
@@ -14,6 +13,7 @@ import { base64Decode, zstd } from "../api/encoding";
 import type { RegionGrowResult } from "../api/types";
 import type { LabelState } from "../viewer/labels";
 import type { Scene } from "../viewer/scene";
+import { plainClickVoxel } from "./clicks";
 import { History } from "./history";
 
 export interface GrowOptions {
@@ -158,21 +158,11 @@ export function attachRegionGrow(
   let busy = false;
   const onClick = async (evt: Event) => {
     if (!options.isActive() || busy) return;
-    const detail = (evt as CustomEvent).detail as {
-      event?: MouseEvent;
-      currentPoints: { world: Types.Point3 };
-    };
-    if (
-      detail.event &&
-      (detail.event.button !== 0 || detail.event.shiftKey || detail.event.ctrlKey)
-    )
-      return;
-    const ijk = options.scene.worldToIJK(detail.currentPoints.world);
-    if (!ijk) return;
-    const [i, j, k] = ijk;
+    const voxel = plainClickVoxel(evt, options.scene);
+    if (!voxel) return;
     busy = true;
     try {
-      await grower.growAt([options.scene.kToZ[k], j, i]);
+      await grower.growAt(voxel);
     } catch (error) {
       options.onError(error);
     } finally {

@@ -1,11 +1,11 @@
 // Relabel a region with one click: the clicked voxel's 3D connected region of its class
 // (face neighbours, as the region-growing brush) becomes the current class, one undo step.
 // Today one had to repaint it voxel by voxel.
-import type { Types } from "@cornerstonejs/core";
 import { Enums as ToolEnums } from "@cornerstonejs/tools";
 
 import type { LabelState } from "../viewer/labels";
 import type { Scene } from "../viewer/scene";
+import { plainClickVoxel } from "./clicks";
 import { History } from "./history";
 
 export interface RelabelOptions {
@@ -94,20 +94,10 @@ function touchedSlices(scene: Scene, cells: Int32Array, size: number): number[] 
 export function attachRelabel(element: HTMLElement, options: RelabelOptions): () => void {
   const onClick = (evt: Event) => {
     if (!options.isActive()) return;
-    const detail = (evt as CustomEvent).detail as {
-      event?: MouseEvent;
-      currentPoints: { world: Types.Point3 };
-    };
-    if (
-      detail.event &&
-      (detail.event.button !== 0 || detail.event.shiftKey || detail.event.ctrlKey)
-    )
-      return;
-    const ijk = options.scene.worldToIJK(detail.currentPoints.world);
-    if (!ijk) return;
-    const [i, j, k] = ijk;
+    const voxel = plainClickVoxel(evt, options.scene);
+    if (!voxel) return;
     const to = options.classValue();
-    const result = relabelRegion(options.labels, options.scene, [options.scene.kToZ[k], j, i], to);
+    const result = relabelRegion(options.labels, options.scene, voxel, to);
     if (result.memo) History.push(result.memo);
     options.onDone(result.voxels, result.from, to);
   };
