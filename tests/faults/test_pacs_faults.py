@@ -109,22 +109,9 @@ def orthanc(tmp_path):
 
 @pytest.fixture
 def remote(cast, orthanc):
-    from pacs.models import RemotePacs
+    from tests.pacs.conftest import orthanc_remote
 
-    remote = RemotePacs(
-        institution=cast.institution,
-        name="Orthanc",
-        dicomweb_url=orthanc.dicomweb_url,
-        auth_type=RemotePacs.Auth.BASIC,
-        username=orthanc.auth[0],
-        ae_title=orthanc.ae_title,
-        host="127.0.0.1",
-        port=orthanc.dicom_port,
-        send_method="stow",
-    )
-    remote.set_secret(orthanc.auth[1])
-    remote.save()
-    return remote
+    return orthanc_remote(cast.institution, orthanc)
 
 
 def test_worker_killed_during_a_pacs_pull(

@@ -200,3 +200,23 @@ def orthanc(orthanc_server):
     orthanc_server.clear()
     yield orthanc_server
     orthanc_server.clear()
+
+
+def orthanc_remote(institution, server: Orthanc):
+    """The institution's remote PACS entry for a running Orthanc (DICOMweb with Basic auth, STOW sends)."""
+    from pacs.models import RemotePacs
+
+    remote = RemotePacs(
+        institution=institution,
+        name="Orthanc",
+        dicomweb_url=server.dicomweb_url,
+        auth_type=RemotePacs.Auth.BASIC,
+        username=server.auth[0],
+        ae_title=server.ae_title,
+        host="127.0.0.1",
+        port=server.dicom_port,
+        send_method="stow",
+    )
+    remote.set_secret(server.auth[1])
+    remote.save()
+    return remote

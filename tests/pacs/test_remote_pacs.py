@@ -21,7 +21,7 @@ from pacs import pulls, services
 from pacs.models import PacsSend, PulledStudy, RemotePacs, SeriesOrigin
 from pacs.tasks import pull_run
 from tests.conftest import make_series
-from tests.pacs.conftest import need
+from tests.pacs.conftest import need, orthanc_remote
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -40,20 +40,7 @@ def original_uids(folder: Path) -> tuple[str, str, list[str]]:
 
 @pytest.fixture
 def remote(cast, orthanc):
-    remote = RemotePacs(
-        institution=cast.institution,
-        name="Orthanc",
-        dicomweb_url=orthanc.dicomweb_url,
-        auth_type=RemotePacs.Auth.BASIC,
-        username=orthanc.auth[0],
-        ae_title=orthanc.ae_title,
-        host="127.0.0.1",
-        port=orthanc.dicom_port,
-        send_method="stow",
-    )
-    remote.set_secret(orthanc.auth[1])
-    remote.save()
-    return remote
+    return orthanc_remote(cast.institution, orthanc)
 
 
 def run_pull(job_id: int) -> ImportJob:
