@@ -121,7 +121,7 @@ def shot(page, name: str) -> None:
 
 def fits_without_scrolling(page, selector: str, where: str) -> None:
     page.evaluate(
-        "() => { for (const s of document.querySelectorAll('.sidebar, .sidebar-scroll')) s.scrollTop = 0; }"
+        "() => { for (const s of document.querySelectorAll('.sidebar, .sidebar-scroll, .sidebar .actions')) s.scrollTop = 0; }"
     )
     box = page.evaluate(
         f"() => {{ const r = document.querySelector('{selector}').getBoundingClientRect(); return [r.top, r.bottom]; }}"
@@ -143,6 +143,10 @@ def test_annotate_sidebar_nothing_overlaps(live_server, page, phantom_scan):
         assert {"#labels-opacity", "#window-presets", "#mpr-toggle", "#preseg-banner"} <= {
             b["sel"] for b in boxes
         }
+        # Save and Submit are whole on screen without scrolling anything (the footer once shrank
+        # with the tools and cut them in half under the "Starting point" box).
+        fits_without_scrolling(page, "#save", f"annotate {width}×{height}")
+        fits_without_scrolling(page, "#submit", f"annotate {width}×{height}")
 
 
 def test_check_and_spot_check_sidebars_fit_and_never_say_unsaved(live_server, page, phantom_scan, demo):
@@ -163,6 +167,8 @@ def test_check_and_spot_check_sidebars_fit_and_never_say_unsaved(live_server, pa
         shot(page, f"check-{width}x{height}")
         assert "Unsaved" not in page.inner_text(".sidebar")
         assert page.evaluate("curatect.saveStatus") != "Unsaved changes"
+        assert "No revision yet" not in page.inner_text(".sidebar")  # the reviewer sees revision 0
+        assert "Revision 0 on screen, read-only" in page.inner_text("#save-status")
         assert_nothing_overlaps(page, f"check {width}×{height}")
         fits_without_scrolling(page, "#submit-verdict", f"check {width}×{height}")
         fits_without_scrolling(page, "#window-presets", f"check {width}×{height}")

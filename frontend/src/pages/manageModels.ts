@@ -52,9 +52,13 @@ function splitsText(e: DatasetExport): string {
   const s = e.summary?.splits;
   if (!s) return "—";
   const by = e.summary.split_method ? `, by ${e.summary.split_method}` : "";
-  return `${e.summary.cases ?? 0} cases: ${Object.entries(s)
-    .map(([k, n]) => `${n} ${k}`)
-    .join(", ")}${by}`;
+  // PostgreSQL's jsonb hands keys back in its own order; a reader compares exports in one order.
+  const order = ["train", "validation", "test"];
+  const names = [
+    ...order.filter((k) => k in s),
+    ...Object.keys(s).filter((k) => !order.includes(k)),
+  ];
+  return `${e.summary.cases ?? 0} cases: ${names.map((k) => `${s[k]} ${k}`).join(", ")}${by}`;
 }
 
 function exportStatusCell(e: DatasetExport, refresh: () => void): Node {

@@ -160,7 +160,8 @@ async function main(): Promise<void> {
         el(
           "p",
           { className: "card" },
-          "No batch is assigned to you yet. Your data manager assigns batches of scans.",
+          // "Yet" was wrong once a batch of theirs had been approved: approved batches leave the list.
+          "You have no open batch. Your data manager assigns batches of scans; a batch leaves this list once it is approved.",
         ),
       );
     } else {

@@ -121,7 +121,12 @@ export class ReviewMode implements ViewerMode {
     this.panel.toolChanged(false);
   }
 
-  async afterLoad(): Promise<void> {}
+  async afterLoad(): Promise<void> {
+    // The page's generic "No revision yet" is about the annotation's head, which a reviewer never
+    // sees: say which revision is on screen.
+    const target = await this.target;
+    this.viewer.setSaveStatus(`Revision ${target.revisionNumber} on screen, read-only`);
+  }
 
   /** Nothing of the annotation is edited here: no "unsaved changes". */
   refresh(): void {}
