@@ -36,9 +36,14 @@ class FederationRun(Job):
     """A federation run declared by the coordinating data manager: what is trained, how, where."""
 
     key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)  # what sites join by
-    institution = models.ForeignKey(
-        Institution, on_delete=models.PROTECT, related_name="+"
-    )  # the coordinator
+    # The coordinator; for a run coordinated elsewhere, the institution here that imported its
+    # invitation (the one installation-local owner every scoped query needs).
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    # A participant copy made from another installation's invitation: its SuperLink and
+    # ServerApp run there, so it is never started or cancelled here; only its sites serve it.
+    is_remote = models.BooleanField(default=False)
+    coordinator_name = models.CharField(max_length=200, blank=True)  # the coordinating institution's name
+    invitation_issued_at = models.DateTimeField(null=True, blank=True)  # sites may join elsewhere
     name = models.CharField(max_length=100)
     label_schema = models.JSONField(default=dict)  # every site's campaign must have these lesion classes
     architecture = models.CharField(max_length=50)
@@ -97,6 +102,9 @@ class FederationSite(Job):
     """One site's part in a run: which curated export of which campaign trains, and its SuperNode."""
 
     run = models.ForeignKey(FederationRun, on_delete=models.CASCADE, related_name="sites")
+    # What the site's ClientApp names itself by to the coordinator (beside its institution's
+    # name): a site's pk means nothing in another installation's database.
+    key = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
     campaign = models.ForeignKey(
         Campaign, on_delete=models.PROTECT, related_name="+"

@@ -32,10 +32,21 @@ def run_for_user(user: User, run_id: int) -> FederationRun:
 
 def run_by_key_for_user(user: User, key: str) -> FederationRun:
     """A run a site's data manager joins by the key the coordinator gave them (any data manager
-    holding the key may see the run's declaration)."""
+    holding the key may see the run's declaration). A participant copy of a run coordinated
+    elsewhere belongs to the institution that imported its invitation."""
     run = FederationRun.objects.filter(key=key).first() if managed_institutions(user).exists() else None
+    if (
+        run is not None
+        and run.is_remote
+        and not managed_institutions(user).filter(pk=run.institution_id).exists()
+    ):
+        run = None
     if run is None:
-        raise NotFound("no federation run has this key", code="not_found")
+        raise NotFound(
+            "no federation run has this key in this installation; for a run declared at another "
+            "hospital, import its invitation first",
+            code="not_found",
+        )
     return run
 
 

@@ -24,6 +24,9 @@ from federation.flower.django_setup import ensure_django
 
 SITE_KEY = "curatect-site-id"
 RUN_KEY = "curatect-run"
+# Who replies, for the coordinator's records: the site's key and its institution's name (the
+# coordinator of another installation has no row of this site; a pk would mean nothing there).
+NAME_RECORD = "curatect-site"
 CLIPPING_NORM_KEY = "clipping_norm"  # what Flower's DP wrapper puts in the train config
 
 # Test-only: with CURATECT_FEDERATION_OPEN_LOG set, every file this process opens under
@@ -70,6 +73,10 @@ def _site(msg: Message, context: Context) -> Any:
         _note(f"received {name} {type(record).__name__}")
     config = msg.content["config"]
     return site_serving(int(context.node_config[SITE_KEY]), str(config[RUN_KEY]))
+
+
+def _named(site: Any) -> ConfigRecord:
+    return ConfigRecord({"site-key": str(site.key), "institution": site.institution.name, "site-id": site.pk})
 
 
 def _site_cases(site: Any) -> Any:
@@ -150,7 +157,10 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     return Message(
-        content=RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics}), reply_to=msg
+        content=RecordDict(
+            {"arrays": ArrayRecord(model.state_dict()), "metrics": metrics, NAME_RECORD: _named(site)}
+        ),
+        reply_to=msg,
     )
 
 
@@ -182,4 +192,4 @@ def evaluate(msg: Message, context: Context) -> Message:
             "promoted": int(bool(received.round.promoted)),
         }
     )
-    return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
+    return Message(content=RecordDict({"metrics": metrics, NAME_RECORD: _named(site)}), reply_to=msg)

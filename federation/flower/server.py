@@ -22,19 +22,33 @@ app = ServerApp()
 
 SITE_KEY = "curatect-site-id"
 RUN_KEY = "curatect-run"
+NAME_RECORD = "curatect-site"  # the ClientApp's name of itself: site key, institution name
 
 
-def _participant(reply: Message) -> dict[str, Any]:
+def _participant(run_id: int, reply: Message) -> dict[str, Any]:
+    """A site by what its ClientApp reports: a site of another installation has no row here,
+    so `site` (this installation's row) is None for it and its key and name say who it was."""
+    from federation.models import FederationSite
     from federation.training import arrays_digest
 
     metrics = reply.content["metrics"]
+    named = reply.content.config_records.get(NAME_RECORD)
+    key = str(named["site-key"]) if named else ""
+    local = FederationSite.objects.filter(run_id=run_id, key=key).values_list("pk", flat=True).first()
     size, digest = arrays_digest(reply.content["arrays"].to_numpy_ndarrays())
     return {
-        "site": int(metrics[SITE_KEY]),
+        "site": local if named else int(metrics[SITE_KEY]),
+        "site_key": key,
+        "institution": str(named["institution"]) if named else "",
+        "node": int(reply.metadata.src_node_id),
         "samples": int(metrics["num-examples"]),
         "bytes": size,
         "sha256": digest,
     }
+
+
+def _order(participant: dict[str, Any]) -> tuple[str, str]:
+    return participant["institution"], participant["site_key"]
 
 
 class _Recorded:
@@ -67,11 +81,11 @@ class _Recorded:
                 f"round {server_round}: {len(ok)} of {len(replies)} sites returned an update, fewer than the "
                 f"run's minimum of {self.min_train_nodes}" + (f" ({errors})" if errors else "")  # type: ignore[attr-defined]
             )
-        self.participants = [_participant(r) for r in ok]
+        self.participants = sorted((_participant(self.run_id, r) for r in ok), key=_order)
         federation_run_round_record(
             self.run_id,
             server_round,
-            sorted(self.participants, key=lambda p: p["site"]),
+            self.participants,
             failed_replies=len(replies) - len(ok),
             aggregated=arrays is not None,
         )
@@ -79,10 +93,7 @@ class _Recorded:
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid):
         config["participants"] = json.dumps(
-            [
-                {k: p[k] for k in ("site", "samples")}
-                for p in sorted(self.participants, key=lambda p: p["site"])
-            ]
+            [{k: p[k] for k in ("site", "site_key", "institution", "samples")} for p in self.participants]
         )
         return super().configure_evaluate(server_round, arrays, config, grid)  # type: ignore[misc]
 
@@ -132,7 +143,9 @@ def main(grid: Grid, context: Context) -> None:
     from federation.services.runs import federation_run_abort, federation_run_finish
 
     run = FederationRun.objects.get(pk=int(context.run_config["curatect-run-id"]))
-    expected = run.sites.filter(status__in=[SiteStatus.QUEUED, SiteStatus.RUNNING, SiteStatus.JOINED]).count()
+    # Sites of other installations joined at their own sites, unseen here: at least min_sites.
+    local = run.sites.filter(status__in=[SiteStatus.QUEUED, SiteStatus.RUNNING, SiteStatus.JOINED]).count()
+    expected = max(run.min_sites, local)
     strategy = build_strategy(run, expected)
     try:
         result = _start(strategy, grid, run)

@@ -189,6 +189,12 @@ def federation_run_declare(
 
 
 def _require_coordinator(actor: User, run: FederationRun, action: str) -> None:
+    if run.is_remote:
+        raise DomainError(
+            f"this run is coordinated by {run.coordinator_name}: its SuperLink runs there, so only its "
+            f"coordinator can {action}; this site starts its SuperNode or leaves the run",
+            code="coordinated_elsewhere",
+        )
     if not managed_institutions(actor).filter(pk=run.institution_id).exists():
         raise DomainError(
             f"only a data manager of the coordinating institution can {action}", code="wrong_role"
@@ -201,9 +207,12 @@ def federation_run_start(*, actor: User, run: FederationRun) -> FederationRun:
     with transaction.atomic():
         run = FederationRun.objects.select_for_update().get(pk=run.pk)
         taking_part = run.sites.exclude(status__in=[SiteStatus.LEFT, SiteStatus.FAILED]).count()
-        if run.status == RunStatus.OPEN and taking_part < run.min_sites:
+        # Sites of other installations join at their own sites, out of sight: once an invitation
+        # went out, the ServerApp waits for min_sites SuperNodes instead.
+        if run.status == RunStatus.OPEN and taking_part < run.min_sites and not run.invitation_issued_at:
             raise DomainError(
-                f"{taking_part} site{'s' if taking_part != 1 else ''} joined; this run needs at least {run.min_sites}",
+                f"{taking_part} site{'s' if taking_part != 1 else ''} joined; this run needs at least "
+                f"{run.min_sites} (or invite the sites of other installations: download the run's invitation)",
                 code="too_few_sites",
             )
         if not job_requeue(
