@@ -4,17 +4,18 @@ service or selector, shape output. Another institution's run or site answers 404
 
 from __future__ import annotations
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core.api_errors import NotFound
+from core.api_errors import DomainError, NotFound
 from core.models import Campaign
 from federation import selectors
 from federation import serializers as s
-from federation.services import runs, sites
+from federation.services import invitations, runs, sites
 from modelassist.models import DatasetExport
 
 
@@ -64,6 +65,52 @@ class RunCancelApi(APIView):
             actor=request.user, run=selectors.run_for_user(request.user, run_id), reason=reason
         )
         return Response(s.RunOut(run).data)
+
+
+class RunInvitationApi(APIView):
+    """The run's invitation for sites of other installations (the coordinator's data managers)."""
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, operation_id="federation_run_invitation")
+    def get(self, request: Request, run_id: int) -> Response:
+        run = selectors.run_for_user(request.user, run_id)
+        document = invitations.federation_invitation_issue(actor=request.user, run=run)
+        response = Response(document)
+        response["Content-Disposition"] = f'attachment; filename="curatect-invitation-run-{run.pk}.json"'
+        return response
+
+
+class InvitationImportApi(APIView):
+    """A site imports another installation's invitation: a participant copy of the run here."""
+
+    @extend_schema(
+        request=s.InvitationIn, responses={201: s.RunOut}, operation_id="federation_invitation_import"
+    )
+    def post(self, request: Request) -> Response:
+        data = _in(s.InvitationIn, request)
+        run = invitations.federation_invitation_import(
+            actor=request.user,
+            institution=_importing_institution(request, data["institution"]),
+            invitation=data["invitation"],
+        )
+        return Response(s.RunOut(run).data, status=status.HTTP_201_CREATED)
+
+
+def _importing_institution(request: Request, slug: str):
+    managed = selectors.managed_institutions(request.user)
+    if slug:
+        found = managed.filter(slug=slug).first()
+        if found is None:
+            raise NotFound("you manage no institution with this slug", code="not_found")
+        return found
+    found = list(managed[:2])
+    if not found:
+        raise NotFound("only data managers import federation invitations", code="not_found")
+    if len(found) > 1:
+        raise DomainError(
+            "you manage several institutions: say which one takes part (institution: its slug)",
+            code="institution_required",
+        )
+    return found[0]
 
 
 class SiteJoinApi(APIView):

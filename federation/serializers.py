@@ -40,6 +40,19 @@ class JoinIn(serializers.Serializer):
     start = serializers.BooleanField(required=False, default=True, help_text="start the site's SuperNode now")
 
 
+class InvitationIn(serializers.Serializer):
+    invitation = serializers.JSONField(
+        help_text="the invitation the coordinator sent: its JSON object, or its text as pasted"
+    )
+    institution = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=100,
+        help_text="slug of the institution that takes part (needed only if you manage several)",
+    )
+
+
 class LeaveIn(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
@@ -75,6 +88,7 @@ class SiteOut(serializers.ModelSerializer):
         fields = [
             "id",
             "run",
+            "key",
             "institution",
             "campaign",
             "export",
@@ -92,6 +106,7 @@ class SiteOut(serializers.ModelSerializer):
 
 class RunOut(serializers.ModelSerializer):
     institution = serializers.CharField(source="institution.slug")
+    coordinator = serializers.SerializerMethodField(help_text="the coordinating institution's name")
     sites = serializers.SerializerMethodField()
 
     class Meta:
@@ -100,6 +115,8 @@ class RunOut(serializers.ModelSerializer):
             "id",
             "key",
             "institution",
+            "is_remote",
+            "coordinator",
             "name",
             "architecture",
             "rounds",
@@ -125,6 +142,9 @@ class RunOut(serializers.ModelSerializer):
             "finished_at",
             "sites",
         ]
+
+    def get_coordinator(self, run: FederationRun) -> str:
+        return run.coordinator_name if run.is_remote else run.institution.name
 
     def get_sites(self, run: FederationRun) -> list[dict[str, Any]]:
         return SiteOut(run.sites.select_related("institution", "export"), many=True).data

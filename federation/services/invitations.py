@@ -144,7 +144,10 @@ def _parse(raw: str | dict[str, Any]) -> dict[str, Any]:
             ) from exc
     if not isinstance(raw, dict):
         raise _bad("an invitation is a JSON object; paste the whole invitation file the coordinator sent")
-    if len(json.dumps(raw).encode("utf-8")) > MAX_BYTES:
+    text = json.dumps(raw)
+    if "\\u0000" in text:  # PostgreSQL keeps no NUL in text or jsonb; no invitation has one
+        raise _bad("this invitation holds a NUL character; paste the file exactly as the coordinator sent it")
+    if len(text.encode("utf-8")) > MAX_BYTES:
         raise _bad(f"this invitation is over {MAX_BYTES // 1024} KiB; a CurateCT invitation is a few KiB")
     if raw.get("kind") != KIND:
         raise _bad(f"this is not a CurateCT federation invitation (its kind is {_shown(raw.get('kind'))})")
