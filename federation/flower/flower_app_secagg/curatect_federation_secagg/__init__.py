@@ -1,0 +1,1 @@
+"""CurateCT's Flower App with secure aggregation: thin entry points into the CurateCT installation."""
