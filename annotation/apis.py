@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
-from django.conf import settings
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -18,9 +16,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import label_codec, lung_masks, region_grow, storage
+from annotation import label_codec, lung_masks, region_grow, storage, warming
 from annotation.access import campaign_and_scan
-from annotation.models import Annotation, Revision
+from annotation.models import EDITABLE_STATES, Annotation, Revision
 from annotation.permissions import revisions_readable_by
 from annotation.requests import revision_id_from
 from annotation.selectors import revisions_for_user, worklist_for
@@ -28,7 +26,6 @@ from annotation.services import Box, revision_save
 from core.api_errors import DomainError, NotFound, id_param
 from core.models import Scan
 from imaging import volume_cache
-from imaging.ingest.store import VOLUME_FILE
 
 
 class RevisionOut(serializers.Serializer):
@@ -96,6 +93,9 @@ class AnnotationApi(APIView):
             Annotation.objects.filter(campaign=campaign, scan=scan).select_related("head__author").first()
         )
         head = annotation.head if annotation else None
+        if annotation is None or annotation.state in EDITABLE_STATES:
+            # The viewer opens a scan for editing: its first click and save find it warm.
+            warming.scan_caches_warm(scan, annotation)
         response = Response(
             {
                 "id": annotation.pk if annotation else None,
@@ -289,7 +289,7 @@ class RegionGrowOut(serializers.Serializer):
 
 
 def scan_volume(scan: Scan) -> np.ndarray:
-    return volume_cache.load_volume(Path(settings.MEDIA_ROOT) / scan.storage_dir / VOLUME_FILE)
+    return volume_cache.load_volume(warming.scan_volume_path(scan))
 
 
 class RegionGrowApi(APIView):

@@ -63,6 +63,10 @@ class _WarmVolumes:
             self._items.move_to_end(sha)
             return vol.copy()
 
+    def has(self, sha: str) -> bool:
+        with self._lock:
+            return sha in self._items
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -109,6 +113,12 @@ def take_labels(sha256: str, shape: tuple[int, int, int]) -> np.ndarray:
     if warm is not None and warm.shape == tuple(shape):
         return warm
     return label_codec.decode_volume(load_blob(sha256), shape)
+
+
+def labels_warm(sha256: str, shape: tuple[int, int, int]) -> None:
+    """Decode a stored volume into the warm cache ahead of the save that will edit it."""
+    if not _warm.has(sha256):
+        _warm.put(sha256, label_codec.decode_volume(load_blob(sha256), shape))
 
 
 def raw_sha256(vol: np.ndarray) -> str:

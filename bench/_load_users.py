@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import gzip
 import hashlib
+import itertools
 import json
 import random
 import sys
@@ -29,6 +30,7 @@ import zstandard
 from gevent.pool import Group
 from locust import FastHttpUser, constant, events, task
 from locust.env import Environment
+from locust.exception import StopUser
 
 WORK = Path(sys.argv[1])
 HOST = sys.argv[2]
@@ -41,18 +43,26 @@ EDITABLE = {"not_started", "in_progress", "needs_revision"}
 FRAME_ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 DIAGNOSES = ["COVID-19", "other pulmonary infection", "no imaging signs of infection"]
 
-# Per group: [seconds since the start, milliseconds] of every successful request.
-timings: dict[str, list[list[float]]] = {}
+# Per group: [seconds since the start, milliseconds, request id] of every successful request.
+timings: dict[str, list[list]] = {}
 failures: list[str] = []
 saves_log = (WORK / "saves.jsonl").open("w")
 started = time.monotonic()
 
 
-def record(group: str, ms: float) -> None:
-    timings.setdefault(group, []).append([round(time.monotonic() - started, 2), round(ms, 2)])
+def record(group: str, ms: float, request_id: str | None = None) -> None:
+    row = [round(time.monotonic() - started, 2), round(ms, 2), request_id]
+    timings.setdefault(group, []).append(row)
+
+
+_request_ids = itertools.count(1)
 
 
 def think(low: float, high: float) -> None:
+    # The shift ends between two actions, never inside one: a save the server stored is a save
+    # the client saw answered (runner.quit() alone cut requests short: revisions stored > seen).
+    if time.monotonic() - started >= SECONDS:
+        raise StopUser
     gevent.sleep(random.uniform(low, high))
 
 
@@ -107,7 +117,9 @@ class Person(FastHttpUser):
         ok: tuple[int, ...] = (200, 201),
     ):
         """One request, timed under `group`; the response when its status is in `ok`, else None."""
-        h = {"Accept": accept, **(headers or {})}
+        # Matches this wait to the serving thread's record (bench/_load_gunicorn.py).
+        request_id = f"{self.person['username']}-{next(_request_ids)}"
+        h = {"Accept": accept, "X-Request-Id": request_id, **(headers or {})}
         data = None
         if method != "GET":
             h["X-CSRFToken"] = self.csrf()
@@ -122,7 +134,7 @@ class Person(FastHttpUser):
                 r.failure(reason)
                 failures.append(reason)
                 return None
-            record(group, ms)
+            record(group, ms, request_id)
             r.success()
             return r
 
@@ -368,13 +380,25 @@ for _cls in (Annotator, Checker, Senior, Manager):
     _cls.fixed_count = len(PLAN["people"][_cls.group])
 
 
+# How long the last people may take to finish what they were doing when the shift ends.
+FINISH_S = 120
+
+
+def _end_of_shift(runner) -> None:
+    gevent.sleep(SECONDS)
+    deadline = time.monotonic() + FINISH_S
+    while runner.user_count and time.monotonic() < deadline:
+        gevent.sleep(0.5)
+    runner.quit()
+
+
 def main() -> None:
     env = Environment(user_classes=[Annotator, Checker, Senior, Manager], events=events, host=HOST)
     runner = env.create_local_runner()
     users = Annotator.fixed_count + Checker.fixed_count + Senior.fixed_count + Manager.fixed_count
     # Everyone arrives within half a minute, as a shift does; never all in the same instant.
     runner.start(users, spawn_rate=users / 30)
-    gevent.spawn_later(SECONDS, runner.quit)
+    gevent.spawn(_end_of_shift, runner)
     runner.greenlet.join()
     saves_log.close()
     total = env.stats.total

@@ -1,22 +1,33 @@
 """A reading room at full speed (issue #16 §1): the production stack on loopback under Locust.
 
 Starts a throwaway PostgreSQL (tools/pg-throwaway.sh) and Redis (tools/redis-throwaway.sh), then
-gunicorn with platform_core.settings_production (as docker-compose.yml runs it: one process, 8
-threads) and real Celery workers on the `ingest`, `assist` and `train` queues; seeds 20
-annotators, 8 checkers, 2 seniors and a data manager on one campaign with 512×512×200 phantoms
+the web tier as docker-compose.yml runs it: nginx routing /dicomweb/ to one gunicorn pool and
+everything else to another (deploy/nginx/curatect.conf.template, deploy/gunicorn.conf.py, the
+production settings), and real Celery workers on the `ingest`, `assist` and `train` queues; seeds
+20 annotators, 8 checkers, 2 seniors and a data manager on one campaign with 512×512×200 phantoms
 imported by the server-folder import (manage.py import_dicom), batches assigned and
-pre-segmented; then drives them for 5 minutes (bench/_load_users.py: open a scan, region-grow
-clicks, box saves with If-Match, submits; checks and spot checks; batch board, dashboard, an
-export) and checks every 2xx save against the database (bench/_load_django.py verify).
+pre-segmented (kept between runs: bench/_load_seedcache.py); then drives them for 5 minutes
+(bench/_load_users.py: open a scan, region-grow clicks, box saves with If-Match, submits; checks
+and spot checks; batch board, dashboard, an export) and checks every 2xx save against the database
+(bench/_load_django.py verify).
 
 Prints JSON on its last line: users, requests, errors, p50_ms and p95_ms (per group: grow, save,
-open_scan, verdict, board, and the other calls), revisions_expected, revisions_stored, lost.
+open_scan, verdict, board, and the other calls), revisions_expected, revisions_stored, lost, and
+`breakdown_ms`: per group, where a request's time went, matched request by request between the
+client and the gunicorn thread that served it (bench/_load_gunicorn.py): `queue` (router and
+gunicorn, before a thread had it), `server` (in the thread), its `cpu` (the thread's own CPU
+time; the rest of `server` is waiting: for the GIL, the CPU, the disk, the database), `db`,
+`volume` (the CT volume cache), `grow` (numpy/skimage), `labels` (the head labels: warm cache or
+decode), `encode` (the new revision's zstd) and `payload` (the box's decode).
 Goals: errors 0, lost 0, grow p95 <= 150 ms, save p95 <= 300 ms on 2 cores.
 
 Environment (for development): CURATECT_LOAD_SECONDS (default 300), CURATECT_LOAD_SCANS_PER_ANNOTATOR
-(default 2), CURATECT_LOAD_SLICES (default 200), CURATECT_LOAD_KEEP=1 keeps the work folder (logs),
-CURATECT_LOAD_PROFILE=1 samples the gunicorn worker's stacks (bench/_load_gunicorn.py) and adds the
+(default 2), CURATECT_LOAD_SLICES (default 200), CURATECT_LOAD_TOPOLOGY (`split`, the default: the
+router and two pools; `single`: one gunicorn serving everything, as before #16), CURATECT_LOAD_KEEP=1
+keeps the work folder (logs), CURATECT_LOAD_SEED_CACHE=0 seeds afresh and keeps nothing,
+CURATECT_LOAD_PROFILE=1 samples the API worker's stacks (bench/_load_gunicorn.py) and adds the
 top frames to the JSON.
+Needs nginx for `split` (Debian: tools/apt-install.sh nginx-light).
 Everything it starts is stopped however it ends.
 """
 
@@ -36,6 +47,8 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+import _load_seedcache as seedcache  # bench/ is this script's folder, first on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -58,10 +71,13 @@ def _under_throwaway_servers() -> int:
         sys.executable,
         __file__,
     ]
-    child = subprocess.Popen(cmd, env={**os.environ, INNER: "1"}, cwd=ROOT)
+    # Its own process group: a signal goes to the wrappers, the inner run and the seeding child
+    # alike (bash waits for its child before it runs a trap, so it never forwards one).
+    child = subprocess.Popen(cmd, env={**os.environ, INNER: "1"}, cwd=ROOT, start_new_session=True)
 
     def forward(signum, _frame):
-        child.send_signal(signum)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signum)
 
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, forward)
@@ -100,21 +116,30 @@ def _production_env(work: Path) -> dict[str, str]:
 
 
 class Stack:
-    """gunicorn and the Celery workers as child processes, each in its own session."""
+    """The router, gunicorn pools and Celery workers as child processes, each in its own session."""
 
-    def __init__(self, work: Path, env: dict[str, str]) -> None:
-        self.work, self.env = work, env
+    def __init__(self, work: Path, env: dict[str, str], topology: str) -> None:
+        self.work, self.env, self.topology = work, env, topology
         self.procs: list[tuple[str, subprocess.Popen]] = []
         self.port = _free_port()
 
-    def start(self, name: str, cmd: list[str]) -> None:
+    def start(self, name: str, cmd: list[str], **extra_env: str) -> None:
         log = (self.work / f"{name}.log").open("wb")
         proc = subprocess.Popen(
-            cmd, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            cmd,
+            env={**self.env, **extra_env},
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.procs.append((name, proc))
 
     def start_all(self) -> None:
+        self.start_workers()
+        self.start_web()
+
+    def start_workers(self) -> None:
         py = sys.executable
         # The queues of docker-compose.yml, with fewer pool processes: the machine has 2 cores.
         for queue, concurrency in (("ingest", 1), ("assist", 2), ("train", 1)):
@@ -137,46 +162,104 @@ class Stack:
                     "WARNING",
                 ],
             )
+
+    def start_web(self) -> None:
+        if self.topology == "single":
+            # One process serving frames and API alike, as docker-compose.yml did before #16.
+            self.start_pool("api", self.port)
+            self.wait_until_serving(self.port)
+            return
+        api, dicomweb = _free_port(), _free_port()
+        self.start_pool("api", api)
+        self.start_pool("dicomweb", dicomweb)
+        self.start_router(api, dicomweb)
+        for port in (api, dicomweb, self.port):
+            self.wait_until_serving(port)
+
+    def start_pool(self, pool: str, port: int) -> None:
+        """A gunicorn pool with deploy/gunicorn.conf.py (read by bench/_load_gunicorn.py)."""
         self.start(
-            "gunicorn",
+            f"gunicorn-{pool}",
             [
-                py,
+                sys.executable,
                 "-m",
                 "gunicorn",
                 "platform_core.wsgi:application",
-                f"--bind=127.0.0.1:{self.port}",
                 f"--config={BENCH / '_load_gunicorn.py'}",
                 # Not the default ~/.gunicorn/gunicorn.ctl: other gunicorns of this user share it.
                 "--no-control-socket",
-                "--workers=1",
-                "--worker-class=gthread",
-                "--threads=8",
-                "--timeout=120",
-                # Longer than any person's pause between two requests (nginx's default): with
-                # gunicorn's 2 s, a save sent on a connection the server was closing failed
-                # (a POST is never retried by the client).
-                "--keep-alive=75",
-                "--graceful-timeout=30",
+            ],
+            CURATECT_WEB_POOL=pool,
+            CURATECT_WEB_BIND=f"127.0.0.1:{port}",
+            CURATECT_LOAD_REQUESTS=str(self.work / f"requests-{pool}.json"),
+            # Only the API pool is sampled: both would write the one profile file.
+            **({} if pool == "api" else {"CURATECT_LOAD_PROFILE": ""}),
+        )
+
+    def start_router(self, api: int, dicomweb: int) -> None:
+        nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+        if nginx is None:
+            raise SystemExit(
+                "error: nginx not found (the router of the split topology): tools/apt-install.sh "
+                "nginx-light, or CURATECT_LOAD_TOPOLOGY=single"
+            )
+        prefix = self.work / "nginx"
+        for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+            (prefix / sub).mkdir(parents=True, exist_ok=True)
+        site = (ROOT / "deploy/nginx/curatect.conf.template").read_text()
+        for name, value in (
+            ("CURATECT_API_UPSTREAM", f"127.0.0.1:{api}"),
+            ("CURATECT_DICOMWEB_UPSTREAM", f"127.0.0.1:{dicomweb}"),
+            ("CURATECT_ROUTER_LISTEN", f"127.0.0.1:{self.port}"),
+        ):
+            site = site.replace("${" + name + "}", value)
+        (prefix / "curatect.conf").write_text(site)
+        temp = "\n".join(f"    {sub}_temp_path {prefix / sub};" for sub in ("fastcgi", "uwsgi", "scgi"))
+        (prefix / "nginx.conf").write_text(
+            # root's workers would otherwise run as nobody, who cannot enter the private work folder
+            ("user root;\n" if os.geteuid() == 0 else "")
+            + f"""daemon off;
+worker_processes 1;
+pid {prefix / "nginx.pid"};
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix / "body"};
+    proxy_temp_path {prefix / "proxy"};
+{temp}
+    include {prefix / "curatect.conf"};
+}}
+"""
+        )
+        self.start(
+            "nginx",
+            [
+                nginx,
+                "-p",
+                str(prefix),
+                "-e",
+                str(self.work / "nginx-error.log"),
+                "-c",
+                str(prefix / "nginx.conf"),
             ],
         )
-        self.wait_until_serving()
 
     @property
     def host(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_until_serving(self, timeout: float = 120) -> None:
+    def wait_until_serving(self, port: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
             try:
-                with urllib.request.urlopen(f"{self.host}/login/", timeout=5) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=5) as r:
                     if r.status == 200:
                         return
             except OSError:
                 time.sleep(0.5)
         raise SystemExit(
-            f"error: gunicorn did not serve /login/ within {timeout:.0f} s; see {self.work}/gunicorn.log"
+            f"error: nothing served /login/ on port {port} within {timeout:.0f} s; see the logs in {self.work}"
         )
 
     def check_alive(self) -> None:
@@ -238,14 +321,24 @@ def _inner() -> None:
     warm_scans = int(CAST["annotator"] * 1.25)
     env["CURATECT_VOLUME_CACHE_BYTES"] = str(warm_scans * slices * 512 * 512 * 2)
     env["CURATECT_LABEL_CACHE_BYTES"] = str(warm_scans * slices * 512 * 512)
-    stack = Stack(work, env)
+    topology = os.environ.get("CURATECT_LOAD_TOPOLOGY", "split")
+    if topology not in ("split", "single"):
+        raise SystemExit(f"error: CURATECT_LOAD_TOPOLOGY must be split or single, not {topology!r}")
+    stack = Stack(work, env, topology)
+    seed_params = {"cast": CAST, "per_annotator": per_annotator, "slices": slices}
+    key = seedcache.cache_key(seed_params)
     result: dict | None = None
     try:
-        _run([sys.executable, "manage.py", "migrate", "--noinput"], env, "migrate", 600)
-        stack.start_all()
         t0 = time.monotonic()
-        _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 3600)
+        cached = seedcache.restore(key, work, env)
+        # After a restore: a no-op that proves the dump's schema is the code's.
+        _run([sys.executable, "manage.py", "migrate", "--noinput"], env, "migrate", 600)
+        stack.start_workers()
+        if not cached:
+            _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 3600)
+            seedcache.save(key, seed_params, work, env)
         seed_s = time.monotonic() - t0
+        stack.start_web()
         stack.check_alive()
         _run(
             [sys.executable, str(BENCH / "_load_users.py"), str(work), stack.host, str(seconds)],
@@ -255,15 +348,17 @@ def _inner() -> None:
         )
         stack.check_alive()
         _run([sys.executable, str(BENCH / "_load_django.py"), "verify", str(work)], env, "verification", 1800)
+        stack.stop()  # the pools write their request timings and profiles as they exit
         result = _result(work, per_annotator, slices, seed_s)
-    finally:
-        stack.stop()
+        result.update(topology=topology, seed_cached=cached)
         profile = work / "gunicorn-profile.json"
-        if profile.exists() and result is not None:
+        if profile.exists():
             top = json.loads(profile.read_text())
             result["profile_self_top"] = top["self"][:12]
             result["profile_inclusive_top"] = top["inclusive"][:25]
             result["profile_busy_samples"] = top["busy"]
+    finally:
+        stack.stop()
         if os.environ.get("CURATECT_LOAD_KEEP") == "1":
             print(f">> kept {work}", file=sys.stderr)
         else:
@@ -275,10 +370,10 @@ def _result(work: Path, per_annotator: int, slices: int, seed_s: float) -> dict:
     driver = json.loads((work / "driver.json").read_text())
     verified = json.loads((work / "verify.json").read_text())
     plan = json.loads((work / "plan.json").read_text())
-    samples: dict[str, list[list[float]]] = driver["timings"]
-    timings = {g: [ms for _, ms in rows] for g, rows in samples.items()}
+    samples: dict[str, list[list]] = driver["timings"]  # [seconds since start, ms, request id]
+    timings = {g: [row[1] for row in rows] for g, rows in samples.items()}
     # After the first minute: the shift has arrived and every first scan is open.
-    steady = {g: [ms for t, ms in rows if t >= 60] for g, rows in samples.items()}
+    steady = {g: [row[1] for row in rows if row[0] >= 60] for g, rows in samples.items()}
     groups = list(GROUPS) + sorted(set(timings) - set(GROUPS))
     return {
         "users": driver["users"],
@@ -298,8 +393,40 @@ def _result(work: Path, per_annotator: int, slices: int, seed_s: float) -> dict:
         "scans": per_annotator * CAST["annotator"],
         "scan_shape": [slices, 512, 512],
         "seed_s": {**plan["seed_s"], "total": round(seed_s, 1)},
+        "breakdown_ms": _breakdown(work, samples),
         "note": "2 shared CPU cores, busy with other work: figures measured under contention",
+        "breakdown_note": "[p50, p95] per part; queue = client - server (router + gunicorn before a thread)",
     }
+
+
+BREAKDOWN_GROUPS = ("grow", "save", "frames", "annotation", "labels", "scan")
+
+
+def _breakdown(work: Path, samples: dict[str, list[list]]) -> dict:
+    """Per group, p50 and p95 of each part of a request's time, matched by request id between
+    the client's wait and the serving thread's record (bench/_load_gunicorn.py)."""
+    served: dict[str, dict] = {}
+    for path in work.glob("requests-*.json"):
+        for row in json.loads(path.read_text()):
+            served[row["id"]] = row
+    out: dict[str, dict] = {}
+    for group in BREAKDOWN_GROUPS:
+        parts: dict[str, list[float]] = {}
+        for _, client_ms, rid in samples.get(group, []):
+            row = served.get(rid)
+            if row is None:
+                continue
+            parts.setdefault("client", []).append(client_ms)
+            parts.setdefault("queue", []).append(max(0.0, client_ms - row["server"]))
+            for name, ms in row.items():
+                if isinstance(ms, (int, float)):
+                    parts.setdefault(name, []).append(ms)
+        if parts:
+            out[group] = {
+                "matched": len(parts["client"]),
+                **{name: [_percentile(v, 50), _percentile(v, 95)] for name, v in parts.items()},
+            }
+    return out
 
 
 if __name__ == "__main__":
