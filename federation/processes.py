@@ -28,6 +28,7 @@ from core.api_errors import DomainError
 
 BIN = Path(sys.executable).parent  # flower-superlink, flower-supernode, flwr: beside this Python
 APP_DIR = Path(__file__).resolve().parent / "flower" / "flower_app"  # the Flower App (a FAB once submitted)
+SECAGG_APP_DIR = APP_DIR.with_name("flower_app_secagg")  # the same with secure aggregation (SecAgg+)
 CONNECTION = "curatect"  # the SuperLink connection name in FLWR_HOME/config.toml
 
 
@@ -174,12 +175,14 @@ def _flwr(home: Path, *args: str, timeout: float = 120) -> dict:
         return {"success": False, "error-message": (done.stdout + done.stderr)[-2000:]}
 
 
-def app_submit(home: Path, run_config: dict[str, int | str], *, wait_s: float = 60) -> str:
+def app_submit(
+    home: Path, run_config: dict[str, int | str], *, wait_s: float = 60, app_dir: Path = APP_DIR
+) -> str:
     """Submit the Flower App to the SuperLink (retrying while it starts); the Flower run id."""
     overrides = " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in run_config.items())
     deadline = time.monotonic() + wait_s
     while True:
-        out = _flwr(home, "run", str(APP_DIR), "--run-config", overrides)
+        out = _flwr(home, "run", str(app_dir), "--run-config", overrides)
         if out.get("success"):
             return str(out["run-id"])
         if time.monotonic() > deadline:

@@ -102,6 +102,7 @@ class SiteClient(NumPyClient):
         self.node_context = node_context
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        ensure_django()
         import torch
 
         from federation import training
@@ -136,6 +137,7 @@ class SiteClient(NumPyClient):
         return arrays, samples, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]):
+        ensure_django()
         from federation.services.rounds import federation_round_received
         from modelassist.models import Split
 

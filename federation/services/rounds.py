@@ -48,8 +48,11 @@ def federation_round_sent(
     train_loss: float | None,
     train_seconds: float | None,
     clipping_norm: float | None = None,
+    masked: dict[str, Any] | None = None,
 ) -> FederationRound:
-    """The governance record of an update leaving the site (written as it leaves)."""
+    """The governance record of an update leaving the site (written as it leaves). With secure
+    aggregation what leaves is the masked vector: `masked` says so, with the digest of the
+    unmasked update, which stays at the site."""
     now = timezone.now()
     with transaction.atomic():
         row, _ = FederationRound.objects.update_or_create(
@@ -75,7 +78,7 @@ def federation_round_sent(
             run=run.pk,
             run_key=str(run.key),
             round=number,
-            what="model parameters (an ArrayRecord) and the training sample count",
+            what=_SENT_MASKED if masked else _SENT_PLAIN,
             bytes=sent_bytes,
             sha256=sent_sha256,
             sample_count=sample_count,
@@ -85,8 +88,18 @@ def federation_round_sent(
             dp={"clipping_norm": clipping_norm, "noise_multiplier": run.dp_noise_multiplier}
             if run.dp_enabled
             else None,
+            secagg=masked,
         )
     return row
+
+
+_SENT_PLAIN = "model parameters (an ArrayRecord) and the training sample count"
+_SENT_MASKED = (
+    "the masked model parameters (SecAgg+: weighted by the sample count, quantised and masked, so the "
+    "coordinator can unmask only the sum of all sites' updates) and the training sample count; in the "
+    "protocol's other stages this site also sent its public keys, its key shares encrypted for the other "
+    "sites, and the shares that unmask the sum"
+)
 
 
 @dataclass
@@ -126,6 +139,7 @@ def federation_round_received(
         "parameter_sha256": digest,
         "parameter_bytes": size,
         "coordinator": run.superlink_address,
+        "secure_aggregation": "SecAgg+" if run.secagg_enabled else None,
         "dp": {"noise_multiplier": run.dp_noise_multiplier, "clipping_norm": run.dp_clipping_norm}
         if run.dp_enabled
         else None,

@@ -35,6 +35,7 @@ LIMITS: dict[str, tuple[float, float]] = {
     "round_timeout_s": (10, 7 * 24 * 3600),
 }
 POLL_S = 1.0
+SECAGG_MIN_SITES = 3  # as federation.flower.secagg_server.MIN_SITES (which loads Flower's server)
 
 
 def _number(name: str, value: Any) -> float:
@@ -136,15 +137,11 @@ def federation_run_declare(
         _number("dp_noise_multiplier", dp_noise_multiplier)
         if _number("dp_clipping_norm", dp_clipping_norm) <= 0:
             raise DomainError("differential privacy needs a clipping norm above 0", code="bad_params")
-    if secagg_enabled:
+    if secagg_enabled and min_sites < SECAGG_MIN_SITES:
         raise DomainError(
-            "secure aggregation (Flower's SecAgg+) is not available for federation runs yet; declare the run "
-            "without it (differential privacy is available)",
-            code="secagg_unavailable",
-        )
-    if secagg_enabled and dp_enabled:
-        raise DomainError(
-            "choose secure aggregation or differential privacy for a run, not both", code="bad_params"
+            f"secure aggregation (Flower's SecAgg+) needs min_sites of at least {SECAGG_MIN_SITES}: with fewer "
+            "sites in a round, a site could subtract its own update from the sum and read the other's",
+            code="secagg_too_few_sites",
         )
     processes.split_address(superlink_address)
     _check_tls(superlink_address, tls_server_cert, tls_server_key, tls_ca_cert)
@@ -320,7 +317,11 @@ def federation_run_execute(
             ca=run.tls_ca_cert,
             extra_env=extra_env,
         )
-        flower_run_id = processes.app_submit(home, {"curatect-run-id": run.pk})
+        flower_run_id = processes.app_submit(
+            home,
+            {"curatect-run-id": run.pk},
+            app_dir=processes.SECAGG_APP_DIR if run.secagg_enabled else processes.APP_DIR,
+        )
         FederationRun.objects.filter(pk=run.pk).update(flower_run_id=flower_run_id, message="rounds running")
         _wait(run, home, flower_run_id, superlink)
     except Exception as exc:  # recorded on the row: the coordinator sees why

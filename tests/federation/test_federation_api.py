@@ -76,7 +76,7 @@ def test_a_coordinator_declares_a_run_and_it_is_audited(api, cast):
             {"tls_server_cert": "/nope.pem", "tls_server_key": "/nope.key", "tls_ca_cert": "/nope-ca.pem"},
             "tls_missing",
         ),
-        ({"secagg_enabled": True}, "secagg_unavailable"),
+        ({"secagg_enabled": True, "min_sites": 2}, "secagg_too_few_sites"),  # SecAgg+ needs 3
     ],
 )
 def test_bad_declarations_answer_400_with_a_reason(api, cast, overrides, code):

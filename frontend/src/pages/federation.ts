@@ -170,6 +170,12 @@ function runFacts(run: FederationRun): HTMLElement {
     ],
     ["Training", `${run.architecture}, ${run.local_epochs} local epoch(s) per round, ${strategy}`],
     ["Differential privacy", dp],
+    [
+      "Secure aggregation",
+      run.secagg_enabled
+        ? "on (SecAgg+: each site sends a masked update; the coordinator can unmask only their sum)"
+        : "off",
+    ],
     ["Run key", el("code", { className: "run-key" }, run.key)],
     ["Declared", when(run.created_at)],
   ];
@@ -279,10 +285,18 @@ async function outgoingLog(site: FederationSite, run: FederationRun): Promise<HT
       el("p", { className: "muted" }, "Nothing has left this site yet."),
     );
   }
+  const masked = run.secagg_enabled
+    ? el(
+        "p",
+        { className: "muted" },
+        "Secure aggregation: what left each round is the masked update (SecAgg+); size and SHA-256 are those of the masked vector as it left.",
+      )
+    : null;
   return el(
     "div",
     {},
     heading,
+    masked,
     table(
       `Outgoing log of ${site.institution} in ${run.name}`,
       [
