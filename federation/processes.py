@@ -161,14 +161,19 @@ def write_connection(home: Path, address: str, *, ca: str = "") -> None:
 
 
 def _flwr(home: Path, *args: str, timeout: float = 120) -> dict:
-    done = subprocess.run(
-        [str(BIN / "flwr"), *args, "--format", "json"],
-        env=flower_env(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=str(home),
-    )
+    try:
+        done = subprocess.run(
+            [str(BIN / "flwr"), *args, "--format", "json"],
+            env=flower_env(home),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(home),
+        )
+    except subprocess.TimeoutExpired:
+        # A busy machine can take over a minute to start the CLI: a status poll that times out
+        # says nothing about the run, so it must not fail it (app_submit retries until its deadline).
+        return {"success": False, "error-message": f"`flwr {args[0]}` took longer than {timeout:.0f} s"}
     try:
         return json.loads(done.stdout)
     except ValueError:
