@@ -2,7 +2,9 @@
 // sites and rounds; for this site's own part of a run, the outgoing log (what left, its size and
 // sha256, the sample count, to which coordinator, when) and what came back each round (the
 // global model's test figures on this site's test split, promoted or not). Join a run by its key
-// with one of the site's curated exports; start this site's SuperNode; leave a run.
+// with one of the site's curated exports; start this site's SuperNode; leave a run. A run of
+// another CurateCT arrives as an invitation (downloaded by its coordinator here, imported at the
+// site): importing it makes this site's copy, which is then joined by its key.
 import "../styles/app.css";
 import "../styles/pages.css";
 
@@ -26,7 +28,9 @@ import {
 
 // Hand-written: the shapes of federation/serializers.py (RunOut, SiteOut, RoundOut).
 interface Participant {
-  site: number;
+  site: number | null; // this installation's site row; null for a site of another installation
+  site_key?: string;
+  institution?: string; // as the site's ClientApp reported it
   samples: number;
   bytes?: number;
   sha256?: string;
@@ -58,6 +62,8 @@ interface FederationRun {
   id: number;
   key: string;
   institution: string;
+  is_remote: boolean; // this site's copy of a run coordinated by another installation
+  coordinator: string;
   name: string;
   architecture: string;
   rounds: number;
@@ -124,6 +130,13 @@ const api = {
       body: { reason },
     }),
   rounds: (id: number) => request<FederationRound[]>(`/api/federation/sites/${id}/rounds/`),
+  invitation: (id: number) =>
+    request<Record<string, unknown>>(`/api/federation/runs/${id}/invitation/`),
+  importInvitation: (invitation: string, institution: string) =>
+    request<FederationRun>("/api/federation/invitations/", {
+      method: "POST",
+      body: { invitation, institution },
+    }),
   runStart: (id: number) =>
     request<FederationRun>(`/api/federation/runs/${id}/start/`, { method: "POST" }),
   runCancel: (id: number, reason: string) =>
@@ -138,6 +151,8 @@ const mine = new Set(page.institutions.map((i) => i.slug));
 const STATE_WORDS: Record<string, string> = { joined: "Joined", left: "Left" };
 const LEAVABLE = new Set(["joined", "queued", "running"]);
 const STARTABLE = new Set(["joined"]);
+const INVITABLE = new Set(["open", "queued", "running"]);
+const INVITATION_MAX_BYTES = 64 * 1024; // the server's limit: an invitation is a few KiB
 let refreshTimer: number | undefined;
 
 function state(status: string): HTMLElement {
@@ -162,8 +177,11 @@ function runFacts(run: FederationRun): HTMLElement {
     : "off";
   const strategy =
     run.strategy === "fedprox" ? `FedProx (μ = ${run.proximal_mu})` : run.strategy.toUpperCase();
+  const coordinator = run.is_remote
+    ? `${run.coordinator} (another CurateCT) · ${run.superlink_address}`
+    : `${run.institution} · ${run.superlink_address}`;
   const facts: [string, Node | string][] = [
-    ["Coordinator", `${run.institution} · ${run.superlink_address}`],
+    ["Coordinator", coordinator],
     [
       "Progress",
       `${run.history.length} of ${run.rounds} rounds${run.message ? ` — ${run.message}` : ""}`,
@@ -215,8 +233,30 @@ function siteActions(site: FederationSite, notice: HTMLElement): Node | string {
 }
 
 function coordinatorActions(run: FederationRun, notice: HTMLElement): HTMLElement | null {
-  if (!mine.has(run.institution)) return null;
+  // A copy of another installation's run is started and cancelled there, not here.
+  if (!mine.has(run.institution) || run.is_remote) return null;
   const buttons: HTMLButtonElement[] = [];
+  if (INVITABLE.has(run.status)) {
+    const invite = el(
+      "button",
+      {
+        type: "button",
+        className: "small",
+        attrs: { "aria-label": `Download the invitation of run ${run.id}` },
+      },
+      "Download the invitation",
+    );
+    invite.addEventListener("click", () => {
+      void act(
+        invite,
+        notice,
+        async () =>
+          download(`curatect-invitation-run-${run.id}.json`, await api.invitation(run.id)),
+        "Invitation downloaded: send the file to each site's data manager (it holds no key).",
+      );
+    });
+    buttons.push(invite);
+  }
   if (run.status === "open") {
     const start = el("button", { type: "button", className: "primary small" }, "Start the run");
     start.addEventListener("click", () => void act(start, notice, () => api.runStart(run.id)));
@@ -255,7 +295,29 @@ function sitesTable(run: FederationRun, notice: HTMLElement): HTMLTableElement {
   );
 }
 
+function download(filename: string, document_: unknown): void {
+  const url = URL.createObjectURL(
+    new Blob([JSON.stringify(document_, null, 2)], { type: "application/json" }),
+  );
+  const link = el("a", { attrs: { href: url, download: filename } });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function siteName(p: Participant): string {
+  return p.institution || (p.site !== null ? `site ${p.site}` : "a site");
+}
+
 function historyTable(run: FederationRun): HTMLElement {
+  if (run.is_remote && !run.history.length) {
+    return el(
+      "p",
+      { className: "muted" },
+      `The rounds are aggregated at ${run.coordinator}; this site's own rounds are below.`,
+    );
+  }
   if (!run.history.length) return el("p", { className: "muted" }, "No round aggregated yet.");
   return table(
     `Rounds of ${run.name} at the coordinator`,
@@ -264,7 +326,7 @@ function historyTable(run: FederationRun): HTMLElement {
       .sort((a, b) => a.round - b.round)
       .map((h) => [
         String(h.round),
-        String(h.participants.length),
+        h.participants.map(siteName).join(", ") || DASH,
         String(h.participants.reduce((n, p) => n + p.samples, 0)),
         bytes(h.participants.reduce((n, p) => n + (p.bytes ?? 0), 0)),
         String(h.failed_replies ?? 0),
@@ -343,7 +405,16 @@ async function runCard(run: FederationRun, notice: HTMLElement): Promise<HTMLEle
   const card = el(
     "article",
     { className: "card federation-run", dataset: { run: run.id } },
-    el("h3", {}, run.name, " ", state(run.status)),
+    el(
+      "h3",
+      {},
+      run.name,
+      " ",
+      // The copy's own status never moves: the run goes on at the coordinator.
+      run.is_remote
+        ? el("span", { className: "state" }, "coordinated elsewhere")
+        : state(run.status),
+    ),
     runFacts(run),
     coordinatorActions(run, notice),
     sitesTable(run, notice),
@@ -446,6 +517,60 @@ byId<HTMLFormElement>("join-form").addEventListener("submit", (evt) => {
     (error) => {
       sayError(notice, "Could not join the run", error);
       keyInput.focus();
+    },
+  );
+});
+
+const inviteText = byId<HTMLTextAreaElement>("invite-text");
+
+byId<HTMLInputElement>("invite-file").addEventListener("change", (evt) => {
+  const file = (evt.target as HTMLInputElement).files?.[0];
+  const notice = byId("invite-notice");
+  if (!file) return;
+  if (file.size > INVITATION_MAX_BYTES) {
+    say(
+      notice,
+      `${file.name} is ${bytes(file.size)}; an invitation is a few KB: is it the right file?`,
+      "error",
+    );
+    return;
+  }
+  void file.text().then(
+    (text) => {
+      inviteText.value = text;
+      say(notice, `${file.name} read; check it and import it.`, "info");
+    },
+    (error) => sayError(notice, `Could not read ${file.name}`, error),
+  );
+});
+
+byId<HTMLFormElement>("invite-form").addEventListener("submit", (evt) => {
+  evt.preventDefault();
+  const notice = byId("invite-notice");
+  const text = inviteText.value.trim();
+  if (!text) {
+    say(notice, "Choose the invitation file or paste its text first.", "error");
+    inviteText.focus();
+    return;
+  }
+  const institution = document.querySelector<HTMLSelectElement>("#invite-institution")?.value ?? "";
+  void busy(byId<HTMLButtonElement>("invite-submit"), () =>
+    api.importInvitation(text, institution),
+  ).then(
+    async (run) => {
+      say(
+        notice,
+        `Imported "${run.name}", coordinated by ${run.coordinator}. Now join it below with one of your exports.`,
+        "ok",
+      );
+      inviteText.value = "";
+      byId<HTMLInputElement>("join-key").value = run.key;
+      byId<HTMLSelectElement>("join-export").focus();
+      await loadRuns();
+    },
+    (error) => {
+      sayError(notice, "Could not import the invitation", error);
+      inviteText.focus();
     },
   );
 });
