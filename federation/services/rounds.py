@@ -93,7 +93,9 @@ def federation_round_sent(
     return row
 
 
-_SENT_PLAIN = "model parameters (an ArrayRecord) and the training sample count"
+_SENT_PLAIN = (
+    "model parameters (an ArrayRecord), the training sample count, and this site's key and institution name"
+)
 _SENT_MASKED = (
     "the masked model parameters (SecAgg+: weighted by the sample count, quantised and masked, so the "
     "coordinator can unmask only the sum of all sites' updates) and the training sample count; in the "
