@@ -37,8 +37,18 @@ from pathlib import Path
 
 from django.db import close_old_connections, connection
 from pydicom import uid as uids
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import read_dataset
 from pydicom.pixels.decoders.base import get_decoder
 from pynetdicom import AE, evt
+from pynetdicom._handlers import (
+    standard_dimse_recv_handler,
+    standard_dimse_sent_handler,
+    standard_pdu_recv_handler,
+    standard_pdu_sent_handler,
+)
+from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from core.models import Institution
@@ -65,6 +75,18 @@ STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_SOP_CLASS_MISMATCH = 0xA900
 STATUS_CANNOT_UNDERSTAND = 0xC000
+
+# The last tag the receiver reads of a dataset (NumberOfSeriesRelatedInstances); every one it
+# needs (the series, the SOP class, the original study attributes kept for sending back) is before it.
+_LAST_HEADER_TAG = 0x00201209
+# pynetdicom's logging handlers, bound to every association: they summarise each message even
+# when nothing logs it, in the thread that receives.
+_LOG_HANDLERS = (
+    (evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
+    (evt.EVT_DIMSE_SENT, standard_dimse_sent_handler),
+    (evt.EVT_PDU_RECV, standard_pdu_recv_handler),
+    (evt.EVT_PDU_SENT, standard_pdu_sent_handler),
+)
 
 _NATIVE_SYNTAXES = [
     uids.ExplicitVRLittleEndian,
@@ -237,6 +259,9 @@ class StorageReceiver:
             assoc.acse.send_reject(0x01, 0x01, 0x03)  # permanent, service user, calling AE not recognised
             assoc.kill()  # as pynetdicom does: waits until the reject is sent before the socket closes
             return
+        if not logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+            for event_type, handler in _LOG_HANDLERS:
+                assoc.unbind(event_type, handler)
         with self._lock:
             self._assocs[id(assoc)] = _Association(id(assoc), calling, peer, *matches[0])
 
@@ -268,7 +293,7 @@ class StorageReceiver:
             return STATUS_OUT_OF_RESOURCES
         sop_uid = str(event.request.AffectedSOPInstanceUID)
         try:
-            ds = event.dataset
+            ds = _header(event)
             series_uid = str(ds.get("SeriesInstanceUID", "") or "")
             dataset_class = str(ds.get("SOPClassUID", "") or "")
             expected = ds.get("NumberOfSeriesRelatedInstances")
@@ -288,7 +313,7 @@ class StorageReceiver:
         if not series_uid:
             return self._refuse(state, sop_uid, "missing SeriesInstanceUID", STATUS_CANNOT_UNDERSTAND)
         try:
-            data = event.encoded_dataset(include_meta=True)
+            data = _encoded_file(event)
         except Exception as exc:
             return self._refuse(
                 state, sop_uid, f"the dataset cannot be encoded ({exc})", STATUS_CANNOT_UNDERSTAND
@@ -492,21 +517,46 @@ class StorageReceiver:
             self._stop.wait(self.poll_seconds)
 
 
-def _spool_write(path: Path, data: bytes) -> None:
+def _header(event: evt.Event) -> Dataset:
+    """The dataset's elements up to the last one the receiver reads, not the whole dataset:
+    pynetdicom's `event.dataset` reads every element and copies the pixel data, all in the
+    thread that receives while the sender waits for the response."""
+    ts = event.context.transfer_syntax
+    if ts.is_deflated:
+        return event.dataset
+    ds = read_dataset(
+        DicomBytesIO(event.request.DataSet.getvalue()),  # shares the received bytes, no copy
+        ts.is_implicit_VR,
+        ts.is_little_endian,
+        stop_when=lambda tag, vr, length: tag > _LAST_HEADER_TAG,
+    )
+    ds.set_original_encoding(ts.is_implicit_VR, ts.is_little_endian)
+    return ds
+
+
+def _encoded_file(event: evt.Event) -> list:
+    """The received instance in the DICOM file format (as `event.encoded_dataset()` makes it),
+    in pieces: joining them copied half a megabyte per instance for one write."""
+    return [b"\x00" * 128, b"DICM", encode_file_meta(event.file_meta), event.request.DataSet.getvalue()]
+
+
+def _spool_write(path: Path, data: bytes | list) -> None:
     """Write a received instance. A new file is written in place: if the listener dies
     mid-write, the file belongs to a delivery that was never released, which recovery drops
     (and a failed write removes its file). A re-sent instance replaces the old file
     atomically, since a worker may be reading it."""
+    chunks = data if isinstance(data, list) else [data]
     try:
         with open(path, "xb") as f:
             try:
-                f.write(data)
+                f.writelines(chunks)
             except OSError:  # disk full: leave no truncated file for a later recovery to find
                 path.unlink(missing_ok=True)
                 raise
     except FileExistsError:
         tmp = path.with_name(f".{uuid.uuid4().hex}.part")
-        tmp.write_bytes(data)
+        with open(tmp, "wb") as f:
+            f.writelines(chunks)
         os.replace(tmp, path)
 
 

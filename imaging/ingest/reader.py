@@ -62,7 +62,7 @@ class SliceRecord:
     pixel_spacing: tuple[float, float]  # (row spacing, column spacing) as DICOM orders it
     orientation: tuple[float, ...]  # six direction cosines: row direction, column direction
     position: tuple[float, float, float]
-    hu: np.ndarray | None  # int16 (rows, columns); None once prepared: then in hu_file
+    hu: np.ndarray | None  # int16 (rows, columns); None once prepared, or when `stored` + intercept is it
     staged: Path | None = None  # the pseudonymised file, once prepared
     hu_file: Path | None = None  # the slice's HU as raw native int16, once prepared
     # Or, in the usual CT case, where the staged file's pixel data is the HU less an integer
@@ -75,6 +75,15 @@ class SliceRecord:
     spacing_between_slices: float | None = None
     # The file's bytes and its elements as read (for the staged copy), until prepared.
     source: tuple[bytes, dict] | None = field(default=None, repr=False, compare=False)
+    # The stored values as read (a view of the file's bytes) when the HU are them plus
+    # hu_intercept: the HU copy is only made if the staged file cannot serve the volume.
+    stored: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def hu_values(self) -> np.ndarray | None:
+        """The slice's HU (int16) while it is in memory: made from `stored` on first use."""
+        if self.hu is None and self.stored is not None:
+            self.hu = _hu16(self.stored, self.hu_intercept or 0)
+        return self.hu
 
     @property
     def normal(self) -> np.ndarray:
@@ -134,7 +143,7 @@ def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
         geometry = _geometry(ds)
     except (AttributeError, KeyError, ValueError, TypeError) as exc:
         raise FileRejected(f"missing or invalid geometry ({exc}); cannot place the slice in 3D") from exc
-    hu, direct_intercept = _hu(ds)
+    hu, direct_intercept, stored = _hu(ds)
     return SliceRecord(
         path=path,
         name=name,
@@ -147,6 +156,7 @@ def _checked(ds: Dataset, raw: bytes, path: Path, name: str) -> SliceRecord:
         issuer=str(ds.get("IssuerOfPatientID", "")),
         patient_name=str(ds.get("PatientName", "")),
         hu=hu,
+        stored=stored,
         hu_intercept=direct_intercept,
         slice_thickness=_positive(ds.get("SliceThickness")),
         spacing_between_slices=_positive(ds.get("SpacingBetweenSlices")),
@@ -192,9 +202,12 @@ def _geometry(ds: Dataset) -> dict:
     }
 
 
-def _hu(ds: Dataset) -> tuple[np.ndarray, int | None]:
+def _hu(ds: Dataset) -> tuple[np.ndarray | None, int | None, np.ndarray | None]:
     """The slice's HU (int16), and the intercept when the HU are exactly the little-endian
-    16-bit stored values plus that integer (then the volume is read from the staged file)."""
+    16-bit stored values plus that integer (then the volume is read from the staged file).
+    In that case the HU are not made here (None, with the stored values third): copying half a
+    megabyte per slice that the volume then reads from the staged file was a tenth of a slice's
+    cost; `SliceRecord.hu_values` makes them when they are needed after all."""
     rows, cols = int(ds.Rows), int(ds.Columns)
     bits = int(ds.get("BitsAllocated", 16))
     signed = int(ds.get("PixelRepresentation", 0)) == 1
@@ -230,14 +243,21 @@ def _hu(ds: Dataset) -> tuple[np.ndarray, int | None]:
         lo, hi = int(stored.min()), int(stored.max())
         if lo >= -32768 and hi <= 32767 and lo + intercept >= -32768 and hi + intercept <= 32767:
             # The usual CT case (12-bit values, intercept -1024): exact in int16, no wide copies.
-            hu16 = stored.astype(np.int16)
-            hu16 += np.int16(intercept)
             direct = stored.dtype.itemsize == 2 and stored.dtype.byteorder in ("<", "=", "|")
-            return hu16, int(intercept) if direct and np.little_endian else None
+            if direct and np.little_endian:
+                return None, int(intercept), stored
+            return _hu16(stored, int(intercept)), None, None
         hu = stored.astype(np.int32) + int(intercept)
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)
-    return np.clip(hu, -32768, 32767).astype(np.int16), None
+    return np.clip(hu, -32768, 32767).astype(np.int16), None, None
+
+
+def _hu16(stored: np.ndarray, intercept: int) -> np.ndarray:
+    """stored + intercept as int16 (the caller checked that it fits)."""
+    hu16 = stored.astype(np.int16)
+    hu16 += np.int16(intercept)
+    return hu16
 
 
 def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_prefix: str) -> SliceRecord:
@@ -271,8 +291,8 @@ def prepare_slice(path: Path, name: str, *, staging: Path, key: bytes, issuer_pr
         # The pixels travel back by file, not through the pool's pipe: pickling half a megabyte
         # per slice cost more CPU than reading the file back into the volume does.
         record.hu_file = staging / f"{record.sha256}.hu"
-        record.hu_file.write_bytes(record.hu.tobytes())  # type: ignore[union-attr]
-    record.hu = None
+        record.hu_file.write_bytes(record.hu_values().tobytes())  # type: ignore[union-attr]
+    record.hu = record.stored = None
     record.sop_uid = str(ds.SOPInstanceUID)
     record.header = {
         keyword: str(ds.get(keyword, "") or "")
@@ -389,8 +409,9 @@ def _unchanged_span(elem, as_read, raw: bytes, implicit: bool, little: bool) -> 
 def read_hu_into(record: SliceRecord, out: np.ndarray) -> None:
     """Put a slice's HU into `out` (int16, rows × columns): from memory, or read straight
     from the file a worker wrote, without an intermediate copy."""
-    if record.hu is not None:
-        out[...] = record.hu
+    hu = record.hu_values()
+    if hu is not None:
+        out[...] = hu
         return
     view = memoryview(out).cast("B")
     if record.hu_offset is not None and record.staged is not None:
