@@ -335,7 +335,7 @@ def _inner() -> None:
         _run([sys.executable, "manage.py", "migrate", "--noinput"], env, "migrate", 600)
         stack.start_workers()
         if not cached:
-            _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 3600)
+            _run([sys.executable, str(BENCH / "_load_django.py"), "seed", str(work)], env, "seeding", 7200)
             seedcache.save(key, seed_params, work, env)
         seed_s = time.monotonic() - t0
         stack.start_web()
