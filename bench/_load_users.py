@@ -364,7 +364,8 @@ class Manager(Person):
         self.call("GET", f"/api/qc/metrics/?campaign={CAMPAIGN}", "dashboard")
         think(5, 10)
         if approved and self.export_id is None:
-            got = self.call("POST", f"/api/campaigns/{CAMPAIGN}/exports/", "export", body={})
+            # 202: the export is queued for the Celery worker (what the API answers).
+            got = self.call("POST", f"/api/campaigns/{CAMPAIGN}/exports/", "export", body={}, ok=(201, 202))
             if got is not None:
                 self.export_id = got.json()["id"]
                 self.export_status = got.json()["status"]
