@@ -35,7 +35,8 @@ def scan_caches_warm(scan: Scan, annotation: Annotation | None) -> None:
     """Load the scan's volume and the annotation's head labels into this process's caches, in
     the background; returns at once. Cheap when both are warm already."""
     head = annotation.head if annotation is not None else None
-    _loader.submit(_warm, scan_volume_path(scan), head.label_sha256 if head else None, tuple(scan.shape))
+    z, y, x = scan.shape
+    _loader.submit(_warm, scan_volume_path(scan), head.label_sha256 if head else None, (z, y, x))
 
 
 def _warm(volume_path: Path, label_sha256: str | None, shape: tuple[int, int, int]) -> None:
