@@ -2,21 +2,19 @@
 subprocess whose environment (DATABASE_URL, CURATECT_DATA_DIR, CURATECT_MEDIA_ROOT) is that
 site's installation, never the test's database. Each step prints one JSON line at the end.
 
-    python -m tests.federation.site_installation setup SOURCES SEED
-    python -m tests.federation.site_installation join INVITATION.json
-    python -m tests.federation.site_installation report
+    python -m tests.federation.site_installation prepare SOURCES SEED INVITATION.json
 
-`setup` makes the institution, its people and a curated export through the real services
-(ingest, annotation, three-step QC, export); `join` imports the coordinator's invitation
-through the site's own API (and tries the errors a data manager could make), joins the copy
-with the export and starts the site's part; `report` reads what the site recorded.
+It makes the institution (named by the site's data folder), its people and a curated export
+through the real services (ingest, annotation, three-step QC, export); then imports the
+coordinator's invitation through the site's own API (trying first the errors a data manager
+could make), joins the copy with the export and starts the site's part. One process for all
+of it: on a busy machine each Python + Django + torch start costs tens of seconds.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,53 +86,9 @@ def _answer(response) -> dict[str, Any]:
     return {"status": response.status_code, "body": response.json()}
 
 
-def report() -> dict[str, Any]:
-    from core.models import AuditEvent, Institution
-    from federation.models import FederationRound, FederationRun, FederationSite
-
-    run = FederationRun.objects.get()
-    site = FederationSite.objects.get()
-    ca = Path(run.tls_ca_cert) if run.tls_ca_cert else None
-    return {
-        "institutions": sorted(Institution.objects.values_list("name", flat=True)),
-        "run": {
-            "key": str(run.key),
-            "is_remote": run.is_remote,
-            "coordinator_name": run.coordinator_name,
-            "status": run.status,
-            "history": run.history,
-            "ca_mode": oct(stat.S_IMODE(ca.stat().st_mode)) if ca else None,
-            "ca_under_data_dir": bool(ca) and str(ca).startswith(os.environ["CURATECT_DATA_DIR"]),
-        },
-        "site": {"key": str(site.key), "status": site.status, "error": site.error},
-        "rounds": [
-            {
-                "number": r.number,
-                "sample_count": r.sample_count,
-                "sent_bytes": r.sent_bytes,
-                "sent_sha256": r.sent_sha256,
-                "sent_to": r.sent_to,
-                "global_sha256": r.global_sha256,
-                "participants": r.participants,
-                "model_version": r.model_version_id,
-                "lineage": r.model_version.metrics.get("federation") if r.model_version else None,
-                "campaign_of_version": r.model_version.campaign_id if r.model_version else None,
-                "promoted": r.promoted,
-                "decision": r.decision,
-            }
-            for r in FederationRound.objects.filter(site=site)
-            .select_related("model_version")
-            .order_by("number")
-        ],
-        "site_campaign": site.campaign_id,
-        "audit": sorted(
-            AuditEvent.objects.filter(action__startswith="federation_").values_list("action", flat=True)
-        ),
-    }
-
-
 if __name__ == "__main__":
     _django()
-    step, *args = sys.argv[1:]
-    result = {"setup": setup, "join": join, "report": report}[step](*args)
+    step, sources, seed, invitation = sys.argv[1:]
+    assert step == "prepare", step
+    result = {"setup": setup(sources, seed), "join": join(invitation)}
     print(json.dumps(result, default=str))
