@@ -36,7 +36,7 @@ LUNG1_STAMP := $(DATA_DIR)/testdata/pyradiomics-lung1/SHA256SUMS
 DICOM_BINARIES := storescu storescp echoscu dciodvfy Orthanc
 ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 
-.PHONY: help setup run test test-pg test-redis redis lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres testdata api-types
+.PHONY: help setup run test test-pg test-redis redis lint format typecheck bench clean distclean venv frontend browsers dicom-peers postgres router testdata api-types
 
 help: ## list the targets
 	@echo "CurateCT: make <target>   (quick start: make run, make test)"
@@ -128,6 +128,9 @@ dicom-peers: ## install Debian's dcmtk, dicom3tools, orthanc + orthanc-dicomweb 
 postgres: ## install Debian's PostgreSQL server binaries for make test-pg, if missing (no cluster is started)
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || tools/apt-install.sh postgresql
 
+router: ## install Debian's nginx-light, the router of the production web tier (deploy/nginx), if missing
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || tools/apt-install.sh nginx-light
+
 redis: ## install Debian's redis-server for make test-redis, if missing (no server is started)
 	@command -v redis-server >/dev/null || tools/apt-install.sh redis-server
 
@@ -137,10 +140,10 @@ $(LUNG1_STAMP): tools/testdata.py | $(VENV_STAMP)
 	$(PY) tools/testdata.py
 	@touch $@
 
-test: setup browsers dicom-peers testdata ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
+test: setup browsers dicom-peers router testdata ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-pg: setup browsers dicom-peers testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
+test-pg: setup browsers dicom-peers router testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
 	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
 
 # Production's broker: the tests that start a real Celery worker (marker celery_worker), once more
