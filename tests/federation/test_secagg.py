@@ -169,7 +169,8 @@ def test_three_sites_with_secagg_send_only_masked_vectors(cast, settings, hospit
         for got, want in zip(global_arrays, expected, strict=True):
             np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
         assert (
-            max(float(np.abs(g - i).max()) for g, i in zip(global_arrays, initial, strict=True)) > 10 * ATOL
+            max(float(np.abs(g - i).max()) for g, i in zip(global_arrays, initial, strict=True))
+            > 1e-3  # it trained (a tiny round moves weights by ~7e-3)
         )
         # The masked vectors are not the parameters: a plain mean of them is nowhere near
         assert len({r.sent_sha256 for r in rows.values()}) == 3
