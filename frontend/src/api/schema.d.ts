@@ -394,6 +394,23 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/federation/invitations/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description A site imports another installation's invitation: a participant copy of the run here. */
+        post: operations["federation_invitation_import"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/federation/runs/": {
         parameters: {
             query?: never;
@@ -436,6 +453,23 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["federation_run_cancel"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/federation/runs/{run_id}/invitation/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description The run's invitation for sites of other installations (the coordinator's data managers). */
+        get: operations["federation_run_invitation"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -1656,6 +1690,15 @@ export interface components {
             slug: string;
             name: string;
         };
+        InvitationIn: {
+            /** @description the invitation the coordinator sent: its JSON object, or its text as pasted */
+            invitation: unknown;
+            /**
+             * @description slug of the institution that takes part (needed only if you manage several)
+             * @default
+             */
+            institution: string;
+        };
         InvolvementPointOut: {
             /** Format: date */
             study_date: string | null;
@@ -2154,6 +2197,9 @@ export interface components {
             /** Format: uuid */
             readonly key: string;
             institution: string;
+            is_remote?: boolean;
+            /** @description the coordinating institution's name */
+            readonly coordinator: string;
             name: string;
             architecture: string;
             /** Format: int64 */
@@ -2315,6 +2361,8 @@ export interface components {
         SiteOut: {
             readonly id: number;
             run: number;
+            /** Format: uuid */
+            readonly key: string;
             institution: string;
             campaign: number;
             export: number;
@@ -3269,6 +3317,31 @@ export interface operations {
             };
         };
     };
+    federation_invitation_import: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InvitationIn"];
+                "application/x-www-form-urlencoded": components["schemas"]["InvitationIn"];
+                "multipart/form-data": components["schemas"]["InvitationIn"];
+            };
+        };
+        responses: {
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
     federation_runs_list: {
         parameters: {
             query?: never;
@@ -3357,6 +3430,29 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["RunOut"];
+                };
+            };
+        };
+    };
+    federation_run_invitation: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        [key: string]: unknown;
+                    };
                 };
             };
         };
