@@ -222,7 +222,8 @@ class RecordedFedProx(_Recorded, FedProx):
     pass
 
 
-def _weighted_dice(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
+def _sample_weighted_mean(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
+    # The sites' own test figures (computed by annotation.dice at each site), weighted by samples.
     total = sum(n for n, _ in metrics)
     if not total:
         return {}
@@ -247,7 +248,7 @@ def build_strategy(run: Any, expected_sites: int, ledger: Ledger) -> Any:
         "initial_parameters": ndarrays_to_parameters(template),
         "on_fit_config_fn": lambda r: {**common, "server-round": r, "local-epochs": run.local_epochs},
         "on_evaluate_config_fn": lambda r: {**common, "server-round": r},
-        "evaluate_metrics_aggregation_fn": _weighted_dice,
+        "evaluate_metrics_aggregation_fn": _sample_weighted_mean,
     }
     if run.strategy == "fedprox":
         strategy: Any = RecordedFedProx(proximal_mu=run.proximal_mu, **options)
