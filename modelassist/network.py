@@ -35,32 +35,28 @@ from core.cpus import usable_cpus
 
 NUM_CLASSES = 4
 
+# The small 2D U-Net, shared by the architectures that differ only in their input matrix.
+_UNET2D_SMALL_NET: dict[str, Any] = {
+    "spatial_dims": 2,
+    "in_channels": 1,
+    "out_channels": NUM_CLASSES,
+    "channels": (16, 32, 64, 128),
+    "strides": (2, 2, 2),
+    "num_res_units": 1,
+}
+
 # Architecture name -> everything needed to rebuild the network; a model file stores the
 # name and this dict, so a model version stays loadable if the table changes later.
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "unet2d-small": {
-        "net": {
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": NUM_CLASSES,
-            "channels": (16, 32, 64, 128),
-            "strides": (2, 2, 2),
-            "num_res_units": 1,
-        },
+        "net": _UNET2D_SMALL_NET,
         "input_size": 256,
         "hu_window": (-1000.0, 200.0),
     },
     # unet2d-small at a 128 matrix, for 128² phantoms on CPU (the learning-loop benches): the
     # default would upscale their slices to 256², four times the inference work for no detail.
     "unet2d-small-128": {
-        "net": {
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": NUM_CLASSES,
-            "channels": (16, 32, 64, 128),
-            "strides": (2, 2, 2),
-            "num_res_units": 1,
-        },
+        "net": _UNET2D_SMALL_NET,
         "input_size": 128,
         "hu_window": (-1000.0, 200.0),
     },
