@@ -46,7 +46,14 @@ ARCHITECTURE = "unet2d-small-128"
 ROUNDS, LOCAL_EPOCHS = 3, 4
 # Each site's local training per round (and the baselines' per epoch); max_minutes is only a
 # safety cap, so a busy machine slows the bench instead of cutting its epochs.
-TRAIN_PARAMS = {"lr": 3e-3, "batch_size": 16, "slices_per_case": 32, "crop": 64, "seed": 0, "max_minutes": 30.0}
+TRAIN_PARAMS = {
+    "lr": 3e-3,
+    "batch_size": 16,
+    "slices_per_case": 32,
+    "crop": 64,
+    "seed": 0,
+    "max_minutes": 30.0,
+}
 # Disease mixes per site (non-IID); the held-out site has equal thirds.
 MIXES = (
     {"covid19": 0.7, "other_infection": 0.15, "no_infection": 0.15},
