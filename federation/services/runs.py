@@ -35,6 +35,9 @@ LIMITS: dict[str, tuple[float, float]] = {
     "round_timeout_s": (10, 7 * 24 * 3600),
 }
 POLL_S = 1.0
+# How often the coordinator asks Flower itself (`flwr ls`, a CLI process of a few CPU seconds)
+# whether the run ended without the ServerApp saying so: a crash is caught within this.
+FLOWER_CHECK_S = 30.0
 SECAGG_MIN_SITES = 3  # as federation.flower.secagg_server.MIN_SITES (which loads Flower's server)
 
 
@@ -351,7 +354,7 @@ def _wait(run: FederationRun, home: Path, flower_run_id: str, superlink) -> None
                 f"the SuperLink stopped (exit {superlink.returncode}); see {home / 'superlink.log'}",
                 code="superlink_stopped",
             )
-        if time.monotonic() - checked > 10:
+        if time.monotonic() - checked > FLOWER_CHECK_S:
             checked = time.monotonic()
             flower = processes.app_status(home, flower_run_id)
             if str(flower.get("status", "")).startswith("finished") and not _finished_now(run):
