@@ -124,13 +124,22 @@ class ScanDetailApi(APIView):
         )
 
 
+# A row id the databases can compare: past 2**63 - 1 SQLite and psycopg raise instead of
+# finding nothing, so such an id is a 400 here rather than a server error.
+ROW_ID_MAX = 2**63 - 1
+
+
+def row_id_field(**kwargs) -> serializers.IntegerField:
+    return serializers.IntegerField(min_value=1, max_value=ROW_ID_MAX, **kwargs)
+
+
 class BatchBuildIn(serializers.Serializer):
-    scan_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
-    size = serializers.IntegerField(required=False, min_value=1)
-    annotator_id = serializers.IntegerField(required=False, allow_null=True)
+    scan_ids = serializers.ListField(child=row_id_field(), required=False)
+    size = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
+    annotator_id = row_id_field(required=False, allow_null=True)
     auto_assign = serializers.BooleanField(default=False)
     name = serializers.CharField(required=False, allow_blank=True, max_length=100)
-    institution_id = serializers.IntegerField(required=False)
+    institution_id = row_id_field(required=False)
     study_date_from = serializers.DateField(required=False)
     study_date_to = serializers.DateField(required=False)
     tags = serializers.ListField(child=serializers.CharField(), required=False)

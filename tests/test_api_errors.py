@@ -246,3 +246,25 @@ def test_a_model_version_change_still_takes_a_long_reason_as_text(cast, api):
     )
 
     assert response.status_code == 200, response.content
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"scan_ids": [9, 281474976710657, 26391535282360607047680]},  # found by tests/test_api_fuzz.py
+        {"scan_ids": [-4]},
+        {"annotator_id": 2**64},
+        {"institution_id": 2**63},
+        {"size": 10**30},
+    ],
+)
+def test_building_a_batch_with_ids_no_database_can_hold_is_400(cast, api, scan, body):
+    from core.models import Batch
+
+    api.force_authenticate(cast.manager)
+    before = list(Batch.objects.values_list("pk", flat=True))
+
+    response = api.post(f"/api/campaigns/{cast.campaign.pk}/batches/", body, format="json")
+
+    assert_reason(response, 400)
+    assert list(Batch.objects.values_list("pk", flat=True)) == before

@@ -1273,10 +1273,12 @@ export interface components {
         BatchBuildIn: {
             scan_ids?: number[];
             size?: number;
+            /** Format: int64 */
             annotator_id?: number | null;
             /** @default false */
             auto_assign: boolean;
             name?: string;
+            /** Format: int64 */
             institution_id?: number;
             /** Format: date */
             study_date_from?: string;
