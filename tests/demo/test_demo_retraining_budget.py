@@ -51,7 +51,12 @@ def estimated_minutes(params: dict, cohort: dict) -> float:
 
 def test_a_demo_click_with_empty_fields_is_sized_to_finish_in_minutes(demo, api, monkeypatch):
     from modelassist.services.training import DEFAULT_PARAMS
-    from modelassist.services.training_budget import MIN_EPOCHS, TRAINING_BUDGET_MINUTES, cohort_facts
+    from modelassist.services.training_budget import (
+        CLASSIFIER_BUDGET_MINUTES,
+        MIN_EPOCHS,
+        TRAINING_BUDGET_MINUTES,
+        cohort_facts,
+    )
 
     campaign, manager = demo
     cohort = cohort_facts(campaign)
@@ -66,6 +71,9 @@ def test_a_demo_click_with_empty_fields_is_sized_to_finish_in_minutes(demo, api,
     assert estimated_minutes(params, cohort) <= TRAINING_BUDGET_MINUTES
     # A slower machine stops on time and keeps its best epoch; the rest of a click is ~1 minute.
     assert params["max_minutes"] == TRAINING_BUDGET_MINUTES <= 4
+    assert params["classifier_max_minutes"] == CLASSIFIER_BUDGET_MINUTES
+    assert params["classifier_epochs"] == DEFAULT_PARAMS["classifier_epochs"]
+    assert TRAINING_BUDGET_MINUTES + CLASSIFIER_BUDGET_MINUTES <= 4
     assert params["crop"] == DEFAULT_PARAMS["crop"] and params["lr"] == DEFAULT_PARAMS["lr"]
 
 
@@ -76,7 +84,8 @@ def test_a_caller_who_sizes_the_run_keeps_their_numbers(demo, api, monkeypatch):
 
     params = click(api, campaign, manager, monkeypatch, params={"epochs": 12})
 
-    assert params == {**DEFAULT_PARAMS, "epochs": 12}  # not cut to the budget behind their back
+    # Not cut to the budget behind their back; the classifier follows the number they gave.
+    assert params == {**DEFAULT_PARAMS, "epochs": 12, "classifier_epochs": 12}
     assert click(api, campaign, manager, monkeypatch, params={"max_minutes": 60})["epochs"] == 30
 
 

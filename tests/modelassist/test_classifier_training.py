@@ -82,6 +82,45 @@ def test_topff_network_trains_seeded_and_round_trips(tmp_path):
     assert np.allclose(predict_probabilities(loaded, x), probabilities, atol=1e-6)
 
 
+def test_intensity_augmentation_changes_only_lung_voxels_and_stays_in_range():
+    from modelassist.classifier.train import CONTRAST, SHIFT, augment_intensity
+
+    x = torch.zeros((3, 1, 4, 8, 8))
+    x[:, :, 1:3, 2:6, 2:6] = torch.linspace(0.05, 0.95, 32).view(2, 4, 4)  # the lungs
+    first = augment_intensity(x, np.random.default_rng(5))
+    again = augment_intensity(x, np.random.default_rng(5))
+    lungs = x > 0
+
+    assert torch.equal(first, again)  # seeded
+    assert torch.equal(first[~lungs], x[~lungs])  # outside the lungs stays at the window's bottom
+    assert float(first.min()) >= 0.0 and float(first.max()) <= 1.0
+    assert not torch.equal(first[lungs], x[lungs])
+    # Each sample gets its own contrast and shift: the lung means move apart, within their limits.
+    means = [float(first[i][lungs[i]].mean()) for i in range(3)]
+    base = float(x[0][lungs[0]].mean())
+    assert len({round(m, 4) for m in means}) == 3
+    assert all(abs(m - base) <= CONTRAST * base + SHIFT + 0.02 for m in means)
+
+
+def test_the_classifier_has_its_own_epochs_unless_the_caller_sized_only_the_segmenter():
+    from modelassist.services.training import DEFAULT_PARAMS, classifier_params, clean_params
+
+    own = clean_params({})
+    assert classifier_params(own) == {
+        "epochs": DEFAULT_PARAMS["classifier_epochs"],
+        "patience": DEFAULT_PARAMS["classifier_patience"],
+        "max_minutes": DEFAULT_PARAMS["classifier_max_minutes"],
+    }
+    assert DEFAULT_PARAMS["classifier_epochs"] > DEFAULT_PARAMS["epochs"]
+    sized = clean_params({"epochs": 3, "patience": 2, "max_minutes": 1})
+    assert classifier_params(sized) == {"epochs": 3, "patience": 2, "max_minutes": 1.0}
+    both = clean_params({"epochs": 3, "classifier_epochs": 7})
+    assert (both["epochs"], classifier_params(both)["epochs"]) == (3, 7)
+    # A run queued before the classifier had numbers of its own trains it with the segmenter's.
+    old = {k: v for k, v in DEFAULT_PARAMS.items() if not k.startswith("classifier_")}
+    assert classifier_params(old) == {k: DEFAULT_PARAMS[k] for k in ("epochs", "patience", "max_minutes")}
+
+
 def test_a_run_trains_the_classifier_on_the_same_split_and_stores_it_with_the_version(cast, approved):
     from modelassist.selectors import media_path
     from modelassist.services.model_versions import file_sha256
@@ -91,6 +130,7 @@ def test_a_run_trains_the_classifier_on_the_same_split_and_stores_it_with_the_ve
     assert run.status == "done", run.error
     clf = run.metrics["classifier"]
     assert clf["trained"] is True and clf["classes"][0] == COVID
+    assert run.params["classifier_epochs"] == TINY["epochs"] >= len(clf["history"])
     assert (clf["train_cases"], clf["test_cases"]) == (run.metrics["train_cases"], run.metrics["test_cases"])
     figures = clf["candidate"]
     assert figures["auc_micro"] is not None and 0.0 <= figures["auc_micro"] <= 1.0
