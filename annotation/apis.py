@@ -24,6 +24,7 @@ from annotation.requests import revision_id_from
 from annotation.selectors import revisions_for_user, worklist_for
 from annotation.services import Box, revision_save
 from core.api_errors import DomainError, NotFound, id_param
+from core.api_fields import index_field, row_id_field
 from core.models import Scan
 from imaging import volume_cache
 
@@ -160,12 +161,12 @@ class PayloadIn(serializers.Serializer):
 
 
 class BoxIn(PayloadIn):
-    offset = serializers.ListField(child=serializers.IntegerField(), min_length=3, max_length=3)
-    shape = serializers.ListField(child=serializers.IntegerField(min_value=1), min_length=3, max_length=3)
+    offset = serializers.ListField(child=index_field(), min_length=3, max_length=3)
+    shape = serializers.ListField(child=index_field(min_value=1), min_length=3, max_length=3)
 
 
 class RevisionIn(serializers.Serializer):
-    parent_id = serializers.IntegerField(required=False, allow_null=True)
+    parent_id = row_id_field(required=False, allow_null=True)
     scan_labels = serializers.DictField(child=serializers.CharField(), required=False)
     time_spent_s = serializers.FloatField(required=False, default=0.0)
     boxes = BoxIn(many=True, required=False)
@@ -252,7 +253,7 @@ class RevisionCreateApi(APIView):
 
 
 class RegionGrowIn(serializers.Serializer):
-    seed = serializers.ListField(child=serializers.IntegerField(), min_length=3, max_length=3)
+    seed = serializers.ListField(child=index_field(), min_length=3, max_length=3)
     lower = serializers.FloatField(required=False)
     upper = serializers.FloatField(required=False)
     tolerance = serializers.FloatField(required=False, min_value=0)

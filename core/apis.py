@@ -10,6 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api_errors import DomainError
+from core.api_fields import row_id_field
 from core.models import Batch, Campaign, Institution, Role, User
 from core.selectors import (
     batches_visible_to,
@@ -124,15 +125,6 @@ class ScanDetailApi(APIView):
         )
 
 
-# A row id the databases can compare: past 2**63 - 1 SQLite and psycopg raise instead of
-# finding nothing, so such an id is a 400 here rather than a server error.
-ROW_ID_MAX = 2**63 - 1
-
-
-def row_id_field(**kwargs) -> serializers.IntegerField:
-    return serializers.IntegerField(min_value=1, max_value=ROW_ID_MAX, **kwargs)
-
-
 class BatchBuildIn(serializers.Serializer):
     scan_ids = serializers.ListField(child=row_id_field(), required=False)
     size = serializers.IntegerField(required=False, min_value=1, max_value=10_000)
@@ -210,7 +202,7 @@ class BatchListCreateApi(APIView):
 
 
 class BatchAssignIn(serializers.Serializer):
-    annotator_id = serializers.IntegerField(
+    annotator_id = row_id_field(
         required=False, allow_null=True, help_text="omitted or null: the least-loaded annotator"
     )
 

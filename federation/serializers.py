@@ -6,13 +6,12 @@ from typing import Any
 
 from rest_framework import serializers
 
+from core.api_fields import row_id_field
 from federation.models import FederationRound, FederationRun, FederationSite, Strategy
 
 
 class RunIn(serializers.Serializer):
-    campaign = serializers.IntegerField(
-        help_text="the coordinator's campaign whose label schema the run trains"
-    )
+    campaign = row_id_field(help_text="the coordinator's campaign whose label schema the run trains")
     name = serializers.CharField(max_length=100)
     superlink_address = serializers.CharField(
         max_length=200, help_text="host:port the sites reach the SuperLink at"
@@ -36,7 +35,7 @@ class RunIn(serializers.Serializer):
 
 class JoinIn(serializers.Serializer):
     key = serializers.UUIDField(help_text="the run's key, from the coordinator")
-    export = serializers.IntegerField(help_text="a finished export of a campaign of your institution")
+    export = row_id_field(help_text="a finished export of a campaign of your institution")
     start = serializers.BooleanField(required=False, default=True, help_text="start the site's SuperNode now")
 
 

@@ -15,6 +15,7 @@ from rest_framework.views import APIView
 
 from annotation.access import campaign_and_scan
 from core.api_errors import Conflict, DomainError, NotFound
+from core.api_fields import row_id_field
 from core.selectors import campaigns_visible_to, scans_visible_to
 from modelassist import selectors
 from modelassist import serializers as out
@@ -237,7 +238,7 @@ class ExportDownloadApi(APIView):
 
 
 class TrainingRunIn(serializers.Serializer):
-    export_id = serializers.IntegerField(required=False, allow_null=True)
+    export_id = row_id_field(required=False, allow_null=True)
     architecture = serializers.CharField(required=False, max_length=50)
     params = serializers.DictField(required=False)
 

@@ -12,6 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.api_errors import DomainError, id_param
+from core.api_fields import row_id_field
 from core.models import Campaign, Institution, Role, User
 from core.selectors import institutions_of, scans_visible_to
 from imaging.models import ImportJob
@@ -30,7 +31,7 @@ def remote_for_user(user: User, remote_id: int) -> RemotePacs:
 
 
 class RemoteIn(serializers.Serializer):
-    institution_id = serializers.IntegerField(required=False)
+    institution_id = row_id_field(required=False)
     name = serializers.CharField(max_length=100, required=False)
     dicomweb_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
     auth_type = serializers.ChoiceField(choices=RemotePacs.Auth.choices, required=False)
@@ -45,7 +46,7 @@ class RemoteIn(serializers.Serializer):
     send_on_approval = serializers.BooleanField(required=False)
     pull_filter = serializers.DictField(child=serializers.CharField(allow_blank=True), required=False)
     pull_interval_minutes = serializers.IntegerField(required=False, min_value=0, max_value=7 * 24 * 60)
-    pull_campaign_id = serializers.IntegerField(required=False, allow_null=True)
+    pull_campaign_id = row_id_field(required=False, allow_null=True)
 
 
 class RemoteOut(serializers.Serializer):
@@ -312,7 +313,7 @@ class PullIn(serializers.Serializer):
     study_uids = serializers.ListField(
         child=serializers.CharField(max_length=64), min_length=1, max_length=500
     )
-    campaign_id = serializers.IntegerField(required=False, allow_null=True)
+    campaign_id = row_id_field(required=False, allow_null=True)
 
 
 class RemotePullApi(APIView):
@@ -369,8 +370,8 @@ def send_out(send: PacsSend) -> dict:
 
 
 class SendIn(serializers.Serializer):
-    remote_id = serializers.IntegerField(required=False, allow_null=True)
-    campaign_id = serializers.IntegerField(required=False, allow_null=True)
+    remote_id = row_id_field(required=False, allow_null=True)
+    campaign_id = row_id_field(required=False, allow_null=True)
 
 
 class ScanSendApi(APIView):

@@ -20,6 +20,7 @@ from annotation.access import campaign_and_scan
 from annotation.models import Annotation
 from annotation.requests import revision_id_from
 from core.api_errors import DomainError, Forbidden
+from core.api_fields import row_id_field
 from core.models import AuditEvent, Batch, BatchItem, Role, Scan, User
 from core.permissions import is_data_manager, require_data_manager
 from core.selectors import batches_visible_to, campaign_roles, campaigns_visible_to
@@ -32,7 +33,7 @@ from qc.models import BatchReview, Check, SpotCheck, Verdict
 
 
 class SubmitIn(serializers.Serializer):
-    revision_id = serializers.IntegerField(required=False)
+    revision_id = row_id_field(required=False)
 
 
 def _revision_id_from(request: Request, body: dict) -> int:
@@ -131,9 +132,9 @@ class CheckVerdictApi(APIView):
 
 
 class ReassignIn(serializers.Serializer):
-    user_id = serializers.IntegerField(required=False)
-    checker_id = serializers.IntegerField(required=False)
-    senior_id = serializers.IntegerField(required=False)
+    user_id = row_id_field(required=False)
+    checker_id = row_id_field(required=False)
+    senior_id = row_id_field(required=False)
 
 
 def _user_or_400(user_id: int | None) -> User:
@@ -265,7 +266,7 @@ class BatchBoardApi(APIView):
 
 class ReopenIn(serializers.Serializer):
     reason = serializers.CharField(allow_blank=True, default="")
-    scan_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    scan_ids = serializers.ListField(child=row_id_field(), required=False)
 
 
 class BatchReopenApi(APIView):

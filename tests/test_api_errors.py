@@ -268,3 +268,68 @@ def test_building_a_batch_with_ids_no_database_can_hold_is_400(cast, api, scan, 
 
     assert_reason(response, 400)
     assert list(Batch.objects.values_list("pk", flat=True)) == before
+
+
+HUGE = 2**64  # past what SQLite and PostgreSQL compare: the fuzz's batch-building 500 (a78b771)
+
+
+@pytest.mark.parametrize(
+    ("tail", "body"),
+    [
+        ("annotation/revisions/", {"parent_id": HUGE, "scan_labels": {}}),
+        (
+            "annotation/revisions/",
+            {
+                "boxes": [
+                    {"offset": [HUGE, 0, 0], "shape": [1, 1, 1], "encoding": "gzip", "data": gz(np.ones(1))}
+                ]
+            },
+        ),
+        ("region-grow/", {"seed": [0, HUGE, 0], "tolerance": 100}),
+    ],
+)
+def test_annotation_requests_with_numbers_no_database_can_hold_are_400(cast, api, scan, tail, body):
+    api.force_authenticate(cast.annotator)
+
+    response = api.post(scan_url(cast, scan, tail), body, format="json")
+
+    assert_reason(response, 400)
+    assert not Revision.objects.exists()
+
+
+def test_assigning_a_batch_to_an_id_no_database_can_hold_is_400(cast, api, scan):
+    from core.models import Batch
+
+    api.force_authenticate(cast.manager)
+    batch = Batch.objects.get()
+
+    response = api.post(f"/api/batches/{batch.pk}/assign/", {"annotator_id": HUGE}, format="json")
+
+    assert_reason(response, 400)
+    assert Batch.objects.get().annotator == cast.annotator
+
+
+def test_reopening_scans_no_database_can_hold_is_400(cast, api, scan):
+    from core.models import Batch
+
+    api.force_authenticate(cast.manager)
+    batch = Batch.objects.get()
+    status = batch.status
+
+    response = api.post(f"/api/batches/{batch.pk}/reopen/", {"scan_ids": [HUGE]}, format="json")
+
+    assert_reason(response, 400)
+    assert Batch.objects.get().status == status
+
+
+def test_retraining_an_export_no_database_can_hold_is_400(cast, api):
+    from modelassist.models import TrainingRun
+
+    api.force_authenticate(cast.manager)
+
+    response = api.post(
+        f"/api/campaigns/{cast.campaign.pk}/training-runs/", {"export_id": HUGE}, format="json"
+    )
+
+    assert_reason(response, 400)
+    assert not TrainingRun.objects.exists()

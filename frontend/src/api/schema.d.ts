@@ -1262,7 +1262,10 @@ export interface components {
          */
         AuthTypeEnum: "none" | "basic" | "bearer";
         BatchAssignIn: {
-            /** @description omitted or null: the least-loaded annotator */
+            /**
+             * Format: int64
+             * @description omitted or null: the least-loaded annotator
+             */
             annotator_id?: number | null;
         };
         BatchBoardOut: {
@@ -1725,7 +1728,10 @@ export interface components {
              * @description the run's key, from the coordinator
              */
             key: string;
-            /** @description a finished export of a campaign of your institution */
+            /**
+             * Format: int64
+             * @description a finished export of a campaign of your institution
+             */
             export: number;
             /**
              * @description start the site's SuperNode now
@@ -1794,6 +1800,7 @@ export interface components {
             consolidation_like_from_minus_350_hu_ml: number;
         };
         PatchedRemoteIn: {
+            /** Format: int64 */
             institution_id?: number;
             name?: string;
             dicomweb_url?: string;
@@ -1809,6 +1816,7 @@ export interface components {
                 [key: string]: string;
             };
             pull_interval_minutes?: number;
+            /** Format: int64 */
             pull_campaign_id?: number | null;
         };
         PatientReportsOut: {
@@ -1886,6 +1894,7 @@ export interface components {
         PresegStatusEnum: "queued" | "running" | "done" | "failed" | "skipped";
         PullIn: {
             study_uids: string[];
+            /** Format: int64 */
             campaign_id?: number | null;
         };
         PulledOut: {
@@ -1909,8 +1918,11 @@ export interface components {
             reason: string;
         };
         ReassignIn: {
+            /** Format: int64 */
             user_id?: number;
+            /** Format: int64 */
             checker_id?: number;
+            /** Format: int64 */
             senior_id?: number;
         };
         RegionGrowIn: {
@@ -1987,6 +1999,7 @@ export interface components {
             severity_score: number;
         };
         RemoteIn: {
+            /** Format: int64 */
             institution_id?: number;
             name?: string;
             dicomweb_url?: string;
@@ -2002,6 +2015,7 @@ export interface components {
                 [key: string]: string;
             };
             pull_interval_minutes?: number;
+            /** Format: int64 */
             pull_campaign_id?: number | null;
         };
         RemoteOut: {
@@ -2073,6 +2087,7 @@ export interface components {
          */
         ReviewVerdictEnum: "pending" | "pass" | "fail";
         RevisionIn: {
+            /** Format: int64 */
             parent_id?: number | null;
             scan_labels?: {
                 [key: string]: string;
@@ -2149,7 +2164,10 @@ export interface components {
             };
         };
         RunIn: {
-            /** @description the coordinator's campaign whose label schema the run trains */
+            /**
+             * Format: int64
+             * @description the coordinator's campaign whose label schema the run trains
+             */
             campaign: number;
             name: string;
             /** @description host:port the sites reach the SuperLink at */
@@ -2312,7 +2330,9 @@ export interface components {
          */
         SelectedByEnum: "head" | "curated" | "revision";
         SendIn: {
+            /** Format: int64 */
             remote_id?: number | null;
+            /** Format: int64 */
             campaign_id?: number | null;
         };
         /**
@@ -2484,6 +2504,7 @@ export interface components {
             };
         };
         SubmitIn: {
+            /** Format: int64 */
             revision_id?: number;
         };
         SubmitOut: {
@@ -2535,6 +2556,7 @@ export interface components {
             history: components["schemas"]["EpochOut"][];
         };
         TrainingRunIn: {
+            /** Format: int64 */
             export_id?: number | null;
             architecture?: string;
             params?: {
