@@ -37,13 +37,19 @@ from pathlib import Path
 import _django
 
 SITES = 3  # training sites; one more is held out
-CASES, HELD_OUT = 12, 12  # scans per training site, scans of the held-out site
+# Scans per training site (exported by patient: about 16 train), scans of the held-out site. With
+# 12 a site (8 train) every model, federated, central and local, stayed near Dice 0 on the
+# held-out site; the learning curve needs about 50 training scans for a Dice of 0.3 on these
+# phantoms, which the three sites reach only together: the comparison the issue asks for.
+CASES, HELD_OUT = 24, 12
 SLICES, SIZE = 32, 128
 # The learning-loop benches' recipe for 128² phantoms (#14): unet2d-small at the phantoms' own grid
 # on 64² lesion crops. One epoch a round over 16 whole slices a case (the first set-up) left every
 # model, central, federated and local alike, at Dice 0.0 on the held-out site: nothing to compare.
 ARCHITECTURE = "unet2d-small-128"
-ROUNDS, LOCAL_EPOCHS = 3, 4
+# 12 passes over each site's data, as the learning curve's stages train; split into 6 rounds of 2
+# local epochs, so the non-IID sites' models are averaged often enough not to drift apart.
+ROUNDS, LOCAL_EPOCHS = 6, 2
 # Each site's local training per round (and the baselines' per epoch); max_minutes is only a
 # safety cap, so a busy machine slows the bench instead of cutting its epochs.
 TRAIN_PARAMS = {
@@ -278,7 +284,7 @@ def stop_flower(work: Path) -> None:
 
 def main() -> None:
     started = time.perf_counter()
-    # A dozen scans per site: a test split of two (the default minimum of five would refuse it).
+    # Two dozen scans per site: a test split of about four (the default minimum of five would refuse it).
     os.environ.setdefault("CURATECT_MIN_TEST_CASES", "2")
     work = _django.setup()
     try:

@@ -47,12 +47,18 @@ ARCHITECTURE = "unet2d-small-128"
 # on 2 quiet cores. The cap only stops a run that a crowded machine would otherwise drag on for
 # hours (then `training` shows fewer epochs).
 EPOCHS = 12
+CLASSIFIER_EPOCHS = 50
 STAGE_PARAMS = {
     "epochs": EPOCHS,
     "slices_per_case": 48,
     "crop": 64,
     "patience": EPOCHS,
     "max_minutes": 30.0,
+    # The classifier's own budget (the training service's default: 50 epochs, the last kept);
+    # without it the classifier would follow the segmenter's 12 epochs, far too few for it.
+    "classifier_epochs": CLASSIFIER_EPOCHS,
+    "classifier_patience": CLASSIFIER_EPOCHS,
+    "classifier_max_minutes": 30.0,
 }
 
 
@@ -301,7 +307,12 @@ def main() -> None:
             {
                 "stages": stages,
                 "baseline_dice": base,
-                "training": {"architecture": ARCHITECTURE, "epochs": EPOCHS, "stages": training},
+                "training": {
+                    "architecture": ARCHITECTURE,
+                    "epochs": EPOCHS,
+                    "classifier_epochs": CLASSIFIER_EPOCHS,
+                    "stages": training,
+                },
                 "held_out": {
                     "scans": HELD_OUT,
                     "diagnoses": {
