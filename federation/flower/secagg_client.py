@@ -13,6 +13,7 @@ Mods, outermost first:
   in SecAgg+'s first stage it refuses to take part for a site that is not serving the run;
 - `secaggplus_mod` (Flower) runs the protocol's four stages: public keys, encrypted key
   shares, the masked vector (only this stage trains), the shares that unmask the sum;
+- `widen_mod` hands secaggplus_mod the update in float64, so its scaling and shift lose nothing;
 - `update_note_mod` notes the unmasked update's digest in the node's own context (never sent);
 - `dp_clipping_mod`: Flower's `fixedclipping_mod` when the run's DP wrapper asked for clipping,
   so the update is clipped before it is masked (client-side clipping + SecAgg+ + central noise).
@@ -33,13 +34,16 @@ from flwr.app import ConfigRecord, Context, Message, MessageType
 from flwr.client import NumPyClient
 from flwr.client.mod import fixedclipping_mod, secaggplus_mod
 from flwr.clientapp import ClientApp
-from flwr.common import parameters_to_ndarrays
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
 from federation.flower.django_setup import ensure_django
 
-SITE_KEY = "curatect-site-id"
+SITE_KEY = "curatect-site-id"  # the site's row in its own installation (node config)
+# What a site calls itself in its replies: the run-wide site key and its institution's name. The
+# coordinator may be another installation, where the site's own row id means nothing.
+SITE_NAME_KEY, INSTITUTION_KEY = "curatect-site-key", "curatect-institution"
 RUN_KEY = "curatect-run"
 CLIPPING_NORM_KEY = "clipping_norm"  # what Flower's DP wrapper puts in the fit config
 UPDATE_KEY = "curatect.update"  # the unmasked update's digest, in the node's own context state
@@ -82,6 +86,10 @@ def _serving(context: Context, run_key: str | None = None) -> Any:
     if run_key is None:  # SecAgg+'s first stage carries no run key: the run this site joined
         run_key = str(FederationSite.objects.values_list("run__key", flat=True).get(pk=site_id))
     return site_serving(site_id, run_key)
+
+
+def _named(site: Any) -> dict[str, Any]:
+    return {SITE_KEY: site.pk, SITE_NAME_KEY: str(site.key), INSTITUTION_KEY: site.institution.name}
 
 
 _cases: dict[int, Any] = {}
@@ -133,7 +141,11 @@ class SiteClient(NumPyClient):
         )
         loss = history[-1]["loss"] if history else float("nan")
         arrays = [v.detach().cpu().numpy() for v in model.state_dict().values()]
-        metrics = {SITE_KEY: site.pk, "train-loss": float(loss), "train-seconds": time.monotonic() - started}
+        metrics = {
+            **_named(site),
+            "train-loss": float(loss),
+            "train-seconds": time.monotonic() - started,
+        }
         return arrays, samples, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Any]):
@@ -153,7 +165,7 @@ class SiteClient(NumPyClient):
             cases=cases,
         )
         dice = float(received.figures["candidate"]["mean"])
-        metrics = {SITE_KEY: site.pk, "dice-mean": dice, "promoted": int(bool(received.round.promoted))}
+        metrics = {**_named(site), "dice-mean": dice, "promoted": int(bool(received.round.promoted))}
         return 1.0 - dice, len(cases[Split.TEST]), metrics
 
 
@@ -223,6 +235,24 @@ def update_note_mod(msg: Message, context: Context, call_next: Any) -> Message:
     return reply
 
 
+def widen_mod(msg: Message, context: Context, call_next: Any) -> Message:
+    """Hand secaggplus_mod the update in float64.
+
+    secaggplus_mod scales each parameter by count / max_weight (about 1e-3 for a site of a few
+    dozen scans) and shifts it by the clipping range (8) before quantising, in the array's own
+    dtype: in float32 that sum keeps about 1e-6 of 8, which is 1e-3 of a parameter once the
+    coordinator divides by the summed weights; the mean was off by up to 2.3e-3. In float64 only
+    the quantisation step (2 x 8 / Q) is left. What travels is the quantised vector either way."""
+    reply = call_next(msg, context)
+    if msg.metadata.message_type != MessageType.TRAIN or reply.has_error():
+        return reply
+    fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
+    arrays = parameters_to_ndarrays(fitres.parameters)
+    fitres.parameters = ndarrays_to_parameters([np.asarray(a, dtype=np.float64) for a in arrays])
+    reply.content = compat.fitres_to_recorddict(fitres, keep_input=True)
+    return reply
+
+
 def dp_clipping_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """Flower's fixedclipping_mod, for the runs whose DP wrapper asked for clipping."""
     config = msg.content.config_records.get("fitins.config")
@@ -232,5 +262,6 @@ def dp_clipping_mod(msg: Message, context: Context, call_next: Any) -> Message:
 
 
 app = ClientApp(
-    client_fn=client_fn, mods=[outgoing_record_mod, secaggplus_mod, update_note_mod, dp_clipping_mod]
+    client_fn=client_fn,
+    mods=[outgoing_record_mod, secaggplus_mod, widen_mod, update_note_mod, dp_clipping_mod],
 )

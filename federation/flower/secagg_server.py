@@ -37,7 +37,14 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid, ServerApp
 
 from federation.flower.django_setup import ensure_django
-from federation.flower.secagg_client import MAX_WEIGHT, RUN_KEY, SITE_KEY, chunks_digest
+from federation.flower.secagg_client import (
+    INSTITUTION_KEY,
+    MAX_WEIGHT,
+    RUN_KEY,
+    SITE_KEY,
+    SITE_NAME_KEY,
+    chunks_digest,
+)
 
 app = ServerApp()
 
@@ -182,17 +189,8 @@ class _Recorded:
                 ]
             )
         self.participants = sorted(
-            (
-                {
-                    "site": int(fitres.metrics[SITE_KEY]),
-                    "samples": int(fitres.num_examples),
-                    "bytes": self.ledger.arrived[proxy.node_id][0],
-                    "sha256": self.ledger.arrived[proxy.node_id][1],
-                    "masked": True,
-                }
-                for proxy, fitres in results
-            ),
-            key=lambda p: p["site"],
+            (self._participant(proxy.node_id, fitres) for proxy, fitres in results),
+            key=lambda p: (p["institution"], p["site_key"]),
         )
         federation_run_round_record(
             self.run_id,
@@ -206,9 +204,31 @@ class _Recorded:
             self.ledger.aggregated.add(server_round)
         return parameters, metrics
 
+    def _participant(self, node_id: int, fitres: Any) -> dict[str, Any]:
+        """A site by what its ClientApp reports, as on the plain path (server._participant): its
+        run-wide key and institution; `site` is this installation's row, None for another's."""
+        from federation.models import FederationSite
+
+        key = str(fitres.metrics.get(SITE_NAME_KEY, ""))
+        local = (
+            FederationSite.objects.filter(run_id=self.run_id, key=key).values_list("pk", flat=True).first()
+        )
+        return {
+            "site": local if key else int(fitres.metrics[SITE_KEY]),
+            "site_key": key,
+            "institution": str(fitres.metrics.get(INSTITUTION_KEY, "")),
+            "node": int(node_id),
+            "samples": int(fitres.num_examples),
+            "bytes": self.ledger.arrived[node_id][0],
+            "sha256": self.ledger.arrived[node_id][1],
+            "masked": True,
+        }
+
     def configure_evaluate(self, server_round: int, parameters: Any, client_manager: Any):
         pairs = super().configure_evaluate(server_round, parameters, client_manager)  # type: ignore[misc]
-        lineage = json.dumps([{k: p[k] for k in ("site", "samples")} for p in self.participants])
+        lineage = json.dumps(
+            [{k: p[k] for k in ("site", "site_key", "institution", "samples")} for p in self.participants]
+        )
         for _, ins in pairs:
             ins.config["participants"] = lineage
         return pairs
