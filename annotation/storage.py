@@ -16,6 +16,7 @@ import hashlib
 import os
 import tempfile
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,6 +24,9 @@ import numpy as np
 from django.conf import settings
 
 from annotation import label_codec
+from core.temporaries import owner_gone, owner_suffix
+
+TMP_PREFIX = ".tmp-"
 
 
 def _path(sha256: str) -> Path:
@@ -83,7 +87,9 @@ def store_labels(vol: np.ndarray) -> str:
     path = _path(sha)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        # Named for its owner: a process killed between mkstemp and the rename leaves it, and the
+        # sweep at worker start removes it once that process is gone (labels_tmp_sweep).
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX, suffix=owner_suffix())
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(blob)
@@ -93,6 +99,27 @@ def store_labels(vol: np.ndarray) -> str:
             raise
     _warm.put(sha, vol)
     return sha
+
+
+def labels_tmp_sweep(*, now: float | None = None) -> int:
+    """Delete temporary label files whose writer is gone: named for a process of this host that
+    no longer runs, or (another host's, or unnamed) untouched for LABEL_TMP_AGE_S. A live
+    writer's file is kept. Returns how many went."""
+    root = Path(settings.MEDIA_ROOT) / "labels"
+    if not root.is_dir():
+        return 0
+    now = time.time() if now is None else now
+    age = getattr(settings, "LABEL_TMP_AGE_S", 3600)
+    removed = 0
+    for tmp in root.glob(f"*/{TMP_PREFIX}*"):
+        try:
+            stale = now - tmp.stat().st_mtime > age
+        except FileNotFoundError:  # renamed into place meanwhile
+            continue
+        if owner_gone(tmp.name) or stale:
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def load_blob(sha256: str) -> bytes:

@@ -11,15 +11,14 @@ listener write their files before the job row exists).
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
 
 from django.conf import settings
 
+from core.temporaries import owner_gone
 from imaging.ingest.collect import UNZIP_PREFIX
 from imaging.ingest.service import uploads_root, work_root
 from imaging.models import ImportJob
@@ -154,22 +153,7 @@ def scans_tmp_sweep(now: float | None = None) -> int:
     removed = 0
     for folder in root.iterdir():
         if folder.name.startswith((".staging-", ".tmp-")) and (
-            _owner_gone(folder.name) or _stale(folder, now)
+            owner_gone(folder.name) or _stale(folder, now)
         ):
             removed += _remove(folder)
     return removed
-
-
-def _owner_gone(name: str) -> bool:
-    """True when `name` says it belongs to a process of this host that no longer runs."""
-    _, _, owner = name.rpartition("~")
-    pid, _, host = owner.partition("@")
-    if not pid.isdigit() or host != socket.gethostname():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        return False
-    return False

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 import shutil
-import socket
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 
 from core.models import CampaignScan, Instance, Institution, PatientPseudonym, Scan, Study
+from core.temporaries import owned_name
 from imaging import pseudonymise as pseudo
 from imaging.ingest.reader import read_hu_into
 from imaging.ingest.series import SeriesRejected, SortedSeries
@@ -165,7 +163,7 @@ def temporary_name(prefix: str) -> str:
     """A unique temporary folder name under scans/ that names its owner (pid@host): a process
     SIGKILLed mid-import cannot remove its own, and the sweep at worker start removes those
     whose owner on this host is gone (imaging.ingest.cleanup)."""
-    return f"{prefix}{uuid.uuid4().hex}~{os.getpid()}@{socket.gethostname()}"
+    return owned_name(prefix)
 
 
 def _store_new(
