@@ -60,7 +60,10 @@ def client_for(remote: RemotePacs) -> DICOMwebClient:
     if not remote.dicomweb_url:
         raise RemoteError(f"{remote.name} has no DICOMweb URL configured")
     client = DICOMwebClient(remote.dicomweb_url.rstrip("/"), session=_session(remote), timeout=TIMEOUT)
-    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+    # dicomweb-client's retry also retries every exception (a refused connection included):
+    # three attempts wait 2 x then 4 x the multiplier in between, 3 s at the default 500 ms.
+    wait_ms = int(getattr(settings, "PACS_HTTP_RETRY_WAIT_MS", 500))
+    client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=wait_ms)
     return client
 
 

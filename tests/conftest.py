@@ -58,6 +58,13 @@ def _fast_passwords(settings):
 
 
 @pytest.fixture(autouse=True)
+def _quick_pacs_retries(settings):
+    # dicomweb-client retries a refused connection twice, waiting 1 s then 2 s: 3 s a call to a
+    # closed port, which the fuzzing and the PACS error tests make hundreds of. Same attempts.
+    settings.PACS_HTTP_RETRY_WAIT_MS = 5
+
+
+@pytest.fixture(autouse=True)
 def _media_root(settings, tmp_path_factory):
     """Each test gets its own file storage, so nothing leaks between tests or into var/."""
     root = tmp_path_factory.mktemp("media")
