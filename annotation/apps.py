@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 
 
-def _labels_tmp_sweep_after_jobs(sender=None, **kwargs) -> None:  # type: ignore[no-untyped-def]
+def _labels_tmp_sweep_after_jobs(sender: object = None, **kwargs: object) -> None:
     """At worker start: a worker killed while it stored a label volume left its temporary file."""
     from annotation.storage import labels_tmp_sweep
 
