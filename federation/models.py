@@ -22,6 +22,9 @@ class Strategy(models.TextChoices):
         "fedprox",
         "FedProx",
     )  # FedAvg with a proximal term that keeps local training near the global model
+    # FedAvg whose mean update is a step of server-side SGD with momentum: rounds of non-IID
+    # sites keep moving the way the last rounds went instead of stalling between the sites.
+    FEDAVGM = "fedavgm", "FedAvgM"
 
 
 class RunStatus(models.TextChoices):
@@ -53,6 +56,7 @@ class FederationRun(Job):
     train_params = models.JSONField(default=dict, blank=True)
     strategy = models.CharField(max_length=10, choices=Strategy.choices, default=Strategy.FEDAVG)
     proximal_mu = models.FloatField(default=0.0)  # FedProx only
+    server_momentum = models.FloatField(default=0.0)  # FedAvgM only
     dp_enabled = models.BooleanField(default=False)  # client-side clipping + Gaussian noise
     dp_noise_multiplier = models.FloatField(default=0.0)
     dp_clipping_norm = models.FloatField(default=0.0)

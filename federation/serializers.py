@@ -21,6 +21,9 @@ class RunIn(serializers.Serializer):
     local_epochs = serializers.IntegerField(required=False, default=1)
     strategy = serializers.ChoiceField(choices=Strategy.choices, required=False, default=Strategy.FEDAVG)
     proximal_mu = serializers.FloatField(required=False, default=0.0)
+    server_momentum = serializers.FloatField(
+        required=False, default=0.9, help_text="FedAvgM's server momentum (FedAvgM only), 0 < m <= 0.99"
+    )
     dp_enabled = serializers.BooleanField(required=False, default=False)
     dp_noise_multiplier = serializers.FloatField(required=False, default=0.0)
     dp_clipping_norm = serializers.FloatField(required=False, default=0.0)
@@ -123,6 +126,7 @@ class RunOut(serializers.ModelSerializer):
             "train_params",
             "strategy",
             "proximal_mu",
+            "server_momentum",
             "dp_enabled",
             "dp_noise_multiplier",
             "dp_clipping_norm",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from annotation.dice import pooled_case_dice
+from federation.classifier import DEFAULT_LOCAL_EPOCHS as CLASSIFIER_LOCAL_EPOCHS
 from modelassist.lazy import network
 from modelassist.models import DatasetExport, Split
 from modelassist.selectors import media_path
@@ -32,6 +33,7 @@ DEFAULT_TRAIN_PARAMS: dict[str, Any] = {
     "crop": 128,
     "seed": 0,
     "max_minutes": 30.0,
+    "classifier_epochs": CLASSIFIER_LOCAL_EPOCHS,
 }
 PARAM_LIMITS: dict[str, tuple[float, float]] = {
     "lr": (1e-6, 1.0),
@@ -40,6 +42,7 @@ PARAM_LIMITS: dict[str, tuple[float, float]] = {
     "crop": (0, 1024),
     "seed": (0, 2**31 - 1),
     "max_minutes": (0.1, 24 * 60),
+    "classifier_epochs": (1, 500),  # the scan classifier's local epochs a round (federation.classifier)
 }
 
 
@@ -69,9 +72,18 @@ def train_local(
     initial_state: Mapping[str, Any] | None = None,
     proximal_mu: float = 0.0,
     round_number: int = 0,
+    rounds: int = 0,
 ) -> tuple[Any, list[dict[str, Any]]]:
     """Train the segmenter on the training split (validation split for the best epoch).
-    Each round reseeds with the round number, so rounds do not repeat one slice sample."""
+    Each round reseeds with the round number, so rounds do not repeat one slice sample. Round r
+    of `rounds` trains on its part of one learning-rate cosine over the whole run, as central
+    training's epochs do; restarting the cosine at full rate each round kicked the averaged
+    model away from where the last round left it."""
+    span = (
+        ((round_number - 1) / rounds, round_number / rounds)
+        if rounds > 0 and 0 < round_number <= rounds
+        else (0.0, 1.0)
+    )
     p = {**DEFAULT_TRAIN_PARAMS, **params}
     return network.train_model(
         [(hu, labels) for hu, labels, _ in cases[Split.TRAIN]],
@@ -87,6 +99,7 @@ def train_local(
         patience=max(epochs, 1),
         initial_state=initial_state,
         proximal_mu=proximal_mu,
+        lr_span=span,
     )
 
 

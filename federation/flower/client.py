@@ -1,6 +1,6 @@
 """A site's ClientApp. It receives only what the ServerApp sends (the global parameters and a
-config of numbers and strings), trains the segmenter on the site's own export (the SuperNode's
-node config names the site), tests each round's global model on the site's own test split,
+config of numbers and strings), trains the segmenter, and the scan classifier when the run has
+one (federation.classifier), on the site's own export (the SuperNode's node config names the site), tests each round's global model on the site's own test split,
 and sends back only parameters, the sample count and figures.
 
 Mods, outermost first: `outgoing_record_mod` writes the governance record of the reply as it
@@ -87,6 +87,17 @@ def _site_cases(site: Any) -> Any:
     return _cases[site.export_id]
 
 
+_classifier_data: dict[int, Any] = {}  # the classifier's inputs of the site's export, made once
+
+
+def _site_classifier_data(site: Any, spec: Any) -> Any:
+    from federation import classifier as scan_classifier
+
+    if site.export_id not in _classifier_data:
+        _classifier_data[site.export_id] = scan_classifier.load_data(site.export, _site_cases(site), spec)
+    return _classifier_data[site.export_id]
+
+
 def outgoing_record_mod(msg: Message, context: Context, call_next: Any) -> Message:
     """Record what leaves with a train reply, exactly as it leaves (after any clipping)."""
     reply = call_next(msg, context)
@@ -130,6 +141,7 @@ app = ClientApp(mods=[outgoing_record_mod, dp_clipping_mod])
 def train(msg: Message, context: Context) -> Message:
     ensure_django()
     _torch_loaded()
+    from federation import classifier as scan_classifier
     from federation import training
     from modelassist.models import Split
 
@@ -138,15 +150,30 @@ def train(msg: Message, context: Context) -> Message:
     cases = _site_cases(site)
     run = site.run
     started = time.monotonic()
+    segmenter_state, classifier_state = scan_classifier.split_state(
+        msg.content["arrays"].to_torch_state_dict()
+    )
     model, history = training.train_local(
         cases,
         architecture=run.architecture,
         epochs=int(config.get("local-epochs", run.local_epochs)),
         params=run.train_params,
-        initial_state=msg.content["arrays"].to_torch_state_dict(),
+        initial_state=segmenter_state,
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         round_number=int(config["server-round"]),
+        rounds=int(config.get("num-rounds", run.rounds)),
     )
+    update = model.state_dict()
+    spec = scan_classifier.classifier_spec(run)
+    if spec is not None and classifier_state:
+        classifier, _ = scan_classifier.train_local(
+            _site_classifier_data(site, spec),
+            spec,
+            params=run.train_params,
+            initial_state=classifier_state,
+            round_number=int(config["server-round"]),
+        )
+        update = scan_classifier.joined_state(update, classifier.state_dict())
     loss = history[-1]["loss"] if history else float("nan")
     metrics = MetricRecord(
         {
@@ -157,9 +184,7 @@ def train(msg: Message, context: Context) -> Message:
         }
     )
     return Message(
-        content=RecordDict(
-            {"arrays": ArrayRecord(model.state_dict()), "metrics": metrics, NAME_RECORD: _named(site)}
-        ),
+        content=RecordDict({"arrays": ArrayRecord(update), "metrics": metrics, NAME_RECORD: _named(site)}),
         reply_to=msg,
     )
 
@@ -168,6 +193,7 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     ensure_django()
     _torch_loaded()
+    from federation import classifier as scan_classifier
     from federation.services.rounds import federation_round_received
     from modelassist.models import Split
 
@@ -175,6 +201,7 @@ def evaluate(msg: Message, context: Context) -> Message:
     config: ConfigRecord = msg.content["config"]
     arrays: ArrayRecord = msg.content["arrays"]
     cases = _site_cases(site)
+    spec = scan_classifier.classifier_spec(site.run)
     received = federation_round_received(
         site=site,
         number=int(config["server-round"]),
@@ -182,6 +209,7 @@ def evaluate(msg: Message, context: Context) -> Message:
         arrays=arrays.to_numpy_ndarrays(),
         participants=json.loads(str(config.get("participants", "[]"))),
         cases=cases,
+        classifier_data=_site_classifier_data(site, spec) if spec is not None else None,
     )
     candidate = received.figures["candidate"]
     metrics = MetricRecord(

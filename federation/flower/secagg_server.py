@@ -1,8 +1,8 @@
 """The coordinator's ServerApp for runs with secure aggregation (Flower's SecAgg+).
 
 In Flower 1.41 SecAgg+ exists only for the legacy API: a `SecAggPlusWorkflow` as the fit workflow
-of a `DefaultWorkflow`, run with a `LegacyContext` and a legacy strategy (FedAvg, or FedProx with
-its mu; optionally in Flower's DP wrapper with client-side fixed clipping). The sites run
+of a `DefaultWorkflow`, run with a `LegacyContext` and a legacy strategy (FedAvg, FedProx with
+its mu, or FedAvgM with its server momentum; optionally in Flower's DP wrapper with client-side fixed clipping). The sites run
 federation.flower.secagg_client (with `secaggplus_mod`).
 
 Weighting: each site multiplies its parameters by sample count / max_weight before quantising
@@ -29,7 +29,7 @@ from flwr.app import Context, Message
 from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 from flwr.server import LegacyContext, ServerConfig
-from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedProx
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD
 from flwr.server.workflow.constant import Key as WorkflowKey
@@ -242,6 +242,10 @@ class RecordedFedProx(_Recorded, FedProx):
     pass
 
 
+class RecordedFedAvgM(_Recorded, FedAvgM):
+    pass
+
+
 def _sample_weighted_mean(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:
     # The sites' own test figures (computed by annotation.dice at each site), weighted by samples.
     total = sum(n for n, _ in metrics)
@@ -251,7 +255,7 @@ def _sample_weighted_mean(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str
 
 
 def build_strategy(run: Any, expected_sites: int, ledger: Ledger) -> Any:
-    """The run's legacy strategy, as declared: FedAvg or FedProx, DP-wrapped when switched on."""
+    """The run's legacy strategy, as declared: FedAvg, FedProx or FedAvgM, DP-wrapped when switched on."""
     from federation import training
 
     template = [
@@ -272,6 +276,8 @@ def build_strategy(run: Any, expected_sites: int, ledger: Ledger) -> Any:
     }
     if run.strategy == "fedprox":
         strategy: Any = RecordedFedProx(proximal_mu=run.proximal_mu, **options)
+    elif run.strategy == "fedavgm":
+        strategy = RecordedFedAvgM(server_momentum=run.server_momentum, **options)
     else:
         strategy = RecordedFedAvg(**options)
     strategy.run_id, strategy.expected_sites, strategy.ledger = run.pk, expected_sites, ledger

@@ -1,4 +1,4 @@
-"""The coordinator's ServerApp: Flower's FedAvg (default) or FedProx, optionally wrapped in
+"""The coordinator's ServerApp: Flower's FedAvg (default), FedProx or FedAvgM, optionally wrapped in
 Flower's central DP with client-side fixed clipping (Gaussian noise on the aggregate, the
 clipping done by each site's `fixedclipping_mod`). Each aggregated round is recorded on the
 coordinator's run: which sites took part with how many samples, what arrived (bytes, sha256).
@@ -14,7 +14,7 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedProx
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx
 
 from federation.flower.django_setup import ensure_django
 
@@ -106,8 +106,12 @@ class RecordedFedProx(_Recorded, FedProx):
     pass
 
 
+class RecordedFedAvgM(_Recorded, FedAvgM):
+    pass
+
+
 def build_strategy(run: Any, expected_sites: int) -> Any:
-    """The run's strategy, as declared: FedAvg or FedProx, DP-wrapped when switched on."""
+    """The run's strategy, as declared: FedAvg, FedProx or FedAvgM, DP-wrapped when switched on."""
     nodes = {
         "min_train_nodes": run.min_sites,
         "min_evaluate_nodes": run.min_sites,
@@ -115,6 +119,8 @@ def build_strategy(run: Any, expected_sites: int) -> Any:
     }
     if run.strategy == "fedprox":
         strategy: Any = RecordedFedProx(proximal_mu=run.proximal_mu, **nodes)
+    elif run.strategy == "fedavgm":
+        strategy = RecordedFedAvgM(server_momentum=run.server_momentum, **nodes)
     else:
         strategy = RecordedFedAvg(**nodes)
     strategy.run_id, strategy.expected_sites, strategy.participants = run.pk, expected_sites, []
@@ -162,10 +168,17 @@ def main(grid: Grid, context: Context) -> None:
 
 
 def _start(strategy: Any, grid: Grid, run: Any) -> Any:
+    from federation import classifier as scan_classifier
     from federation import training
 
     seed = int(run.train_params.get("seed", 0))
-    initial = ArrayRecord(training.initial_model(run.architecture, seed).state_dict())
+    state = training.initial_model(run.architecture, seed).state_dict()
+    spec = scan_classifier.classifier_spec(run)
+    if spec is not None:  # the scan classifier travels in the same update (federation.classifier)
+        state = scan_classifier.joined_state(
+            state, scan_classifier.initial_classifier(spec, seed).state_dict()
+        )
+    initial = ArrayRecord(state)
     common = {RUN_KEY: str(run.key), "num-rounds": run.rounds}
     return strategy.start(
         grid=grid,

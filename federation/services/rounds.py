@@ -14,10 +14,11 @@ from django.utils import timezone
 
 from core.api_errors import DomainError
 from core.services.audit import audit_record
+from federation import classifier as scan_classifier
 from federation import training
 from federation.models import FederationRound, FederationSite, SiteStatus
 from federation.services.sites import federation_site_done
-from modelassist.lazy import network
+from modelassist.lazy import classifier_net, network
 from modelassist.models import ModelVersion, Split
 from modelassist.selectors import active_model_version, media_path
 from modelassist.services import evaluation, model_versions, splits
@@ -94,7 +95,8 @@ def federation_round_sent(
 
 
 _SENT_PLAIN = (
-    "model parameters (an ArrayRecord), the training sample count, and this site's key and institution name"
+    "model parameters (an ArrayRecord: the segmenter's and, when the run trains one, the scan classifier's), "
+    "the training sample count, and this site's key and institution name"
 )
 _SENT_MASKED = (
     "the masked model parameters (SecAgg+: weighted by the sample count, quantised and masked, so the "
@@ -119,13 +121,17 @@ def federation_round_received(
     arrays: Sequence[Any],
     participants: list[dict[str, Any]],
     cases: Mapping[str, Sequence[training.Case]] | None = None,
+    classifier_data: scan_classifier.ClassifierData | None = None,
 ) -> Received:
     """Register the round's global model at the site as a model version (lineage in its
     metrics and its file's meta), test it on the site's own test split against the site's
-    active model, and promote it only by the site's rule (retraining's: it must beat it)."""
+    active model, and promote it only by the site's rule (retraining's: it must beat it).
+    When the run trains the scan classifier, its global classifier is tested and kept with the
+    version too, and the rule covers both models as retraining's does."""
     run = site.run
     size, digest = training.arrays_digest(arrays)
-    model = training.model_from_state(run.architecture, state)
+    segmenter_state, classifier_state = scan_classifier.split_state(state)
+    model = training.model_from_state(run.architecture, segmenter_state)
     cases = cases if cases is not None else training.load_cases(site.export)
     test = list(cases[Split.TEST])
     candidate = training.evaluate_cases(model, test)
@@ -159,6 +165,9 @@ def federation_round_received(
     }
     if len(test) < splits.min_test_cases():
         metrics["needs_more_scans"] = splits.more_scans_for_test(len(test))
+    classifier_relative = _classifier_step(
+        site, classifier_state, cases, classifier_data, incumbent_version, metrics, lineage
+    )
     relative = model_versions.new_model_path(site.campaign)
     network.save_model(model, media_path(relative), {"campaign": site.campaign.slug, "federation": lineage})
     version = model_versions.model_version_register(
@@ -167,6 +176,7 @@ def federation_round_received(
         file_path=relative,
         trained_on=site.export,
         metrics=metrics,
+        classifier_file_path=classifier_relative,
     )
     promoted, decision = promotion_decide(
         site,
@@ -187,6 +197,7 @@ def federation_round_received(
                     "test_cases": len(test),
                     "candidate": candidate,
                     "incumbent": metrics["incumbent"],
+                    "classifier": _classifier_summary(metrics["classifier"]),
                 },
                 "model_version": version,
                 "promoted": promoted,
@@ -210,3 +221,56 @@ def federation_round_received(
     if number >= run.rounds:
         federation_site_done(site, run.rounds)
     return Received(round=row, version=version, figures=metrics)
+
+
+def _classifier_step(
+    site: FederationSite,
+    state: Mapping[str, Any],
+    cases: Mapping[str, Sequence[training.Case]],
+    data: scan_classifier.ClassifierData | None,
+    incumbent: ModelVersion | None,
+    metrics: dict[str, Any],
+    lineage: dict[str, Any],
+) -> str:
+    """Test and keep the round's global classifier (metrics["classifier"], as retraining's);
+    the file's path relative to the data folder, or "" when the run trains none."""
+    run = site.run
+    spec = scan_classifier.classifier_spec(run)
+    if spec is None or not state:
+        metrics["classifier"] = {"trained": False, "reason": scan_classifier.skipped_reason(run)}
+        return ""
+    data = data if data is not None else scan_classifier.load_data(site.export, cases, spec)
+    model, figures = scan_classifier.test_figures(spec, state, data, incumbent)
+    metrics["classifier"] = figures
+    relative = model_versions.new_classifier_path(site.campaign)
+    classifier_net.save_classifier(
+        model,
+        media_path(relative),
+        {"campaign": site.campaign.slug, "federation": lineage, "test_metrics": figures["candidate"]},
+    )
+    return relative
+
+
+def _classifier_summary(figures: dict[str, Any]) -> dict[str, Any]:
+    """What a round's row keeps of the classifier's test: the headline figures, not the curves."""
+    if not figures.get("trained"):
+        return {"trained": False, "reason": figures.get("reason", "")}
+
+    def headline(f: dict[str, Any]) -> dict[str, Any]:
+        vs_rest = f.get("vs_rest") or {}
+        return {
+            "auc_micro": f.get("auc_micro"),
+            "auc_macro": f.get("auc_macro"),
+            "accuracy": f.get("accuracy"),
+            "positive_class": f.get("positive_class"),
+            "sensitivity": vs_rest.get("sensitivity"),
+            "specificity": vs_rest.get("specificity"),
+        }
+
+    incumbent = figures.get("incumbent")
+    return {
+        "trained": True,
+        "test_cases": figures["test_cases"],
+        "candidate": headline(figures["candidate"]),
+        "incumbent": {"label": incumbent["label"], **headline(incumbent)} if incumbent else None,
+    }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -71,16 +71,21 @@ def train_classifier(
     batch_size: int = BATCH_SIZE,
     device: torch.device | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    initial_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[ScanClassifier, list[dict[str, Any]]]:
     """Adam on class-weighted cross-entropy over (n, 1, z, y, x) inputs, with left-right flips
     and (augment) augment_intensity. keep_best: end with the weights of the epoch of lowest
     validation loss (else the last epoch's).
-    progress() gets {"epoch", "loss", "val_loss", "seconds"} per epoch."""
+    progress() gets {"epoch", "loss", "val_loss", "seconds"} per epoch. A federated round starts
+    from `initial_state` (the global classifier)."""
     if len(train_y) == 0:
         raise ValueError("no training cases for the classifier")
     rng = _seed_everything(seed)
     device = device or torch.device("cpu")
-    model = build_classifier(classes, architecture).to(device)
+    model = build_classifier(classes, architecture)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model = model.to(device)
     labels = np.asarray(train_y, dtype=np.int64)
     loss_fn = nn.CrossEntropyLoss(weight=_class_weights(labels, len(classes)).to(device))
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)

@@ -506,6 +506,13 @@ def promotion_decide(
 # ----------------------------------------------------------------------------- the classifier
 
 
+def classifier_architecture_for(segmenter_architecture: str) -> str:
+    """The classifier trained beside a segmenter: the tiny one beside a tiny segmenter (tests)."""
+    if segmenter_architecture.endswith("-tiny"):
+        return "topff3d-tiny"
+    return classifier_net.DEFAULT_ARCHITECTURE
+
+
 def _classifier_step(
     run: TrainingRun, cases: dict, manifest: dict, incumbent: ModelVersion | None, report: Progress
 ) -> tuple[Any, dict[str, Any]]:
@@ -529,9 +536,7 @@ def _classifier_step(
         }
     report(0.92, f"training the scan classifier on {len(split_cases[Split.TRAIN])} cases")
     prepared = {s: _classifier_inputs(split_cases[s]) for s in Split.values}
-    architecture = (
-        "topff3d-tiny" if run.architecture.endswith("-tiny") else classifier_net.DEFAULT_ARCHITECTURE
-    )
+    architecture = classifier_architecture_for(run.architecture)
     grid = classifier_net.ARCHITECTURES[architecture]["grid"]
     params = run.params
     own = classifier_params(params)

@@ -17,7 +17,9 @@ from tests.modelassist.curated import approve, label_volume
 
 ROLES = ("annotator", "checker1", "checker2", "senior", "manager")
 # 1 local epoch of a few 32-pixel slices: the point is the plumbing, not the Dice.
-TINY_TRAIN = {"batch_size": 4, "slices_per_case": 4, "crop": 0, "max_minutes": 2.0}
+TINY_TRAIN = {"batch_size": 4, "slices_per_case": 4, "crop": 0, "max_minutes": 2.0, "classifier_epochs": 2}
+# Curated diagnoses alternate, so every site's classifier has two classes to learn.
+DIAGNOSES = ("COVID-19", "other pulmonary infection")
 
 
 @dataclass
@@ -88,7 +90,11 @@ def make_site(
     from core.models import Scan
 
     rows = Scan.objects.filter(pk__in=report.scans_created).select_related("study__patient").order_by("pk")
-    approve(people, [(s, label_volume(truths[s.study.patient.original_patient_id], s.shape)) for s in rows])
+    approve(
+        people,
+        [(s, label_volume(truths[s.study.patient.original_patient_id], s.shape)) for s in rows],
+        scan_labels={s.pk: {"diagnosis": DIAGNOSES[i % 2]} for i, s in enumerate(rows)},
+    )
     export = export_run(export_request(actor=manager, campaign=campaign, enqueue=False).pk)
     assert export.status == "done", export.error
     return Site(

@@ -62,12 +62,32 @@ def test_a_coordinator_declares_a_run_and_it_is_audited(api, cast):
     assert event.details["noise_multiplier"] == 0.5 and event.details["superlink"] == "127.0.0.1:9091"
 
 
+def test_a_fedavgm_run_keeps_its_momentum_and_builds_flowers_fedavgm(api, cast):
+    from flwr.serverapp.strategy import FedAvgM
+
+    from federation.flower.server import build_strategy
+    from federation.models import FederationRun
+
+    response = _declare(api, cast, strategy="fedavgm")
+    assert response.status_code == 201, response.content
+    assert response.json()["server_momentum"] == 0.9  # the default
+    run = FederationRun.objects.get(pk=response.json()["id"])
+    strategy = build_strategy(run, expected_sites=3)
+    assert isinstance(strategy, FedAvgM) and strategy.server_momentum == 0.9 and strategy.server_opt
+    # Another strategy keeps no momentum, whatever was sent
+    other = _declare(api, cast, strategy="fedavg", server_momentum=0.5).json()
+    assert other["server_momentum"] == 0.0
+
+
 @pytest.mark.parametrize(
     ("overrides", "code"),
     [
         ({"superlink_address": "10.1.2.3:9091"}, "tls_required"),  # no TLS off loopback
         ({"superlink_address": "nonsense"}, "bad_address"),
         ({"strategy": "fedprox"}, "bad_params"),  # FedProx without mu
+        ({"strategy": "fedavgm", "server_momentum": 0}, "bad_params"),  # FedAvgM without momentum
+        ({"strategy": "fedavgm", "server_momentum": 1.5}, "bad_params"),
+        ({"train_params": {"classifier_epochs": 0}}, "bad_params"),
         ({"dp_enabled": True, "dp_clipping_norm": 0}, "bad_params"),
         ({"rounds": 0}, "bad_params"),
         ({"architecture": "resnet-9000"}, "bad_architecture"),

@@ -95,9 +95,13 @@ def test_three_sites_two_rounds_and_a_site_that_leaves_after_the_first(cast, set
     from core.models import AuditEvent
     from federation.models import FederationRound
     from federation.services.sites import federation_site_leave
+    from federation.training import arrays_digest, initial_model
     from modelassist.models import ModelVersion
     from modelassist.services.model_versions import file_sha256
 
+    segmenter_bytes, _ = arrays_digest(
+        [v.numpy() for v in initial_model("unet2d-tiny").state_dict().values()]
+    )
     root, sites, declare = federation
     run, members = declare()
     leaving = members[2]
@@ -129,6 +133,8 @@ def test_three_sites_two_rounds_and_a_site_that_leaves_after_the_first(cast, set
         assert all(
             p["samples"] >= 1 and p["bytes"] > 0 and len(p["sha256"]) == 64 for p in entry["participants"]
         )
+        # The scan classifier's parameters travel in the same update as the segmenter's
+        assert all(p["bytes"] > segmenter_bytes for p in entry["participants"])
 
     leaving.refresh_from_db()
     assert leaving.status == "left" and leaving.left_reason == "our ethics board paused the study"
@@ -160,6 +166,19 @@ def test_three_sites_two_rounds_and_a_site_that_leaves_after_the_first(cast, set
             assert version.metrics["candidate"]["mean"] is not None and version.metrics["test_cases"] >= 1
             settings.MEDIA_ROOT = site.media
             assert file_sha256(Path(site.media) / version.file_path) == version.sha256
+            # ... and the round's global scan classifier, tested on the site's own test split
+            classifier = version.metrics["classifier"]
+            assert classifier["trained"] and classifier["classes"] == [
+                "COVID-19",
+                "other pulmonary infection",
+                "no imaging signs of infection",
+            ]
+            assert (
+                classifier["train_cases"] >= 1
+                and classifier["candidate"]["cases"] == classifier["test_cases"]
+            )
+            assert r.test_figures["classifier"]["trained"]
+            assert file_sha256(Path(site.media) / version.classifier_file_path) == version.classifier_sha256
             assert r.decision and r.promoted is not None
         # Governance: an audit event per round of what left, to whom, when, under which run;
         # nothing more left the site that left

@@ -195,6 +195,11 @@ def test_three_sites_with_secagg_and_dp_send_only_clipped_masked_vectors(cast, s
                 str(m.key) for m in members
             )
             assert r.decision and r.promoted is not None and version.metrics["test_cases"] >= 1
+            # SecAgg+ runs train the segmenter only (its quantisation range does not hold the
+            # classifier's batch-norm statistics), and say so
+            assert version.metrics["classifier"]["trained"] is False
+            assert "secure aggregation" in version.metrics["classifier"]["reason"]
+            assert not version.classifier_file_path
         # Every site got the same global model: the sample-weighted mean of the three updates
         assert len({r.global_sha256 for r in rows.values()}) == 1
         site, member = hospitals[0], members[0]

@@ -2184,6 +2184,12 @@ export interface components {
              * @default 0
              */
             proximal_mu: number;
+            /**
+             * Format: double
+             * @description FedAvgM's server momentum (FedAvgM only), 0 < m <= 0.99
+             * @default 0.9
+             */
+            server_momentum: number;
             /** @default false */
             dp_enabled: boolean;
             /**
@@ -2230,6 +2236,8 @@ export interface components {
             strategy?: components["schemas"]["StrategyEnum"];
             /** Format: double */
             proximal_mu?: number;
+            /** Format: double */
+            server_momentum?: number;
             dp_enabled?: boolean;
             /** Format: double */
             dp_noise_multiplier?: number;
@@ -2479,9 +2487,10 @@ export interface components {
         /**
          * @description * `fedavg` - FedAvg
          *     * `fedprox` - FedProx
+         *     * `fedavgm` - FedAvgM
          * @enum {string}
          */
-        StrategyEnum: "fedavg" | "fedprox";
+        StrategyEnum: "fedavg" | "fedprox" | "fedavgm";
         StudySearchOut: {
             results: components["schemas"]["StudySummaryOut"][];
             limit: number;

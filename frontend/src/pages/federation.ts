@@ -70,6 +70,7 @@ interface FederationRun {
   local_epochs: number;
   strategy: string;
   proximal_mu: number;
+  server_momentum: number;
   dp_enabled: boolean;
   dp_noise_multiplier: number;
   dp_clipping_norm: number;
@@ -92,6 +93,15 @@ interface DiceFigures {
   label?: string;
 }
 
+// The round's global scan classifier on the site's test split (federation.services.rounds).
+interface ClassifierSummary {
+  trained: boolean;
+  reason?: string;
+  test_cases?: number;
+  candidate?: { auc_micro: number | null };
+  incumbent?: { label: string; auc_micro: number | null } | null;
+}
+
 interface FederationRound {
   number: number;
   sample_count: number;
@@ -103,7 +113,12 @@ interface FederationRound {
   train_seconds: number | null;
   global_sha256: string;
   participants: Participant[];
-  test_figures: { test_cases?: number; candidate?: DiceFigures; incumbent?: DiceFigures | null };
+  test_figures: {
+    test_cases?: number;
+    candidate?: DiceFigures;
+    incumbent?: DiceFigures | null;
+    classifier?: ClassifierSummary;
+  };
   model_version: number | null;
   promoted: boolean | null;
   decision: string;
@@ -169,6 +184,13 @@ function dice(f: DiceFigures | null | undefined): string {
   return f && f.mean !== undefined && f.mean !== null ? num(f.mean, 3) : DASH;
 }
 
+function classifierAuc(c: ClassifierSummary | undefined): string | HTMLElement {
+  if (!c) return DASH;
+  if (!c.trained) return el("span", { title: c.reason ?? "" }, "not trained");
+  const auc = (v: number | null | undefined) => (v === null || v === undefined ? DASH : num(v, 3));
+  return `${auc(c.candidate?.auc_micro)} / ${c.incumbent ? auc(c.incumbent.auc_micro) : DASH}`;
+}
+
 // --- one run -----------------------------------------------------------------------------------
 
 function runFacts(run: FederationRun): HTMLElement {
@@ -176,7 +198,11 @@ function runFacts(run: FederationRun): HTMLElement {
     ? `on (noise multiplier ${run.dp_noise_multiplier}, clipping norm ${run.dp_clipping_norm})`
     : "off";
   const strategy =
-    run.strategy === "fedprox" ? `FedProx (μ = ${run.proximal_mu})` : run.strategy.toUpperCase();
+    run.strategy === "fedprox"
+      ? `FedProx (μ = ${run.proximal_mu})`
+      : run.strategy === "fedavgm"
+        ? `FedAvgM (server momentum ${run.server_momentum})`
+        : run.strategy.toUpperCase();
   const coordinator = run.is_remote
     ? `${run.coordinator} (another CurateCT) · ${run.superlink_address}`
     : `${run.institution} · ${run.superlink_address}`;
@@ -372,6 +398,7 @@ async function outgoingLog(site: FederationSite, run: FederationRun): Promise<HT
         "Train time",
         "Global model",
         "Test Dice (global / active)",
+        "Classifier micro-AUC (global / active)",
         "Promoted",
         "Received",
       ],
@@ -386,6 +413,7 @@ async function outgoingLog(site: FederationSite, run: FederationRun): Promise<HT
         duration(r.train_seconds),
         sha(r.global_sha256),
         `${dice(r.test_figures?.candidate)} / ${dice(r.test_figures?.incumbent)}`,
+        classifierAuc(r.test_figures?.classifier),
         r.promoted === null
           ? DASH
           : el(
