@@ -37,6 +37,7 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import Workflow
 from flwr.serverapp import Grid, ServerApp
 
 from federation.flower.django_setup import ensure_django
+from federation.flower.momentum import forget_first_round
 from federation.flower.secagg_client import (
     INSTITUTION_KEY,
     MAX_WEIGHT,
@@ -243,7 +244,13 @@ class RecordedFedProx(_Recorded, FedProx):
 
 
 class RecordedFedAvgM(_Recorded, FedAvgM):
-    pass
+    """Flower's legacy FedAvgM with its momentum started in round 2 (momentum.forget_first_round)."""
+
+    def aggregate_fit(self, server_round: int, results: list, failures: list):
+        parameters, metrics = super().aggregate_fit(server_round, results, failures)
+        if server_round == 1:
+            forget_first_round(self)
+        return parameters, metrics
 
 
 def _sample_weighted_mean(metrics: list[tuple[int, dict[str, Any]]]) -> dict[str, float]:

@@ -17,6 +17,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg, FedAvgM, FedProx
 
 from federation.flower.django_setup import ensure_django
+from federation.flower.momentum import forget_first_round
 
 app = ServerApp()
 
@@ -107,7 +108,13 @@ class RecordedFedProx(_Recorded, FedProx):
 
 
 class RecordedFedAvgM(_Recorded, FedAvgM):
-    pass
+    """Flower's FedAvgM with its momentum started in round 2 (momentum.forget_first_round)."""
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if server_round == 1:
+            forget_first_round(self)
+        return arrays, metrics
 
 
 def build_strategy(run: Any, expected_sites: int) -> Any:

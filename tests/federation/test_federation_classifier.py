@@ -112,3 +112,25 @@ def test_a_rounds_learning_rate_is_its_part_of_one_cosine_over_the_run():
     assert whole(0) == 1.0 and abs(whole(20) - 0.05) < 1e-12
     with pytest.raises(ValueError):
         _cosine_window(10, (0.6, 0.5), floor=0.05)
+
+
+def test_fedavgm_momentum_starts_in_round_two_so_round_ones_jump_from_random_weights_is_not_repeated():
+    from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import FedAvgM
+
+    from federation.flower.momentum import forget_first_round
+
+    def fit(value: float) -> tuple:
+        res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([np.array([value])]), 10, {})
+        return (None, res)
+
+    def two_rounds(forget: bool) -> float:
+        strategy = FedAvgM(server_momentum=0.9, initial_parameters=ndarrays_to_parameters([np.array([0.0])]))
+        strategy.aggregate_fit(1, [fit(10.0)], [])  # random weights 0 -> first average 10
+        if forget:
+            forget_first_round(strategy)
+        parameters, _ = strategy.aggregate_fit(2, [fit(11.0)], [])  # the sites moved on to 11
+        return float(parameters_to_ndarrays(parameters)[0][0])
+
+    assert two_rounds(forget=False) == pytest.approx(11.0 + 0.9 * 10.0)  # Flower's: round 1's jump again
+    assert two_rounds(forget=True) == pytest.approx(11.0)
