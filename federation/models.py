@@ -22,8 +22,8 @@ class Strategy(models.TextChoices):
         "fedprox",
         "FedProx",
     )  # FedAvg with a proximal term that keeps local training near the global model
-    # FedAvg whose mean update is a step of server-side SGD with momentum: rounds of non-IID
-    # sites keep moving the way the last rounds went instead of stalling between the sites.
+    # FedAvg whose mean update is a step of server-side SGD with momentum (Hsu et al. 2019),
+    # started in round 2 (federation.flower.momentum).
     FEDAVGM = "fedavgm", "FedAvgM"
 
 

@@ -161,7 +161,6 @@ def train(msg: Message, context: Context) -> Message:
         initial_state=segmenter_state,
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         round_number=int(config["server-round"]),
-        rounds=int(config.get("num-rounds", run.rounds)),
     )
     update = model.state_dict()
     spec = scan_classifier.classifier_spec(run)

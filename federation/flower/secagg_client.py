@@ -138,7 +138,6 @@ class SiteClient(NumPyClient):
             initial_state={k: torch.as_tensor(np.asarray(v)) for k, v in zip(names, parameters, strict=True)},
             proximal_mu=float(config.get("proximal_mu", 0.0)),  # legacy FedProx's config key
             round_number=int(config["server-round"]),
-            rounds=int(config.get("num-rounds", run.rounds)),
         )
         loss = history[-1]["loss"] if history else float("nan")
         arrays = [v.detach().cpu().numpy() for v in model.state_dict().values()]

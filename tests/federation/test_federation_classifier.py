@@ -103,17 +103,6 @@ def test_a_site_without_curated_diagnoses_sends_the_global_classifier_back_uncha
     assert history == [] and all(torch.equal(model.state_dict()[k], start[k]) for k in start)
 
 
-def test_a_rounds_learning_rate_is_its_part_of_one_cosine_over_the_run():
-    from modelassist.network import _cosine_window
-
-    whole = _cosine_window(20, (0.0, 1.0), floor=0.05)  # central training's 20 steps
-    second_round = _cosine_window(10, (0.5, 1.0), floor=0.05)  # round 2 of 2, 10 steps
-    assert all(abs(second_round(i) - whole(10 + i)) < 1e-12 for i in range(11))
-    assert whole(0) == 1.0 and abs(whole(20) - 0.05) < 1e-12
-    with pytest.raises(ValueError):
-        _cosine_window(10, (0.6, 0.5), floor=0.05)
-
-
 def test_fedavgm_momentum_starts_in_round_two_so_round_ones_jump_from_random_weights_is_not_repeated():
     from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
     from flwr.server.strategy import FedAvgM
