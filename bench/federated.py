@@ -187,13 +187,9 @@ def export_classifier_data(site: dict, cases: dict) -> dict:
 
 def held_out_auc(classifier, held_out: list) -> float | None:
     """Micro-average AUC of a scan classifier on the held-out site (as retraining tests one)."""
-    from modelassist.classifier import data
-    from modelassist.services import evaluation
+    from learning_curve import classifier_figures_on
 
-    classes = list(classifier.classes)
-    test = [(c.phantom.hu, c.phantom.lesions, tuple(c.phantom.spacing)) for c in held_out]
-    targets = [classes.index(c.diagnosis) for c in held_out]
-    auc = evaluation.classifier_test_figures(classifier, test, data.lung_masks(test), targets)["auc_micro"]
+    auc = classifier_figures_on(classifier, held_out)["auc_micro"]
     return None if auc is None else round(float(auc), 4)
 
 

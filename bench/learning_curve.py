@@ -223,9 +223,8 @@ def retrain(campaign, manager, *, architecture: str = ARCHITECTURE, params: dict
 def held_out_figures(version, cases: list[Case]) -> dict:
     """The version's segmenter and classifier on the held-out cases (as the service tests a split)."""
     from annotation.dice import pooled_case_dice
-    from modelassist.classifier import data
     from modelassist.lazy import network
-    from modelassist.services import evaluation, model_versions
+    from modelassist.services import model_versions
 
     model = model_versions.load_version_model(version)
     dice = pooled_case_dice([(network.predict_volume(model, c.phantom.hu), c.phantom.lesions) for c in cases])
@@ -233,19 +232,27 @@ def held_out_figures(version, cases: list[Case]) -> dict:
     classifier = model_versions.load_version_classifier(version)
     if classifier is None:
         return out
+    figures = classifier_figures_on(classifier, cases)
+    out["auc_micro"] = _round(figures["auc_micro"])
+    out["sens_covid"] = _round(figures["vs_rest"]["sensitivity"])
+    out["spec_covid"] = _round(figures["vs_rest"]["specificity"])
+    return out
+
+
+def classifier_figures_on(classifier, cases: list[Case]) -> dict:
+    """A scan classifier's figures on the phantom cases whose diagnosis it knows (as the service tests a split)."""
+    from modelassist.classifier import data
+    from modelassist.services import evaluation
+
     classes = list(classifier.classes)
     test = [(c.phantom.hu, c.phantom.lesions, tuple(c.phantom.spacing)) for c in cases]
     labelled = [
         (t, classes.index(c.diagnosis)) for t, c in zip(test, cases, strict=True) if c.diagnosis in classes
     ]
     chosen = [t for t, _ in labelled]
-    figures = evaluation.classifier_test_figures(
+    return evaluation.classifier_test_figures(
         classifier, chosen, data.lung_masks(chosen), [k for _, k in labelled]
     )
-    out["auc_micro"] = _round(figures["auc_micro"])
-    out["sens_covid"] = _round(figures["vs_rest"]["sensitivity"])
-    out["spec_covid"] = _round(figures["vs_rest"]["specificity"])
-    return out
 
 
 def baseline_dice(cases: list[Case]) -> float:

@@ -1,7 +1,8 @@
 """A site's ClientApp. It receives only what the ServerApp sends (the global parameters and a
 config of numbers and strings), trains the segmenter, and the scan classifier when the run has
-one (federation.classifier), on the site's own export (the SuperNode's node config names the site), tests each round's global model on the site's own test split,
-and sends back only parameters, the sample count and figures.
+one (federation.classifier), on the site's own export (the SuperNode's node config names the
+site), tests each round's global model on the site's own test split, and sends back only
+parameters, the sample count and figures.
 
 Mods, outermost first: `outgoing_record_mod` writes the governance record of the reply as it
 leaves (after clipping); `dp_clipping_mod` applies Flower's `fixedclipping_mod` when the run's

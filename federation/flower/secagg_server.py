@@ -2,8 +2,8 @@
 
 In Flower 1.41 SecAgg+ exists only for the legacy API: a `SecAggPlusWorkflow` as the fit workflow
 of a `DefaultWorkflow`, run with a `LegacyContext` and a legacy strategy (FedAvg, FedProx with
-its mu, or FedAvgM with its server momentum; optionally in Flower's DP wrapper with client-side fixed clipping). The sites run
-federation.flower.secagg_client (with `secaggplus_mod`).
+its mu, or FedAvgM with its server momentum; optionally in Flower's DP wrapper with client-side
+fixed clipping). The sites run federation.flower.secagg_client (with `secaggplus_mod`).
 
 Weighting: each site multiplies its parameters by sample count / max_weight before quantising
 and masking, and sends that weight (masked too) with them; the workflow divides the unmasked sum
