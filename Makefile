@@ -13,6 +13,10 @@ MAKEFLAGS += --no-builtin-rules
 HOST ?= 127.0.0.1
 PORT ?= 8000
 PYTEST_ARGS ?=
+# The suite's tests wait on subprocesses, browsers and workers much of the time: two pytest-xdist
+# workers take its wall time from ~14 to ~10 minutes on 2 cores. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST = $(PY) -m pytest -n $(PYTEST_WORKERS) --dist worksteal
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -41,7 +45,7 @@ ORTHANC_DICOMWEB := /usr/share/orthanc/plugins/libOrthancDicomWeb.so
 help: ## list the targets
 	@echo "CurateCT: make <target>   (quick start: make run, make test)"
 	@grep -hE '^[a-z][a-z-]*:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
-	@echo "Variables: HOST=$(HOST) PORT=$(PORT) DATABASE_URL (default SQLite in $(DATA_DIR)/) PYTEST_ARGS"
+	@echo "Variables: HOST=$(HOST) PORT=$(PORT) DATABASE_URL (default SQLite in $(DATA_DIR)/) PYTEST_ARGS PYTEST_WORKERS=$(PYTEST_WORKERS)"
 
 # ---------------------------------------------------------------- install
 
@@ -141,17 +145,17 @@ $(LUNG1_STAMP): tools/testdata.py | $(VENV_STAMP)
 	@touch $@
 
 test: setup browsers dicom-peers router testdata ## run the whole test suite (DATABASE_URL=postgres://... for PostgreSQL)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 test-pg: setup browsers dicom-peers router testdata postgres ## the whole test suite on a throwaway PostgreSQL on loopback (the PostgreSQL-only tests too)
-	tools/pg-throwaway.sh $(PY) -m pytest $(PYTEST_ARGS)
+	tools/pg-throwaway.sh $(PYTEST) $(PYTEST_ARGS)
 
 # Production's broker: the tests that start a real Celery worker (marker celery_worker), once more
 # on a throwaway Redis on loopback (tools/redis-throwaway.sh); make test runs them on the embedded
 # default's folder broker.
 test-redis: setup redis ## the real-Celery-worker tests on a throwaway Redis on loopback, as production runs
 	@$(PY) -c 'import redis' 2>/dev/null || { echo "error: the Python redis client (kombu's Redis transport) is not in $(VENV): pip install redis" >&2; exit 1; }
-	tools/redis-throwaway.sh $(PY) -m pytest -m celery_worker $(PYTEST_ARGS)
+	tools/redis-throwaway.sh $(PYTEST) -m celery_worker $(PYTEST_ARGS)
 
 # mypy's scope: the service layer of every app, where the invariants live (see [tool.mypy]).
 MYPY_FILES = $$(ls -d */services.py */services */selectors.py */permissions.py 2>/dev/null | grep -v '^frontend/')

@@ -10,16 +10,34 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tools.testdata import MissingTestData
 from tools.testdata import lung1_file as checked_lung1_file
 
+
+def per_xdist_worker(url: str) -> str:
+    """A Redis broker URL made private to this pytest-xdist worker (gw0, gw1, …): database
+    N + 1 + K of the server for worker gwK, so one worker's test Celery worker never takes a
+    task another worker's test sent (it would run it against the wrong test database).
+    Other brokers, and a run without xdist, keep the URL."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss") or not worker.startswith("gw"):
+        return url
+    base = int(parts.path.strip("/") or 0)
+    return urlunsplit(parts._replace(path=f"/{base + 1 + int(worker[2:])}"))
+
+
 # The broker of the real-worker tests (marker celery_worker), read before the default below:
 # `make test-redis` gives a throwaway Redis (redis://127.0.0.1:PORT/N), as production runs; unset,
 # they run on the embedded default's atomicfs folder broker, in a temporary folder.
-WORKER_BROKER_URL = os.environ.get("CURATECT_TEST_BROKER_URL") or os.environ.get("CELERY_BROKER_URL") or ""
+# memory:// is not one: it is the default set below, which pytest-xdist's workers inherit from
+# the controller's environment.
+_GIVEN_BROKER_URL = os.environ.get("CURATECT_TEST_BROKER_URL") or os.environ.get("CELERY_BROKER_URL") or ""
+WORKER_BROKER_URL = per_xdist_worker("" if _GIVEN_BROKER_URL.startswith("memory:") else _GIVEN_BROKER_URL)
 # Tests publish Celery messages to memory, never into a developer's running broker folder.
 os.environ.setdefault("CELERY_BROKER_URL", "memory://")
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import per_xdist_worker
+
 
 @pytest.mark.celery_worker
 def test_the_app_and_the_worker_share_the_test_broker(celery_app, celery_worker, celery_broker, settings):
@@ -22,7 +24,7 @@ def test_the_app_and_the_worker_share_the_test_broker(celery_app, celery_worker,
     assert celery_app.connection_for_write().as_uri() == published_to
     assert not published_to.startswith("memory")
     if os.environ.get("CURATECT_TEST_BROKER_URL"):
-        assert url == os.environ["CURATECT_TEST_BROKER_URL"]
+        assert url == per_xdist_worker(os.environ["CURATECT_TEST_BROKER_URL"])
     else:
         assert published_to.startswith("atomicfs://")
         queue = Path(transport_options["data_folder_out"])
@@ -51,3 +53,12 @@ def test_tests_without_a_worker_still_publish_to_memory():
 
     with app.connection_for_write() as conn:
         assert conn.as_uri().startswith("memory")
+
+
+def test_each_xdist_worker_gets_a_redis_database_of_its_own(monkeypatch):
+    monkeypatch.setenv("PYTEST_XDIST_WORKER", "gw1")
+    assert per_xdist_worker("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/2"
+    assert per_xdist_worker("redis://:pw@127.0.0.1:6380") == "redis://:pw@127.0.0.1:6380/2"
+    assert per_xdist_worker("atomicfs://localhost//") == "atomicfs://localhost//"
+    monkeypatch.delenv("PYTEST_XDIST_WORKER")
+    assert per_xdist_worker("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
