@@ -29,6 +29,10 @@ class CampaignAdmin(admin.ModelAdmin):
 class InstitutionAdmin(admin.ModelAdmin):
     list_display = ["slug", "name"]
 
+    def get_readonly_fields(self, request, obj=None):
+        # Fixed once the institution exists: its patients' pseudonyms derive from it (Institution.save).
+        return ["slug"] if obj is not None else []
+
 
 @admin.register(models.AuditEvent)
 class AuditEventAdmin(admin.ModelAdmin):

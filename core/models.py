@@ -27,6 +27,21 @@ class Institution(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        # The slug keys the institution's pseudonyms, date offsets and stored UIDs
+        # (imaging.ingest.store): renamed, a returning patient would get a second pseudonym, and
+        # the patient-level split could put the two in train and test.
+        if self.pk is not None:
+            stored = Institution.objects.filter(pk=self.pk).values_list("slug", flat=True).first()
+            if stored is not None and stored != self.slug:
+                raise ValidationError(
+                    {
+                        "slug": f"an institution's slug is fixed once it exists (it stays {stored!r}): "
+                        "its patients' pseudonyms derive from it; change the name instead"
+                    }
+                )
+        super().save(*args, **kwargs)
+
 
 class User(AbstractUser):
     institutions = models.ManyToManyField(Institution, through="Membership", related_name="users")
