@@ -334,6 +334,9 @@ CELERY_BEAT_SCHEDULE = {
     "pacs-pull": {"task": "pacs.tasks.pull_periodic", "schedule": 300.0},
     # Send curated labels of newly approved batches back where the institution asked for it.
     "pacs-send-approved": {"task": "modelassist.pacs_send.send_approved_sweep", "schedule": 120.0},
+    # End the jobs running past their kind's limit (a crashed listener's or STOW's import) without
+    # waiting for a worker to start (core.jobs.services.jobs_sweep_stale).
+    "jobs-sweep-stale": {"task": "core.tasks.jobs_sweep_stale", "schedule": 600.0},
 }
 # Campaign (slug) that scans arriving from a PACS (C-STORE, STOW-RS, pulls) without one join,
 # when the receiving institution owns it or shares in it. Empty: they wait unassigned.

@@ -1,4 +1,4 @@
-"""The one job lifecycle: claim, progress, finish, fail, re-queue, and the sweep at worker start.
+"""The one job lifecycle: claim, progress, finish, fail, re-queue, and the sweeps (at worker start, periodic).
 
 Every status change is a compare-and-swap on the row (`filter(pk, status=old).update(new)`,
 then check that one row changed): two workers given the same message, a cancel racing a
@@ -212,30 +212,43 @@ def jobs_sweep(hostname: str, kinds: Iterable[type[Job]] | None = None) -> dict[
     their node came back under another name, or never. Kinds that are safe to run again are
     re-queued and their task sent again; the others fail with the reason that the worker
     stopped."""
-    counts = {"requeued": 0, "failed": 0}
     if not hostname:
-        return counts
+        return {"requeued": 0, "failed": 0}
+    return _sweep(Q(worker=hostname), f"worker {hostname}", kinds)
+
+
+def jobs_sweep_stale(kinds: Iterable[type[Job]] | None = None) -> dict[str, int]:
+    """Every few minutes (beat, core.tasks.jobs_sweep_stale): the jobs of any node running
+    longer than their kind may run, as the start-up sweep takes them. Without it, the imports
+    the DICOM listener and the STOW endpoint run in their own processes (claimed under no node
+    name) stayed "running" after a crash until some worker happened to start."""
+    return _sweep(None, "the job sweep", kinds)
+
+
+def _sweep(own: Q | None, by: str, kinds: Iterable[type[Job]] | None) -> dict[str, int]:
+    counts = {"requeued": 0, "failed": 0}
     now = timezone.now()
     for kind in kinds if kinds is not None else job_kinds():
-        lost = Q(worker=hostname)
+        lost = own
         limit = job_max_running(kind)
         if limit is not None:  # and any node's run older than the longest a run may last
-            lost |= Q(started_at__lt=now - limit)
+            stale = Q(started_at__lt=now - limit)
+            lost = stale if lost is None else lost | stale
+        if lost is None:
+            continue
         for job in kind._default_manager.filter(lost, status=RUNNING):
-            if kind.job_requeue_on_restart and _sweep_requeue(job, hostname):
+            if kind.job_requeue_on_restart and _sweep_requeue(job, by):
                 counts["requeued"] += 1
             elif not kind.job_requeue_on_restart and job_fail(
                 job,
                 kind.job_lost_reason,
-                actor_label=f"worker {hostname}",
+                actor_label=by,
                 from_states=[RUNNING],
                 audit={"worker_lost": True},
             ):
                 counts["failed"] += 1
     if any(counts.values()):
-        logger.info(
-            "job sweep on %s: %d re-queued, %d failed", hostname, counts["requeued"], counts["failed"]
-        )
+        logger.info("job sweep (%s): %d re-queued, %d failed", by, counts["requeued"], counts["failed"])
     return counts
 
 
@@ -255,13 +268,13 @@ def job_max_running(kind: type[Job]) -> timedelta | None:
     return timedelta(seconds=limit + 60) if limit else None
 
 
-def _sweep_requeue(job: Job, hostname: str) -> bool:
+def _sweep_requeue(job: Job, by: str) -> bool:
     kind = type(job)
     with transaction.atomic():
         if not job_requeue(
             job,
             from_states=[RUNNING],
-            actor_label=f"worker {hostname}",
+            actor_label=by,
             action=f"{kind.job_audit_action}_requeue",
             audit={"reason": kind.job_lost_reason, "worker_lost": True},
             message="re-queued: " + kind.job_lost_reason,

@@ -58,3 +58,43 @@ def test_jobs_of_a_vanished_node_are_swept_once_past_their_limit(cast, django_ca
     failed = ImportJob.objects.get(pk=listener_import.pk)
     assert failed.status == "failed" and failed.report["error"] == DEAD_WORKER
     assert DatasetExport.objects.get(pk=live_export.pk).status == "running"
+
+
+def test_the_periodic_sweep_ends_stale_jobs_without_a_worker_starting(
+    cast, django_capture_on_commit_callbacks
+):
+    from core.tasks import jobs_sweep_stale
+
+    # Given an import the STOW endpoint claimed 2 h ago (its web process was killed), one the
+    # listener claimed a minute ago, and an export of a vanished node 5 h ago
+    stow_import = _running(
+        ImportJob.objects.create(institution=cast.institution, source="stow"), "", timedelta(hours=2)
+    )
+    fresh_import = _running(
+        ImportJob.objects.create(institution=cast.institution, source="dimse"), "", timedelta(minutes=1)
+    )
+    stale_export = _running(
+        DatasetExport.objects.create(campaign=cast.campaign), "celery@old-container", timedelta(hours=5)
+    )
+
+    # When beat's task runs (no worker started)
+    with django_capture_on_commit_callbacks() as sent:
+        counts = jobs_sweep_stale.apply().get()
+
+    # Then the stale ones end as the start-up sweep ends them; the fresh import runs on
+    assert counts == {"requeued": 1, "failed": 1}
+    failed = ImportJob.objects.get(pk=stow_import.pk)
+    assert failed.status == "failed" and failed.report["error"] == DEAD_WORKER
+    assert DatasetExport.objects.get(pk=stale_export.pk).status == "queued" and len(sent) == 1
+    assert ImportJob.objects.get(pk=fresh_import.pk).status == "running"
+
+
+def test_every_beat_entry_names_a_task_the_workers_know():
+    from django.conf import settings
+
+    from platform_core.celery import app
+
+    app.loader.import_default_modules()
+    schedule = settings.CELERY_BEAT_SCHEDULE
+    assert "jobs-sweep-stale" in schedule
+    assert {entry["task"] for entry in schedule.values()} <= set(app.tasks)
