@@ -194,7 +194,7 @@ def outgoing_record_mod(msg: Message, context: Context, call_next: Any) -> Messa
     from federation.services.rounds import federation_round_sent
 
     masked = reply.content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]
-    size, digest = chunks_digest(masked)  # type: ignore[arg-type]
+    size, digest = chunks_digest(masked)
     metrics = reply.content.config_records["fitres.metrics"]
     update = dict(context.state.config_records.get(UPDATE_KEY, ConfigRecord()))
     federation_round_sent(
@@ -206,8 +206,8 @@ def outgoing_record_mod(msg: Message, context: Context, call_next: Any) -> Messa
         sent_bytes=size,
         sent_sha256=digest,
         sent_to=str(context.node_config.get("curatect-superlink", "")),
-        train_loss=float(metrics["train-loss"]),  # type: ignore[arg-type]
-        train_seconds=float(metrics["train-seconds"]),  # type: ignore[arg-type]
+        train_loss=float(metrics["train-loss"]),
+        train_seconds=float(metrics["train-seconds"]),
         clipping_norm=float(fit_config[CLIPPING_NORM_KEY]) if CLIPPING_NORM_KEY in fit_config else None,  # type: ignore[arg-type]
         masked={
             "protocol": "SecAgg+",
