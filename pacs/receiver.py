@@ -27,6 +27,7 @@ import contextlib
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -51,10 +52,12 @@ from pynetdicom._handlers import (
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.sop_class import CTImageStorage, Verification
 
+from core.jobs.services import jobs_sweep
 from core.models import Institution
 from imaging.ingest.cleanup import scans_tmp_sweep
 from imaging.ingest.reader import prepare_or_reason
 from imaging.ingest.store import pseudonym_key
+from imaging.models import ImportJob
 from pacs import intake
 from pacs.spool import (
     COMMITTED,
@@ -71,6 +74,11 @@ from pacs.workers import prepare_pool
 logger = logging.getLogger(__name__)
 
 # DIMSE C-STORE statuses (PS3.4 Annex B.2.3).
+# Why an import the listener was killed in (or stopped hard) ends failed at its restart.
+LISTENER_STOPPED = (
+    "the DICOM listener stopped (crash or restart) during this import; the instances it had "
+    "received whole stay in its spool and are imported again as a new import, so nothing needs to be sent again"
+)
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_SOP_CLASS_MISMATCH = 0xA900
@@ -161,6 +169,12 @@ class StorageReceiver:
         self.ingest = ingest
         self.workers = workers
         self.poll_seconds = poll_seconds
+        # The name its imports are claimed under: the same after a restart on the same port, so
+        # the restart can end what the killed listener left running. On port 0 (any free port)
+        # it is this process's own; then the periodic job sweep ends such leftovers.
+        self.claimant = f"dicom-listener@{socket.gethostname()}:" + (
+            str(port) if port else f"pid{os.getpid()}"
+        )
         self._lock = threading.Lock()
         self._series: dict[tuple[int, str], SpooledSeries] = {}
         self._assocs: dict[int, _Association] = {}
@@ -179,8 +193,10 @@ class StorageReceiver:
         if self.ingest == "inline":
             self._pool = prepare_pool(self.workers, leave_core=True)
         # A killed listener's prepared copies (its staging folders under media/scans) are
-        # never imported: recovery prepares the spooled files again.
+        # never imported: recovery prepares the spooled files again, under a new import; the
+        # import it was killed in ends failed, saying so.
         scans_tmp_sweep()
+        jobs_sweep(self.claimant, kinds=[ImportJob], reason=LISTENER_STOPPED)
         self._recover()
         ae = AE(ae_title=self.ae_title)
         ae.require_called_aet = True
@@ -502,7 +518,7 @@ class StorageReceiver:
             for series in ready:
                 queued = False
                 try:
-                    queued = import_series(series, ingest=self.ingest, spool=self.spool)
+                    queued = import_series(series, ingest=self.ingest, spool=self.spool, worker=self.claimant)
                 except Exception:
                     logger.exception("DICOM listener: import of a received series failed")
                 finally:

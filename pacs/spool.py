@@ -92,8 +92,10 @@ def recovered_series(spool: Path) -> Iterator[tuple[SpooledSeries, list[Path]]]:
             yield series, paths
 
 
-def import_series(series: SpooledSeries, *, ingest: str, spool: Path) -> bool:
-    """Import one series (or queue its import: returns True, the task removes the folder)."""
+def import_series(series: SpooledSeries, *, ingest: str, spool: Path, worker: str = "") -> bool:
+    """Import one series (or queue its import: returns True, the task removes the folder). An
+    import run here is claimed under `worker`, the listener's name, so that its restart ends
+    an import it was killed in (StorageReceiver.start)."""
     senders = sorted(series.senders) or ["a sender before the listener restarted"]
     source = f"DICOM C-STORE from {', '.join(senders)}"
     extra = {
@@ -137,6 +139,7 @@ def import_series(series: SpooledSeries, *, ingest: str, spool: Path) -> bool:
         app.send_task("pacs.tasks.spool_import_run", args=[job.pk])
         return True
     job = intake.job_create(institution=institution, source=source)
+    intake.job_running(job, worker=worker)
     try:
         results = [future.result() for name, future in series.prepared.items() if name in series.committed]
     except Exception as exc:  # a worker process died (out of memory?)

@@ -205,16 +205,18 @@ def job_requeue(
     return True
 
 
-def jobs_sweep(hostname: str, kinds: Iterable[type[Job]] | None = None) -> dict[str, int]:
+def jobs_sweep(
+    hostname: str, kinds: Iterable[type[Job]] | None = None, *, reason: str | None = None
+) -> dict[str, int]:
     """At worker start: a node that is starting runs nothing yet, so jobs still marked running
     by it are orphans of its previous life (killed, out of memory, host restarted). So are
     jobs of any node that have been running longer than their kind may run (job_max_running):
     their node came back under another name, or never. Kinds that are safe to run again are
     re-queued and their task sent again; the others fail with the reason that the worker
-    stopped."""
+    stopped (their kind's, or `reason` for the node's own, e.g. the DICOM listener's)."""
     if not hostname:
         return {"requeued": 0, "failed": 0}
-    return _sweep(Q(worker=hostname), f"worker {hostname}", kinds)
+    return _sweep(Q(worker=hostname), f"worker {hostname}", kinds, reason=reason, hostname=hostname)
 
 
 def jobs_sweep_stale(kinds: Iterable[type[Job]] | None = None) -> dict[str, int]:
@@ -225,7 +227,14 @@ def jobs_sweep_stale(kinds: Iterable[type[Job]] | None = None) -> dict[str, int]
     return _sweep(None, "the job sweep", kinds)
 
 
-def _sweep(own: Q | None, by: str, kinds: Iterable[type[Job]] | None) -> dict[str, int]:
+def _sweep(
+    own: Q | None,
+    by: str,
+    kinds: Iterable[type[Job]] | None,
+    *,
+    reason: str | None = None,
+    hostname: str = "",
+) -> dict[str, int]:
     counts = {"requeued": 0, "failed": 0}
     now = timezone.now()
     for kind in kinds if kinds is not None else job_kinds():
@@ -241,7 +250,7 @@ def _sweep(own: Q | None, by: str, kinds: Iterable[type[Job]] | None) -> dict[st
                 counts["requeued"] += 1
             elif not kind.job_requeue_on_restart and job_fail(
                 job,
-                kind.job_lost_reason,
+                reason if reason and job.worker == hostname else kind.job_lost_reason,
                 actor_label=by,
                 from_states=[RUNNING],
                 audit={"worker_lost": True},

@@ -1,7 +1,9 @@
 """Issue #16 §2: SIGKILL the DICOM listener (manage.py dicom_listener, its own process group)
 inside an association, at a seeded number of received instances; start it again; the sender
 sends the series again. The half delivery is dropped, never imported; the series is stored
-once, whole; verify_storage finds every stored file whole and owned."""
+once, whole; verify_storage finds every stored file whole and owned. And SIGKILL it inside the
+import it runs itself: its restart ends that import failed, saying why, and imports the spooled
+series again without a resend."""
 
 from __future__ import annotations
 
@@ -32,16 +34,8 @@ def _storescu(port: int, folder: Path) -> subprocess.Popen:
     )
 
 
-def test_listener_killed_during_an_association(cast, tmp_path, children, fault_logs, storage_intact):
-    from core.models import Scan
-    from imaging.models import ImportJob
-
-    # Given the institution accepts HOSP_A, a 60-slice series, and the listener in its own process
-    cast.institution.allowed_ae_titles = [SENDER_AE]
-    cast.institution.save(update_fields=["allowed_ae_titles"])
-    series = make_series(tmp_path / "send", slices=60, size=128, seed=3, patient="P-L")
-    port = harness.free_port()
-    listener = harness.Child(
+def _listener(port: int, fault_logs: Path) -> harness.Child:
+    return harness.Child(
         "listener",
         [
             sys.executable,
@@ -56,6 +50,18 @@ def test_listener_killed_during_an_association(cast, tmp_path, children, fault_l
         fault_logs,
         ready="DICOM listener CURATECT on",
     )
+
+
+def test_listener_killed_during_an_association(cast, tmp_path, children, fault_logs, storage_intact):
+    from core.models import Scan
+    from imaging.models import ImportJob
+
+    # Given the institution accepts HOSP_A, a 60-slice series, and the listener in its own process
+    cast.institution.allowed_ae_titles = [SENDER_AE]
+    cast.institution.save(update_fields=["allowed_ae_titles"])
+    series = make_series(tmp_path / "send", slices=60, size=128, seed=3, patient="P-L")
+    port = harness.free_port()
+    listener = _listener(port, fault_logs)
     children.append(listener)
     listener.start()
     spool = Path(settings.DATA_DIR) / "pacs-spool"
@@ -89,6 +95,60 @@ def test_listener_killed_during_an_association(cast, tmp_path, children, fault_l
         "DICOM listener SIGKILL during an association",
         f"killed after {received} of 60 instances; storescu exit {first}; after the restart the half "
         f"delivery was dropped (never imported), the resent series imported once whole (60 slices)",
+    )
+
+
+def test_listener_killed_during_its_import(cast, tmp_path, children, fault_logs, storage_intact):
+    from core.models import Scan
+    from imaging.models import ImportJob
+    from pacs.receiver import LISTENER_STOPPED
+
+    # Given a whole series received by the listener (its own process), which imports it itself
+    cast.institution.allowed_ae_titles = [SENDER_AE]
+    cast.institution.save(update_fields=["allowed_ae_titles"])
+    series = make_series(tmp_path / "send", slices=200, size=512, seed=4, patient="P-I")
+    port = harness.free_port()
+    listener = _listener(port, fault_logs)
+    children.append(listener)
+    listener.start()
+    sent = _storescu(port, series)
+    assert sent.wait(timeout=180) == 0
+
+    # When it is SIGKILLed a seeded moment after its import started
+    killed = harness.wait_for(
+        lambda: ImportJob.objects.filter(status="running").first(),
+        120,
+        "the listener's import to start",
+        every=0.01,
+    )
+    harness.time.sleep(harness.kill_point("listener-import", 0.0, 0.1))
+    listener.kill()
+    killed.refresh_from_db()
+    took = (killed.finished_at - killed.started_at).total_seconds() if killed.finished_at else None
+    assert killed.status == "running", f"the import ended before the kill ({killed.status} in {took} s)"
+    listener.start()
+
+    # Then the import it was killed in ends failed with why, and the spooled series is imported
+    # again, once, whole, with no resend
+    killed = harness.wait_for(
+        lambda: ImportJob.objects.filter(pk=killed.pk, status="failed").first(),
+        60,
+        "the killed import to end",
+    )
+    assert killed.report["error"] == LISTENER_STOPPED
+    again = harness.wait_for(
+        lambda: ImportJob.objects.exclude(pk=killed.pk).filter(status__in=["done", "failed"]).first(),
+        harness.SETTLE_S,
+        "the import after the restart",
+    )
+    assert again.status == "done", again.report
+    assert again.report["received"]["recovered"] is True
+    (scan,) = Scan.objects.all()
+    assert scan.slices == 200 and scan.instances.count() == 200
+    storage_intact(
+        "DICOM listener SIGKILL during its import",
+        f"killed import {killed.pk} failed at the restart ({LISTENER_STOPPED.split(';')[0]}); the spooled "
+        "series imported again once whole (200 slices) without a resend",
     )
 
 
