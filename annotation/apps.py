@@ -2,7 +2,8 @@ from django.apps import AppConfig
 
 
 def _labels_tmp_sweep_after_jobs(sender: object = None, **kwargs: object) -> None:
-    """At worker start: a worker killed while it stored a label volume left its temporary file."""
+    """After a job sweep (worker start, periodic): a process killed while it stored a label
+    volume (a worker, or the web process saving a revision) left its temporary file."""
     from annotation.storage import labels_tmp_sweep
 
     labels_tmp_sweep()

@@ -30,8 +30,9 @@ def import_run(self, job_id: int) -> dict:
 
 @receiver(jobs_swept, dispatch_uid="imaging.tasks.leftovers_sweep_after_jobs")
 def leftovers_sweep_after_jobs(sender=None, **kwargs) -> None:
-    """At worker start, once core.jobs has failed the imports this node left running: delete
-    raw files that no queued or running job owns (see imaging.ingest.cleanup)."""
+    """After a job sweep (worker start, and beat's periodic one), once core.jobs has failed the
+    imports left running: delete raw files that no queued or running job owns (see
+    imaging.ingest.cleanup)."""
     from imaging.ingest.cleanup import leftovers_sweep
 
     leftovers_sweep()

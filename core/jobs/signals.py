@@ -1,4 +1,5 @@
-"""The one hook at worker start: sweep every job kind, then let the apps clean up after it.
+"""The one hook at worker start: sweep every job kind, then let the apps clean up after it
+(after_jobs_sweep; the periodic sweep calls it too).
 
 Connected in the core's AppConfig.ready, so it is in place before any task module loads.
 Apps that keep files for their jobs (ingest's raw uploads) connect to `jobs_swept`, which is
@@ -30,9 +31,15 @@ def sweep_at_worker_start(sender=None, **kwargs) -> None:
     except Exception:  # a failed sweep must not stop the worker from serving
         logger.exception("job sweep at worker start failed")
     try:
-        for receiver, result in jobs_swept.send_robust(sender=None, hostname=hostname):
-            if isinstance(result, Exception):
-                logger.error("clean-up after the job sweep failed (%s)", receiver, exc_info=result)
+        after_jobs_sweep(hostname)
     finally:
         if not connection.in_atomic_block:  # the main process forks no more children: let go
             close_old_connections()
+
+
+def after_jobs_sweep(hostname: str = "") -> None:
+    """Let the apps clean up what no queued or running job owns any more (at worker start, and
+    after the periodic sweep, core.tasks.jobs_sweep_stale); one app's failure stops no other."""
+    for receiver, result in jobs_swept.send_robust(sender=None, hostname=hostname):
+        if isinstance(result, Exception):
+            logger.error("clean-up after the job sweep failed (%s)", receiver, exc_info=result)

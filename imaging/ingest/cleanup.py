@@ -1,5 +1,6 @@
-"""The sweep at worker start: raw, identifying files a crashed job left behind (the jobs a
-dead worker left "running" are core.jobs' sweep, which runs first).
+"""The sweep after core.jobs' (at worker start and every 10 minutes): raw, identifying files a
+crashed job left behind (the jobs a dead process left "running" are core.jobs' sweep, which runs
+first).
 
 Raw uploads, unpacked archives and PACS spools hold the files as they were sent (names, IDs,
 dates). Jobs delete theirs however they end; this sweep catches what a killed process could

@@ -6,10 +6,15 @@ STOW endpoint claim their imports under no node name at all: before, their SIGKI
 
 from __future__ import annotations
 
+import socket
+import subprocess
 from datetime import timedelta
+from pathlib import Path
 
+from django.conf import settings
 from django.utils import timezone
 
+from annotation.storage import TMP_PREFIX
 from core.jobs.services import job_claim, job_max_running, jobs_sweep
 from imaging.models import DEAD_WORKER, ImportJob
 from modelassist.models import DatasetExport, TrainingRun
@@ -77,6 +82,15 @@ def test_the_periodic_sweep_ends_stale_jobs_without_a_worker_starting(
         DatasetExport.objects.create(campaign=cast.campaign), "celery@old-container", timedelta(hours=5)
     )
 
+    # and a label file a killed web process was writing (named for its dead process)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    half_written = (
+        Path(settings.MEDIA_ROOT) / "labels" / "ab" / f"{TMP_PREFIX}x~{gone.pid}@{socket.gethostname()}"
+    )
+    half_written.parent.mkdir(parents=True)
+    half_written.write_bytes(b"half a label volume")
+
     # When beat's task runs (no worker started)
     with django_capture_on_commit_callbacks() as sent:
         counts = jobs_sweep_stale.apply().get()
@@ -87,6 +101,7 @@ def test_the_periodic_sweep_ends_stale_jobs_without_a_worker_starting(
     assert failed.status == "failed" and failed.report["error"] == DEAD_WORKER
     assert DatasetExport.objects.get(pk=stale_export.pk).status == "queued" and len(sent) == 1
     assert ImportJob.objects.get(pk=fresh_import.pk).status == "running"
+    assert not half_written.exists()
 
 
 def test_every_beat_entry_names_a_task_the_workers_know():
