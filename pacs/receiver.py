@@ -73,12 +73,12 @@ from pacs.workers import prepare_pool
 
 logger = logging.getLogger(__name__)
 
-# DIMSE C-STORE statuses (PS3.4 Annex B.2.3).
 # Why an import the listener was killed in (or stopped hard) ends failed at its restart.
 LISTENER_STOPPED = (
     "the DICOM listener stopped (crash or restart) during this import; the instances it had "
     "received whole stay in its spool and are imported again as a new import, so nothing needs to be sent again"
 )
+# DIMSE C-STORE statuses (PS3.4 Annex B.2.3).
 STATUS_SUCCESS = 0x0000
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_SOP_CLASS_MISMATCH = 0xA900
