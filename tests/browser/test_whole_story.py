@@ -200,6 +200,7 @@ def test_the_whole_story_from_annotation_to_retraining(live_server, page, phanto
     page.wait_for_selector(f"#train-export option[value='{export.pk}']", state="attached")
     page.select_option("#train-export", str(export.pk))
     page.fill("#train-epochs", "1")
+    page.fill("#train-classifier-epochs", "2")
     page.click("#train-submit")
     page.wait_for_function(
         "() => document.getElementById('train-notice').textContent.startsWith('Training run')"
@@ -210,4 +211,6 @@ def test_the_whole_story_from_annotation_to_retraining(live_server, page, phanto
     cells = page.locator("#runs table tbody tr").first.inner_text().split("\t")
     assert cells[:4] == [str(run.id), "Queued", "manual", "v1"]
     page.locator("#train-watch", has_text="waiting for the training worker").wait_for()  # its first poll
-    assert run.status == "queued" and run.params.get("epochs") == 1
+    assert (
+        run.status == "queued" and run.params.get("epochs") == 1 and run.params.get("classifier_epochs") == 2
+    )

@@ -558,8 +558,10 @@ function setupTraining(): void {
     body.export_id = exportId ? Number(exportId) : null;
     const params: Record<string, number> = {};
     const epochs = byId<HTMLInputElement>("train-epochs").value;
+    const classifierEpochs = byId<HTMLInputElement>("train-classifier-epochs").value;
     const minutes = byId<HTMLInputElement>("train-minutes").value;
     if (epochs) params.epochs = Number(epochs);
+    if (classifierEpochs) params.classifier_epochs = Number(classifierEpochs);
     if (minutes) params.max_minutes = Number(minutes);
     if (Object.keys(params).length) body.params = params;
     await busy(byId<HTMLButtonElement>("train-submit"), async () => {
