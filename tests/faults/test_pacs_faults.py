@@ -34,6 +34,17 @@ def _storescu(port: int, folder: Path) -> subprocess.Popen:
     )
 
 
+def _listening(cast, children: list, fault_logs: Path) -> tuple[int, harness.Child]:
+    """The institution accepts SENDER_AE; the listener runs in its own process on a free port."""
+    cast.institution.allowed_ae_titles = [SENDER_AE]
+    cast.institution.save(update_fields=["allowed_ae_titles"])
+    port = harness.free_port()
+    listener = _listener(port, fault_logs)
+    children.append(listener)
+    listener.start()
+    return port, listener
+
+
 def _listener(port: int, fault_logs: Path) -> harness.Child:
     return harness.Child(
         "listener",
@@ -57,13 +68,8 @@ def test_listener_killed_during_an_association(cast, tmp_path, children, fault_l
     from imaging.models import ImportJob
 
     # Given the institution accepts HOSP_A, a 60-slice series, and the listener in its own process
-    cast.institution.allowed_ae_titles = [SENDER_AE]
-    cast.institution.save(update_fields=["allowed_ae_titles"])
     series = make_series(tmp_path / "send", slices=60, size=128, seed=3, patient="P-L")
-    port = harness.free_port()
-    listener = _listener(port, fault_logs)
-    children.append(listener)
-    listener.start()
+    port, listener = _listening(cast, children, fault_logs)
     spool = Path(settings.DATA_DIR) / "pacs-spool"
 
     # When it is SIGKILLed after a seeded number of instances of the association arrived
@@ -104,13 +110,8 @@ def test_listener_killed_during_its_import(cast, tmp_path, children, fault_logs,
     from pacs.receiver import LISTENER_STOPPED
 
     # Given a whole series received by the listener (its own process), which imports it itself
-    cast.institution.allowed_ae_titles = [SENDER_AE]
-    cast.institution.save(update_fields=["allowed_ae_titles"])
     series = make_series(tmp_path / "send", slices=200, size=512, seed=4, patient="P-I")
-    port = harness.free_port()
-    listener = _listener(port, fault_logs)
-    children.append(listener)
-    listener.start()
+    port, listener = _listening(cast, children, fault_logs)
     sent = _storescu(port, series)
     assert sent.wait(timeout=180) == 0
 
