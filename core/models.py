@@ -31,7 +31,8 @@ class Institution(models.Model):
         # The slug keys the institution's pseudonyms, date offsets and stored UIDs
         # (imaging.ingest.store): renamed, a returning patient would get a second pseudonym, and
         # the patient-level split could put the two in train and test.
-        if self.pk is not None:
+        update_fields = kwargs.get("update_fields")
+        if self.pk is not None and (update_fields is None or "slug" in update_fields):
             stored = Institution.objects.filter(pk=self.pk).values_list("slug", flat=True).first()
             if stored is not None and stored != self.slug:
                 raise ValidationError(
