@@ -113,7 +113,7 @@ def presegment_scan_run(
         return row  # done, skipped, or another worker has it: running twice changes nothing
     started = time.perf_counter()
     try:
-        status, fields = _presegment(Campaign.objects.get(pk=campaign_id), Scan.objects.get(pk=scan_id))
+        status, fields = _presegment(row, Campaign.objects.get(pk=campaign_id), Scan.objects.get(pk=scan_id))
     except SoftTimeLimitExceeded:
         status, fields = PresegStatus.FAILED, {"error": "stopped: took longer than the task's time limit"}
     except Exception as exc:  # recorded for the data manager; the other scans carry on
@@ -153,21 +153,37 @@ def _row_for(campaign_id: int, scan_id: int, batch_id: int | None) -> PresegScan
     return row
 
 
-def _presegment(campaign: Campaign, scan: Scan) -> tuple[str, dict]:
+def _presegment(row: PresegScan, campaign: Campaign, scan: Scan) -> tuple[str, dict]:
     existing = Annotation.objects.filter(campaign=campaign, scan=scan, revisions__isnull=False).first()
     if existing is not None:
+        head = existing.head
+        if head is not None and head.pk == row.revision_id:
+            # This row's own revision 0: an earlier attempt saved it and lost its worker before
+            # it recorded the end. The scan is pre-segmented; nothing runs twice.
+            return PresegStatus.DONE, {
+                "model_label": head.model_label,
+                "model_version": None
+                if head.model_version_id is None
+                else ModelVersion.objects.filter(pk=head.model_version_id).first(),
+                "revision": head,
+            }
         return PresegStatus.SKIPPED, {"error": _skip_reason(existing)}
     version = active_model_version(campaign)
     labels = segment_scan(scan, version)
     labels = keep_schema_classes(labels, class_values(campaign.label_schema))
     label = version.label if version else BASELINE_LABEL
-    revision = model_revision_save(
-        campaign=campaign,
-        scan=scan,
-        volume=labels,
-        model_label=label,
-        model_version_id=version.pk if version else None,
-    )
+    with transaction.atomic():
+        # The row names its revision in the revision's own transaction, so a worker lost
+        # between this commit and the row's end leaves a retry that knows the revision is its.
+        revision = model_revision_save(
+            campaign=campaign,
+            scan=scan,
+            volume=labels,
+            model_label=label,
+            model_version_id=version.pk if version else None,
+        )
+        if revision is not None:
+            PresegScan.objects.filter(pk=row.pk).update(revision=revision)
     fields = {"model_label": label, "model_version": version}
     if revision is None:
         return PresegStatus.SKIPPED, {

@@ -204,7 +204,12 @@ def test_people_s_work_is_never_overwritten_whatever_model_is_active(
 
     assert [r.pk for r in revisions_of(cast.campaign, scans[0])] == [mine.pk]
     assert [r.pk for r in revisions_of(cast.campaign, scans[1])] == [baseline_rev.pk]
-    assert {r.status for r in rows_by_scan(batch).values()} == {"skipped"}
+    rows = rows_by_scan(batch)
+    # People's labels: skipped. The row's own revision 0 (an attempt that saved it and lost its
+    # worker before it recorded the end): done with that revision, still by the baseline.
+    assert rows[scans[0].pk].status == "skipped" and rows[scans[0].pk].revision_id is None
+    assert rows[scans[1].pk].status == "done" and rows[scans[1].pk].revision_id == baseline_rev.pk
+    assert rows[scans[1].pk].model_label == "baseline" and rows[scans[1].pk].model_version_id is None
 
 
 # ----------------------------------------------------------------------------- model versions
