@@ -145,6 +145,15 @@ MIDDLEWARE = [
     "axes.middleware.AxesMiddleware",
 ]
 
+# Per process, for small values that never go stale (the QC dashboard's Dice of two content-
+# addressed label files): the default's 300 entries would be too few for a campaign's revisions.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 200_000},
+    }
+}
+
 ROOT_URLCONF = "platform_core.urls"
 WSGI_APPLICATION = "platform_core.wsgi.application"
 AUTH_USER_MODEL = "platform_core.User"

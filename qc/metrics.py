@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+from django.core.cache import cache
 
 from annotation.dice import pooled_class_dice
 from annotation.models import Annotation, Revision, RevisionSource
@@ -125,6 +126,13 @@ def _load(campaign: Campaign, batch: Batch | None) -> list[_AnnotationQc]:
     return list(out.values())
 
 
+# Label files are content-addressed (annotation/storage.py): the Dice of two label addresses
+# never changes, so it is kept across calls. Recomputing it decoded two 52 MB volumes per pair on
+# every dashboard view: with 20 annotators at work, ~1 s of the API process's CPU per view, taken
+# from the region-grow clicks and box saves of the same process (issue #16 §1, bench/load.py).
+_DICE_CACHE_PREFIX = "qc-pooled-dice:"
+
+
 class _Volumes:
     """Label volumes by revision id, decoded once per call."""
 
@@ -142,6 +150,18 @@ class _Volumes:
         if rev.label_sha256 not in self._by_sha:
             self._by_sha[rev.label_sha256] = revision_labels(rev)
         return self._by_sha[rev.label_sha256]
+
+    def pooled_dice(self, first: int, second: int) -> float:
+        """pooled_class_dice of two revisions' labels, decoded only when no earlier call kept it."""
+        a, b = self._revisions[first].label_sha256, self._revisions[second].label_sha256
+        if a == b:
+            return 1.0  # the same labels: a round that changed nothing
+        key = _DICE_CACHE_PREFIX + ":".join(sorted((a, b)))  # Dice is symmetric
+        value = cache.get(key)
+        if value is None:
+            value = pooled_class_dice(self.get(first), self.get(second))
+            cache.set(key, value, timeout=None)
+        return float(value)
 
 
 # --- figures ---------------------------------------------------------------------------------
@@ -181,7 +201,7 @@ def _step3(anns: list[_AnnotationQc]) -> dict:
 def _dice(anns: list[_AnnotationQc], volumes: _Volumes) -> dict:
     pairs = [(r1, r2) for a in anns for r1, r2 in itertools.pairwise(a.submitted_revisions)]
     volumes.prefetch(r for pair in pairs for r in pair)
-    values = [pooled_class_dice(volumes.get(r1), volumes.get(r2)) for r1, r2 in pairs]
+    values = [volumes.pooled_dice(r1, r2) for r1, r2 in pairs]
     return {"pairs": len(values), "mean": _mean(values)}
 
 

@@ -81,6 +81,17 @@ def test_pooled_case_dice_of_no_scans_measures_nothing():
     assert pooled_case_dice([]) == {"mean": None, "foreground": None, "per_class": {}}
 
 
+def _called_names(function: ast.FunctionDef) -> set[str]:
+    names = set()
+    for call in ast.walk(function):
+        if isinstance(call, ast.Call):
+            if isinstance(call.func, ast.Name):
+                names.add(call.func.id)
+            elif isinstance(call.func, ast.Attribute):
+                names.add(call.func.attr)
+    return names
+
+
 def test_every_dice_outside_the_one_module_is_computed_by_it():
     # Two functions named `dice` computed different things; a function elsewhere with Dice in
     # its name (a QC figure, a bench) must call the one module, not work it out again.
@@ -102,13 +113,23 @@ def test_every_dice_outside_the_one_module_is_computed_by_it():
         for path in (ROOT / folder).rglob("*.py"):
             if path == ROOT / "annotation" / "dice.py":
                 continue
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.FunctionDef) and "dice" in node.name.lower():
-                    calls = {
-                        c.func.id
-                        for c in ast.walk(node)
-                        if isinstance(c, ast.Call) and isinstance(c.func, ast.Name)
-                    }
-                    if node.name == "dice" or not calls & public:
-                        own_way.append(f"{path.relative_to(ROOT)}:{node.name}")
+            calls = {
+                node: _called_names(node)
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.FunctionDef)
+            }
+            # A function may reach the one module through a helper of its own file (a method
+            # that keeps the figure in a cache): follow those calls until nothing new passes.
+            passing = set(public)
+            grew = True
+            while grew:
+                grew = False
+                for node, names in calls.items():
+                    if node.name not in passing and names & passing:
+                        passing.add(node.name)
+                        grew = True
+            for node, names in calls.items():
+                computes_its_own = node.name == "dice" or not names & passing
+                if "dice" in node.name.lower() and computes_its_own:
+                    own_way.append(f"{path.relative_to(ROOT)}:{node.name}")
     assert not own_way, f"Dice computed outside annotation/dice.py: {own_way}"

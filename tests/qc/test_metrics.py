@@ -52,3 +52,31 @@ def test_only_closed_rounds_count(cast, scans_of):
         "total_s": 100.0,
         "mean_s_per_scan": 100.0,
     }
+
+
+def test_the_dice_of_two_rounds_is_kept_and_not_decoded_again(cast, scans_of, monkeypatch):
+    from django.core.cache import cache
+
+    from qc import metrics
+    from tests.qc.conftest import cube
+
+    scans = scans_of(1)
+    batch = make_batch(cast.campaign, cast.manager, cast.annotator, scans)
+    save(cast.annotator, cast.campaign, scans[0], cube(x=(8, 16)))
+    submit(cast.annotator, cast.campaign, scans[0])
+    for check in open_checks(cast.campaign, scans[0]):
+        decide(check, "fail")
+    save(cast.annotator, cast.campaign, scans[0], cube(x=(8, 12)))  # half of round 1's cube
+    submit(cast.annotator, cast.campaign, scans[0])
+    cache.clear()
+    first = qc_metrics(cast.campaign, batch)["overall"]["dice_consecutive_revisions"]
+    assert first == {"pairs": 1, "mean": pytest.approx(2 * 128 / (256 + 128))}
+
+    def no_decoding(revision):
+        raise AssertionError(f"revision {revision.pk} decoded again")
+
+    monkeypatch.setattr(metrics, "revision_labels", no_decoding)
+    assert qc_metrics(cast.campaign, batch)["overall"]["dice_consecutive_revisions"] == first
+    cache.clear()  # without the kept figure, the labels are decoded
+    with pytest.raises(AssertionError, match="decoded again"):
+        qc_metrics(cast.campaign, batch)
