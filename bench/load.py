@@ -5,8 +5,9 @@ the web tier as docker-compose.yml runs it: nginx routing /dicomweb/ to one guni
 everything else to another (deploy/nginx/curatect.conf.template, deploy/gunicorn.conf.py, the
 production settings), and real Celery workers on the `ingest`, `assist` and `train` queues; seeds
 20 annotators, 8 checkers, 2 seniors and a data manager on one campaign with 512×512×200 phantoms
-imported by the server-folder import (manage.py import_dicom), batches assigned and
-pre-segmented (kept between runs: bench/_load_seedcache.py); then drives them for 5 minutes
+imported by the server-folder import (manage.py import_dicom), an earlier batch of 2 scans curated
+and approved through the real QC services (the data manager exports it during the run), batches
+assigned and pre-segmented (kept between runs: bench/_load_seedcache.py); then drives them for 5 minutes
 (bench/_load_users.py: open a scan, region-grow clicks, box saves with If-Match, submits; checks
 and spot checks; batch board, dashboard, an export) and checks every 2xx save against the database
 (bench/_load_django.py verify).
@@ -23,7 +24,7 @@ Goals: errors 0, lost 0, grow p95 <= 150 ms, save p95 <= 300 ms on 2 cores.
 
 Environment (for development): CURATECT_LOAD_SECONDS (default 300), CURATECT_LOAD_SCANS_PER_ANNOTATOR
 (default 2), CURATECT_LOAD_SLICES (default 200), CURATECT_LOAD_TOPOLOGY (`split`, the default: the
-router and two pools; `single`: one gunicorn serving everything, as before #16), CURATECT_LOAD_KEEP=1
+router, two API replicas routed by scan and the frames pool; `single`: one gunicorn serving everything, as before #16), CURATECT_LOAD_KEEP=1
 keeps the work folder (logs), CURATECT_LOAD_SEED_CACHE=0 seeds afresh and keeps nothing,
 CURATECT_LOAD_PROFILE=1 samples the API worker's stacks (bench/_load_gunicorn.py) and adds the
 top frames to the JSON.
@@ -169,17 +170,20 @@ class Stack:
             self.start_pool("api", self.port)
             self.wait_until_serving(self.port)
             return
-        api, dicomweb = _free_port(), _free_port()
+        api, api_2, dicomweb = _free_port(), _free_port(), _free_port()
         self.start_pool("api", api)
+        self.start_pool("api", api_2, replica="api-2")
         self.start_pool("dicomweb", dicomweb)
-        self.start_router(api, dicomweb)
-        for port in (api, dicomweb, self.port):
+        self.start_router((api, api_2), dicomweb)
+        for port in (api, api_2, dicomweb, self.port):
             self.wait_until_serving(port)
 
-    def start_pool(self, pool: str, port: int) -> None:
-        """A gunicorn pool with deploy/gunicorn.conf.py (read by bench/_load_gunicorn.py)."""
+    def start_pool(self, pool: str, port: int, replica: str = "") -> None:
+        """A gunicorn pool with deploy/gunicorn.conf.py (read by bench/_load_gunicorn.py);
+        `replica` names a second process of the same pool."""
+        name = replica or pool
         self.start(
-            f"gunicorn-{pool}",
+            f"gunicorn-{name}",
             [
                 sys.executable,
                 "-m",
@@ -191,12 +195,12 @@ class Stack:
             ],
             CURATECT_WEB_POOL=pool,
             CURATECT_WEB_BIND=f"127.0.0.1:{port}",
-            CURATECT_LOAD_REQUESTS=str(self.work / f"requests-{pool}.json"),
-            # Only the API pool is sampled: both would write the one profile file.
-            **({} if pool == "api" else {"CURATECT_LOAD_PROFILE": ""}),
+            CURATECT_LOAD_REQUESTS=str(self.work / f"requests-{name}.json"),
+            # Only the first API replica is sampled: all would write the one profile file.
+            **({} if name == "api" else {"CURATECT_LOAD_PROFILE": ""}),
         )
 
-    def start_router(self, api: int, dicomweb: int) -> None:
+    def start_router(self, api: tuple[int, int], dicomweb: int) -> None:
         nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
         if nginx is None:
             raise SystemExit(
@@ -208,7 +212,8 @@ class Stack:
             (prefix / sub).mkdir(parents=True, exist_ok=True)
         site = (ROOT / "deploy/nginx/curatect.conf.template").read_text()
         for name, value in (
-            ("CURATECT_API_UPSTREAM", f"127.0.0.1:{api}"),
+            ("CURATECT_API_UPSTREAM", f"127.0.0.1:{api[0]}"),
+            ("CURATECT_API_UPSTREAM_2", f"127.0.0.1:{api[1]}"),
             ("CURATECT_DICOMWEB_UPSTREAM", f"127.0.0.1:{dicomweb}"),
             ("CURATECT_ROUTER_LISTEN", f"127.0.0.1:{self.port}"),
         ):
@@ -324,6 +329,8 @@ def _inner() -> None:
     topology = os.environ.get("CURATECT_LOAD_TOPOLOGY", "split")
     if topology not in ("split", "single"):
         raise SystemExit(f"error: CURATECT_LOAD_TOPOLOGY must be split or single, not {topology!r}")
+    # What the rest of the machine was doing: on shared cores the figures are as good as this.
+    load_before = round(os.getloadavg()[0], 2)
     stack = Stack(work, env, topology)
     seed_params = {"cast": CAST, "per_annotator": per_annotator, "slices": slices}
     key = seedcache.cache_key(seed_params)
@@ -346,11 +353,13 @@ def _inner() -> None:
             "the Locust run",
             seconds + 600,
         )
+        load_end = round(os.getloadavg()[0], 2)
         stack.check_alive()
         _run([sys.executable, str(BENCH / "_load_django.py"), "verify", str(work)], env, "verification", 1800)
         stack.stop()  # the pools write their request timings and profiles as they exit
         result = _result(work, per_annotator, slices, seed_s)
         result.update(topology=topology, seed_cached=cached)
+        result["load_average"] = {"before": load_before, "end_of_run": load_end}
         profile = work / "gunicorn-profile.json"
         if profile.exists():
             top = json.loads(profile.read_text())
@@ -390,11 +399,15 @@ def _result(work: Path, per_annotator: int, slices: int, seed_s: float) -> dict:
         "error_examples": driver["failures"][:5],
         "export": driver["export"],
         "seconds": driver["seconds"],
+        "driver_cpu_s": driver.get("driver_cpu_s"),
         "scans": per_annotator * CAST["annotator"],
         "scan_shape": [slices, 512, 512],
         "seed_s": {**plan["seed_s"], "total": round(seed_s, 1)},
         "breakdown_ms": _breakdown(work, samples),
-        "note": "2 shared CPU cores, busy with other work: figures measured under contention",
+        "note": (
+            f"{os.cpu_count()} CPU cores shared by the whole stack and the load driver; load_average "
+            "says how busy the machine was before the stack started (others' work) and at the end"
+        ),
         "breakdown_note": "[p50, p95] per part; queue = client - server (router + gunicorn before a thread)",
     }
 

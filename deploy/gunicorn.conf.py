@@ -6,7 +6,8 @@ requests when one process served both):
 - `api` (default): the API, pages and static files. One process with threads, because the decoded
   CT volumes (imaging/volume_cache.py) and head label volumes (annotation/storage.py) are cached per
   process: a second process would decode every scan again and split the clicks of one annotator
-  between two cold caches. Scale with threads, or replicas with sticky routing per scan.
+  between two cold caches. Scale with threads, or with replicas that the router feeds by scan
+  (docker-compose.yml runs two: web, web-2; deploy/nginx routes every request about a scan to one).
 - `dicomweb`: WADO-RS frames and metadata behind the router's /dicomweb/ (deploy/nginx). Its
   requests read files and copy bytes; any number of processes works, its caches are small.
 
