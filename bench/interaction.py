@@ -6,14 +6,17 @@ Each step looks at the label the annotator has now, takes the largest connected 
 its errors (voxels whose class differs from the truth: missed, extra or of the wrong class) and
 acts at the component's centre (its voxel deepest inside it, as a person clicks the middle of
 what is wrong), with the class the truth has there (0: erase). The step is one of the viewer's
-two tools, whichever the annotator sees helps more (a person sees a grown region before keeping
-it, and undoes a leak):
+tools, whichever the annotator sees helps more (a person sees a grown region before keeping it,
+and undoes a leak):
 
 - a region-grow click: POST …/region-grow/ at the centre with the viewer's default tolerance
   (± 120 HU) and the radius limit set to how far the component reaches from there (5–40 mm,
   the viewer's slider), painted with the class;
 - a brush stroke in that axial slice, drawn along the error there: the component's piece in
-  that slice within 40 mm of the centre (a generous stroke: a person traces it exactly).
+  that slice within 40 mm of the centre (a generous stroke: a person traces it exactly);
+- where the centre lies in a region labelled with another class, a relabel click (R) on it: the
+  region, 3D and face-connected, takes the truth's class; to background, that is the remove
+  click (X), which takes out a wrong pre-segmented blob whole.
 
 Every step is saved as the viewer saves: POST …/annotation/revisions/ with the changed box and
 the head revision as parent. The Dice is the pooled class Dice (annotation.dice: a voxel agrees
@@ -62,6 +65,7 @@ TOLERANCE_HU = 120  # the viewer's default grow tolerance
 GROW_RADIUS_MM = (5.0, 40.0)  # the viewer's grow radius slider
 BRUSH_REACH_MM = 40.0  # one stroke spans at most this far from where it starts
 STARTS = ("empty", "baseline", "model")
+TOOLS = ("grow", "brush", "relabel", "remove")
 
 
 def log(message: str) -> None:
@@ -107,6 +111,9 @@ class Annotator:
         grown = self._grow(centre, value, self._reach_mm(component, centre))
         if grown is not None:
             candidates.append(("grow", grown))
+        relabelled = self._relabel(centre, value)
+        if relabelled is not None:
+            candidates.append(("relabel" if value else "remove", relabelled))
         tool, labels = max(candidates, key=lambda c: self.label_dice(c[1]))
         self._save(labels)
         return tool
@@ -135,6 +142,18 @@ class Annotator:
         labels = self.labels.copy()
         region = labels[oz : oz + d, oy : oy + h, ox : ox + w]
         region[mask.reshape(d, h, w) > 0] = value
+        return labels
+
+    def _relabel(self, centre: tuple, value: int) -> np.ndarray | None:
+        """The viewer's relabel click (or, to background, its remove-region click): the labelled
+        region of one class under the centre, 3D and face-connected, becomes `value`. None where
+        the centre is unlabelled (nothing to click) or already `value`."""
+        current = int(self.labels[centre])
+        if current == 0 or current == value:
+            return None
+        pieces, _ = ndimage.label(self.labels == current)  # face neighbours, as tools/relabel.ts
+        labels = self.labels.copy()
+        labels[pieces == pieces[centre]] = value
         return labels
 
     def _brush(self, component: np.ndarray, centre: tuple, value: int) -> np.ndarray:
@@ -181,7 +200,7 @@ def noc(client, campaign, scan, truth: np.ndarray) -> tuple[int, bool, float, di
     """(steps, reached, Dice at the start, tools used) for one scan from its current head."""
     person = Annotator(client, campaign, scan, truth)
     start = person.label_dice()
-    tools = {"grow": 0, "brush": 0}
+    tools = dict.fromkeys(TOOLS, 0)
     steps = 0
     while person.label_dice() < TARGET and steps < MAX_STEPS:
         tools[person.step()] += 1
@@ -314,7 +333,7 @@ def main() -> None:
 
 
 def _sum_tools(rows: list) -> dict[str, int]:
-    return {tool: sum(r[3][tool] for r in rows) for tool in ("grow", "brush")}
+    return {tool: sum(r[3][tool] for r in rows) for tool in TOOLS}
 
 
 if __name__ == "__main__":

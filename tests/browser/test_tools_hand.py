@@ -1,5 +1,5 @@
 """Tools that do what the hand meant (issue #17 §4), in the browser: a grow says its size at once,
-Alt+wheel widens or narrows the last grow in one undo step, a click relabels a connected region,
+Alt+wheel widens or narrows the last grow in one undo step, a click relabels a connected region or removes it,
 and "paint inside lungs only" keeps the brush in the scan's lung mask (or says there is none)."""
 
 from __future__ import annotations
@@ -113,6 +113,19 @@ def test_grow_says_its_size_widens_live_in_one_undo_step_and_relabels(live_serve
     page.wait_for_function(f"() => curatect.classCounts()['{other}'] === {wide['voxels']}")
     assert page.evaluate("curatect.classCounts()") == {str(other): wide["voxels"]}
     assert f"Relabelled {wide['voxels']:,} voxels" in page.evaluate("curatect.saveStatus")
+    page.keyboard.press("Control+z")
+    assert page.evaluate("curatect.classCounts()") == {str(lesion_class): wide["voxels"]}
+
+    # Remove: one click erases the connected region in 3D (a wrong blob of a pre-segmentation),
+    # whatever the current class; one undo step brings it back.
+    page.keyboard.press("x")
+    assert page.evaluate("curatect.tool()") == "remove"
+    click_voxel(page, z, y, x)
+    page.wait_for_function("() => Object.keys(curatect.classCounts()).length === 0")
+    assert page.evaluate("curatect.labelVoxelCount()") == 0
+    assert f"Removed {wide['voxels']:,} voxels" in page.evaluate("curatect.saveStatus")
+    click_voxel(page, z, y, x)  # nothing left there: it says so, and changes nothing
+    page.wait_for_function("() => curatect.saveStatus.startsWith('Nothing to remove there')")
     page.keyboard.press("Control+z")
     assert page.evaluate("curatect.classCounts()") == {str(lesion_class): wide["voxels"]}
 

@@ -34,6 +34,7 @@ export function viewerKeydown(keys: ViewerKeys, help: HelpOverlay): (evt: Keyboa
     e: () => keys.tool("eraser"),
     g: () => keys.tool("grow"),
     r: () => keys.tool("relabel"),
+    x: () => keys.tool("remove"),
     l: () => keys.tool("windowLevel"),
     f: () => keys.tool("finding"),
     w: keys.nextWindowPreset,

@@ -1,4 +1,4 @@
-// The one reading of a viewport click for the tools that act on a voxel (grow, relabel): a plain
+// The one reading of a viewport click for the tools that act on a voxel (grow, relabel, remove): a plain
 // left click (no Shift or Ctrl, which belong to window/level and panning) and its voxel.
 import type { Types } from "@cornerstonejs/core";
 

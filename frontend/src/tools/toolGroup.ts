@@ -1,5 +1,5 @@
 // Mouse bindings and the editing tool of the viewer.
-//   left drag: the current tool (brush, eraser, window/level; grow and relabel are clicks)
+//   left drag: the current tool (brush, eraser, window/level; grow, relabel and remove are clicks)
 //   shift + left drag: window/level · middle drag: pan · right drag: zoom · wheel: slices
 //   alt + wheel with the grow tool: widen / narrow the last grow (tools/regionGrow.ts)
 import {
@@ -18,7 +18,8 @@ import {
 
 import { maskedFillInsideCircle } from "./lungMask";
 
-export type ToolMode = "brush" | "eraser" | "grow" | "relabel" | "windowLevel" | "finding";
+export type ToolMode =
+  "brush" | "eraser" | "grow" | "relabel" | "remove" | "windowLevel" | "finding";
 
 const BRUSH = "CurateBrush";
 const ERASER = "CurateEraser";
@@ -29,6 +30,7 @@ const PRIMARY_TOOL: Record<ToolMode, string | null> = {
   eraser: ERASER,
   grow: null, // the region-growing brush is a click, handled by tools/regionGrow.ts
   relabel: null, // a click too: tools/relabel.ts
+  remove: null, // relabel to background: tools/relabel.ts
   windowLevel: WindowLevelTool.toolName,
   finding: null, // a reviewer's finding is a click, handled by panels/review.ts
 };

@@ -107,6 +107,17 @@ export class AnnotateMode implements ViewerMode {
         onDone: (voxels, from, to) => this.relabelled(voxels, from, to),
       }),
     );
+    // Remove is relabel to background: a pre-segmentation's wrong blob goes in one click, not
+    // stroke by stroke through every slice it spans.
+    viewer.onDestroy(
+      attachRelabel($("#view-axial"), {
+        scene: viewer.scene!,
+        labels: viewer.labels!,
+        isActive: () => viewer.tools!.mode === "remove" && this.session.editable,
+        classValue: () => 0,
+        onDone: (voxels, from, to) => this.relabelled(voxels, from, to),
+      }),
+    );
     this.wireLungGate();
   }
 
@@ -197,7 +208,7 @@ export class AnnotateMode implements ViewerMode {
     if (!voxels) {
       viewer.setSaveStatus(
         from === 0
-          ? "Nothing to relabel there: click a labelled region"
+          ? `Nothing to ${to === 0 ? "remove" : "relabel"} there: click a labelled region`
           : `That region is ${name(to)} already`,
       );
       return;
@@ -205,7 +216,9 @@ export class AnnotateMode implements ViewerMode {
     this.grower?.forgetLast();
     this.markEdited();
     viewer.setSaveStatus(
-      `Relabelled ${voxels.toLocaleString()} voxels from ${name(from)} to ${name(to)} · unsaved`,
+      to === 0
+        ? `Removed ${voxels.toLocaleString()} voxels of ${name(from)} · unsaved`
+        : `Relabelled ${voxels.toLocaleString()} voxels from ${name(from)} to ${name(to)} · unsaved`,
       "warn",
     );
   }
