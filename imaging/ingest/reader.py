@@ -10,16 +10,19 @@ from typing import Literal
 import numpy as np
 import pydicom
 from pydicom.charset import default_encoding
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, validate_file_meta
 from pydicom.errors import InvalidDicomError
 from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.filewriter import write_data_element
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: an index, not an image
 PIXEL_DATA = 0x7FE00010
+_FILE_META_GROUP_LENGTH = 0x00020000
 # Explicit VR elements of these VRs have a 12-byte header (2 reserved bytes, 4-byte length).
 _LONG_HEADER_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"})
 
@@ -348,7 +351,7 @@ def staged_chunks(ds: Dataset, raw: bytes, as_read: dict) -> tuple[list, int | N
     encoded = _encoder(implicit, little)
     encoded.write(preamble)
     encoded.write(b"DICM")
-    write_file_meta_info(encoded, meta, enforce_standard=True)  # validates it, as dcmwrite does
+    encoded.write(_file_meta_bytes(meta))
     encodings = ds.get("SpecificCharacterSet", default_encoding)
     source = memoryview(raw)
     chunks: list = []
@@ -360,7 +363,7 @@ def staged_chunks(ds: Dataset, raw: bytes, as_read: dict) -> tuple[list, int | N
         elem = ds.get_item(tag)
         span = _unchanged_span(elem, as_read.get(tag), raw, implicit, little)
         if span is None:
-            write_data_element(encoded, elem, encodings)
+            encoded.write(_element_bytes(elem, encodings, implicit, little))
             continue
         head = encoded.getvalue()
         chunks.append(head)
@@ -372,6 +375,85 @@ def staged_chunks(ds: Dataset, raw: bytes, as_read: dict) -> tuple[list, int | N
         encoded = _encoder(implicit, little)
     chunks.append(encoded.getvalue())
     return chunks, pixel_offset
+
+
+# What pydicom wrote for an element it was given, by everything its bytes depend on. Most of
+# what pseudonymisation changes is set to the same value on every slice of a series (the
+# pseudonym, the remapped study and series UIDs, shifted dates, the PS3.15 markers): writing
+# them once per worker process instead of once per slice was a fifth of a slice's cost.
+_ENCODED: dict[tuple, bytes] = {}
+_ENCODED_MAX = 4096  # entries: a few series' worth; cleared whole when full
+
+
+def _element_bytes(elem, encodings, implicit: bool, little: bool) -> bytes:
+    key = _element_key(elem)
+    if key is not None:
+        key = (key, _value_key(encodings), implicit, little)
+        found = _ENCODED.get(key)
+        if found is not None:
+            return found
+    encoder = _encoder(implicit, little)
+    write_data_element(encoder, elem, encodings)
+    written = encoder.getvalue()
+    if key is not None:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[key] = written
+    return written
+
+
+def _file_meta_bytes(meta) -> bytes:
+    """What write_file_meta_info(enforce_standard=True) writes, its elements through the
+    memo: only the instance UID differs from one slice to the next."""
+    validate_file_meta(meta, enforce_standard=True)  # may add the version and implementation
+    body = b"".join(
+        _element_bytes(meta.get_item(tag), default_encoding, False, True)
+        for tag in sorted(meta.keys())
+        if tag != _FILE_META_GROUP_LENGTH
+    )
+    length = DataElement(_FILE_META_GROUP_LENGTH, "UL", len(body))
+    return _element_bytes(length, default_encoding, False, True) + body
+
+
+def _element_key(elem) -> tuple | None:
+    """What an element's bytes depend on, or None when it is not worth or not safe to
+    remember (buffered or large values, values of other types)."""
+    if elem.is_raw:
+        value = elem.value
+        if value is None or len(value) > 256:
+            return None
+        # Its bytes are decoded as the file it came from was encoded.
+        return ("raw", int(elem.tag), elem.VR, elem.length, value, elem.is_implicit_VR, elem.is_little_endian)
+    if elem.is_buffered:
+        return None
+    if elem.VR == "SQ":
+        items = []
+        for item in elem.value:
+            inner = [_element_key(item.get_item(tag)) for tag in sorted(item.keys())]
+            if any(k is None for k in inner):
+                return None
+            items.append((bool(getattr(item, "is_undefined_length_sequence_item", False)), tuple(inner)))
+        value: tuple | None = tuple(items)
+    else:
+        value = _value_key(elem.value)
+    if value is None:
+        return None
+    return (int(elem.tag), elem.VR, bool(elem.is_undefined_length), value)
+
+
+def _value_key(value) -> tuple | None:
+    if value is None:
+        return ("",)
+    if isinstance(value, PersonName):
+        return ("PN", str(value), value.original_string, tuple(value.encodings or ()))
+    if isinstance(value, str | int | float):  # also UID, DSfloat, IS: their type is in the key
+        return (type(value).__name__, str(value))
+    if isinstance(value, bytes):
+        return ("bytes", value) if len(value) <= 256 else None
+    if isinstance(value, MultiValue | list | tuple):
+        inner = tuple(_value_key(v) for v in value)
+        return None if any(k is None for k in inner) else (type(value).__name__, inner)
+    return None
 
 
 def _encoder(implicit: bool, little: bool) -> DicomBytesIO:
