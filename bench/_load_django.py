@@ -135,39 +135,22 @@ def _curate_earlier_batch(
     """Last week's batch, approved through the real QC services (the annotator saves and submits,
     the two checkers the submit drew pass, the senior passes the spot check): what the data
     manager exports during the run. Returns its id and its scans' ids."""
-    from annotation.services import revision_save
     from core.models import Scan, User
-    from core.services.batches import batch_build
-    from qc.models import BatchReview, Check, SpotCheck, Verdict
-    from qc.services import check_record, revision_submit, spot_check_record
+    from demo.curation import curate_batches
 
-    manager = User.objects.get(pk=people["manager"][0]["id"])
-    annotator = User.objects.get(pk=people["annotator"][0]["id"])
     scans = [
         Scan.objects.get(
             study__institution=campaign.institution, study__patient__original_patient_id=f"LOAD-{i:03d}"
         )
         for i in numbers
     ]
-    batch = batch_build(actor=manager, campaign=campaign, annotator=annotator, scan_ids=[s.pk for s in scans])
-    for scan in scans:
-        revision = revision_save(
-            actor=annotator,
-            campaign=campaign,
-            scan=scan,
-            parent_id=None,
-            full=truth,
-            scan_labels={"diagnosis": "COVID-19"},
-            time_spent_s=600,
-        )
-        revision_submit(actor=annotator, campaign=campaign, scan=scan, revision_id=revision.pk)
-    for check in Check.objects.filter(verdict=Verdict.PENDING, annotation__scan__in=scans).order_by("pk"):
-        check_record(actor=check.checker, check=check, verdict="pass")
-    for spot in SpotCheck.objects.filter(verdict=Verdict.PENDING, annotation__scan__in=scans).order_by("pk"):
-        spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass")
-    state = BatchReview.objects.get(batch=batch).state
-    if state != "approved":
-        raise SystemExit(f"error: the earlier batch ended {state!r}, not approved")
+    (batch,) = curate_batches(
+        campaign,
+        manager=User.objects.get(pk=people["manager"][0]["id"]),
+        annotator=User.objects.get(pk=people["annotator"][0]["id"]),
+        labelled=[(scan, truth, "COVID-19") for scan in scans],
+        annotate_s=600,
+    )
     return batch.pk, [s.pk for s in scans]
 
 

@@ -69,33 +69,11 @@ def import_phantoms(work: Path, campaign, n: int, *, slices: int, size: int, hos
 
 
 def approve_all(campaign, manager, annotator, cases) -> None:
-    """One batch through the real services: saved, submitted, checked, spot-checked, approved."""
-    from annotation.services import revision_save
-    from core.services.batches import batch_build
-    from qc.models import Check, SpotCheck, Verdict
-    from qc.services import check_record, revision_submit, spot_check_record
+    """Batches through the real services: saved, submitted, checked, spot-checked, approved."""
+    from demo.curation import curate_batches
 
-    for start in range(0, len(cases), campaign.batch_size):
-        chunk = cases[start : start + campaign.batch_size]
-        batch = batch_build(
-            actor=manager, campaign=campaign, annotator=annotator, scan_ids=[s.pk for s, _ in chunk]
-        )
-        for scan, lesions in chunk:
-            rev = revision_save(
-                actor=annotator,
-                campaign=campaign,
-                scan=scan,
-                parent_id=None,
-                full=lesions,
-                scan_labels={"diagnosis": "COVID-19"},
-                time_spent_s=60,
-            )
-            revision_submit(actor=annotator, campaign=campaign, scan=scan, revision_id=rev.pk)
-        for check in Check.objects.filter(verdict=Verdict.PENDING).order_by("pk"):
-            check_record(actor=check.checker, check=check, verdict="pass")
-        for spot in SpotCheck.objects.filter(verdict=Verdict.PENDING).order_by("pk"):
-            spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass")
-        assert batch.review.state == "approved", batch.review.state
+    labelled = [(scan, lesions, "COVID-19") for scan, lesions in cases]
+    curate_batches(campaign, manager=manager, annotator=annotator, labelled=labelled)
 
 
 def approved_campaign(work: Path, n: int, *, slices: int, size: int, hospitals: int):

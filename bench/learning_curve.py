@@ -146,36 +146,14 @@ def curate(campaign, people: dict, items: list[tuple[object, Case]]) -> None:
     """Batches of the campaign's size through the real services, as seed_demo curates: the
     annotator saves the truth with its diagnosis and submits, both checkers pass, the senior
     passes the spot checks, and the batch is approved."""
-    from annotation.services import revision_save
-    from core.services.batches import batch_build
-    from qc.models import Check, SpotCheck, Verdict
-    from qc.services import check_record, revision_submit, spot_check_record
+    from demo.curation import curate_batches
 
-    for start in range(0, len(items), campaign.batch_size):
-        chunk = items[start : start + campaign.batch_size]
-        batch = batch_build(
-            actor=people["manager"],
-            campaign=campaign,
-            annotator=people["annotator"],
-            scan_ids=[s.pk for s, _ in chunk],
-        )
-        for scan, case in chunk:
-            rev = revision_save(
-                actor=people["annotator"],
-                campaign=campaign,
-                scan=scan,
-                parent_id=None,
-                full=case.phantom.lesions,
-                scan_labels={"diagnosis": case.diagnosis},
-                time_spent_s=60,
-            )
-            revision_submit(actor=people["annotator"], campaign=campaign, scan=scan, revision_id=rev.pk)
-        for check in Check.objects.filter(verdict=Verdict.PENDING).order_by("pk"):
-            check_record(actor=check.checker, check=check, verdict="pass")
-        for spot in SpotCheck.objects.filter(verdict=Verdict.PENDING).order_by("pk"):
-            spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass")
-        batch.review.refresh_from_db()
-        assert batch.review.state == "approved", batch.review.state
+    curate_batches(
+        campaign,
+        manager=people["manager"],
+        annotator=people["annotator"],
+        labelled=[(scan, case.phantom.lesions, case.diagnosis) for scan, case in items],
+    )
 
 
 def bench_people(campaign, inst) -> dict:

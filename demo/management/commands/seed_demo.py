@@ -26,6 +26,7 @@ from django.db import transaction
 from core.label_schema import COVID19_SCHEMA
 from core.models import Batch, Campaign, CampaignMember, CampaignScan, Institution, Membership, Role, User
 from core.services.batches import batch_build
+from demo.curation import curate_batches
 from demo.phantom import GROUND_TRUTH_FILE, write_ct_series, write_phantom_study
 from demo.phantoms.cohorts import cohort
 from imaging.ingest.service import ingest_path
@@ -159,7 +160,16 @@ class Command(BaseCommand):
                 continue
             count = (n + 1 - k) // 2
             labelled = self._import_curated(institution, campaign, k, count, slices, size)
-            curate_batch(campaign, name, labelled)
+            curate_batches(
+                campaign,
+                manager=User.objects.get(username="manager"),
+                annotator=User.objects.get(username="annotator2"),
+                labelled=labelled,
+                name=name,
+                annotate_s=300,
+                check_s=60,
+                spot_s=45,
+            )
             made += len(labelled)
         if made:
             self.stdout.write(
@@ -199,39 +209,3 @@ class Command(BaseCommand):
             case = cases[scan.study.patient.original_patient_id]
             out.append((scan, case.phantom.lesions, case.diagnosis))
         return out
-
-
-def curate_batch(campaign: Campaign, name: str, labelled: list[tuple[object, np.ndarray, str]]) -> Batch:
-    """A batch annotated by annotator2 (labels: the ground truth and the case's diagnosis),
-    passed by both checkers, spot-checked and approved by the senior, all through the real
-    services."""
-    from annotation.services import revision_save
-    from qc.models import Check, SpotCheck, Verdict
-    from qc.services import check_record, revision_submit, spot_check_record
-
-    manager, annotator = User.objects.get(username="manager"), User.objects.get(username="annotator2")
-    batch = batch_build(
-        actor=manager,
-        campaign=campaign,
-        annotator=annotator,
-        scan_ids=[s.pk for s, _, _ in labelled],
-        name=name,
-    )
-    for scan, labels, diagnosis in labelled:
-        revision = revision_save(
-            actor=annotator,
-            campaign=campaign,
-            scan=scan,
-            parent_id=None,
-            full=labels,
-            scan_labels={"diagnosis": diagnosis},
-            time_spent_s=300,
-        )
-        revision_submit(actor=annotator, campaign=campaign, scan=scan, revision_id=revision.pk)
-    for check in Check.objects.filter(
-        annotation__scan__in=[s for s, _, _ in labelled], verdict=Verdict.PENDING
-    ):
-        check_record(actor=check.checker, check=check, verdict="pass", time_spent_s=60)
-    for spot in SpotCheck.objects.filter(review__batch=batch, verdict=Verdict.PENDING):
-        spot_check_record(actor=spot.senior, spot_check=spot, verdict="pass", time_spent_s=45)
-    return batch
