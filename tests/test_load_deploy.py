@@ -55,18 +55,29 @@ def test_compose_routes_dicomweb_to_its_own_pool():
     assert "ports" not in services["web"]  # only the router is published
 
 
-def test_the_router_template_is_a_valid_nginx_config(tmp_path):
+def _nginx() -> str:
     # `make test` installs Debian's nginx-light (the `router` target): a missing router fails here.
     nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
     assert nginx, "nginx is not installed: make router (tools/apt-install.sh nginx-light)"
+    return nginx
+
+
+def _router_site(*, api: tuple[str, str], dicomweb: str, listen: str) -> str:
+    """The router template with its variables filled in, as nginx's image does with envsubst."""
     site = TEMPLATE.read_text()
     for name, value in (
-        ("CURATECT_API_UPSTREAM", "127.0.0.1:1"),
-        ("CURATECT_API_UPSTREAM_2", "127.0.0.1:4"),
-        ("CURATECT_DICOMWEB_UPSTREAM", "127.0.0.1:2"),
-        ("CURATECT_ROUTER_LISTEN", "127.0.0.1:3"),
+        ("CURATECT_API_UPSTREAM", api[0]),
+        ("CURATECT_API_UPSTREAM_2", api[1]),
+        ("CURATECT_DICOMWEB_UPSTREAM", dicomweb),
+        ("CURATECT_ROUTER_LISTEN", listen),
     ):
         site = site.replace("${" + name + "}", value)
+    return site
+
+
+def test_the_router_template_is_a_valid_nginx_config(tmp_path):
+    nginx = _nginx()
+    site = _router_site(api=("127.0.0.1:1", "127.0.0.1:4"), dicomweb="127.0.0.1:2", listen="127.0.0.1:3")
     (tmp_path / "site.conf").write_text(site)
     (tmp_path / "nginx.conf").write_text(
         f"pid {tmp_path}/nginx.pid;\nevents {{}}\nhttp {{\n  include {tmp_path}/site.conf;\n}}\n"
@@ -129,18 +140,13 @@ def test_the_router_sends_every_request_about_a_scan_to_one_api_replica(tmp_path
     import time
     import urllib.request
 
-    nginx = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
-    assert nginx, "nginx is not installed: make router (tools/apt-install.sh nginx-light)"
+    nginx = _nginx()
     servers = {name: _upstream(name) for name in ("api-1", "api-2", "dicomweb")}
     port = _free_port()
-    site = TEMPLATE.read_text()
-    for name, value in (
-        ("CURATECT_API_UPSTREAM", f"127.0.0.1:{servers['api-1'].server_port}"),
-        ("CURATECT_API_UPSTREAM_2", f"127.0.0.1:{servers['api-2'].server_port}"),
-        ("CURATECT_DICOMWEB_UPSTREAM", f"127.0.0.1:{servers['dicomweb'].server_port}"),
-        ("CURATECT_ROUTER_LISTEN", f"127.0.0.1:{port}"),
-    ):
-        site = site.replace("${" + name + "}", value)
+    address = {name: f"127.0.0.1:{server.server_port}" for name, server in servers.items()}
+    site = _router_site(
+        api=(address["api-1"], address["api-2"]), dicomweb=address["dicomweb"], listen=f"127.0.0.1:{port}"
+    )
     (tmp_path / "site.conf").write_text(site)
     temps = "".join(
         f"  {sub}_temp_path {tmp_path / sub};\n"
